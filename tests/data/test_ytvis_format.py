@@ -1,0 +1,133 @@
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tmtvis.data.ytvis_format import decode_rle, encode_mask, load_dataset, load_results, to_rle, write_results
+from tmtvis.errors import DataError
+
+
+def write(tmp_path: Path, data) -> Path:
+    p = tmp_path / "bad.json"
+    p.write_text(data if isinstance(data, str) else json.dumps(data))
+    return p
+
+
+def test_valid_file_loads(tiny_dataset):
+    path, _, data = tiny_dataset
+    ds = load_dataset(path)
+    assert ds.summary() == {"videos": 2, "frames": 6, "tracks": 4, "categories": 2}
+    assert ds.tracks[1].segmentations[0] is None
+
+
+def test_polygon_and_uncompressed_rle_match_compressed(tiny_dataset, tmp_path):
+    _, _, data = tiny_dataset
+    h, w = 24, 32
+    m = np.zeros((h, w), np.uint8)
+    m[4:12, 5:15] = 1
+    comp = to_rle(encode_mask(m), h, w)
+    # uncompressed RLE (column-major runs starting with zeros)
+    flat = m.flatten(order="F")
+    runs, cur, n = [], 0, 0
+    for x in flat:
+        if x != cur:
+            runs.append(n)
+            cur, n = x, 0
+        n += 1
+    runs.append(n)
+    unc = {"size": [h, w], "counts": [int(r) for r in runs]}
+    assert (decode_rle(to_rle(unc, h, w)) == m).all()
+    # a polygon tracing the rectangle's pixel borders covers the same pixels
+    poly = [[5, 4, 15, 4, 15, 12, 5, 12]]
+    assert (decode_rle(to_rle(poly, h, w)) == m).all()
+    assert (decode_rle(comp) == m).all()
+    data["annotations"][0]["segmentations"][1] = unc
+    data["annotations"][0]["segmentations"][2] = poly
+    assert len(load_dataset(write(tmp_path, data)).tracks) == 4
+
+
+def _mutate(data, fn):
+    d = copy.deepcopy(data)
+    fn(d)
+    return d
+
+
+BAD_CASES = {
+    "invalid_json": ('{"videos": [', "invalid JSON"),
+    "missing_videos": (lambda d: d.pop("videos"), "missing key 'videos'"),
+    "missing_categories": (lambda d: d.pop("categories"), "missing key 'categories'"),
+    "video_missing_width": (lambda d: d["videos"][0].pop("width"), "videos[0]: missing key 'width'"),
+    "ann_missing_segs": (lambda d: d["annotations"][0].pop("segmentations"), "missing key 'segmentations'"),
+    "file_names_vs_length": (lambda d: d["videos"][0]["file_names"].pop(), "'file_names' has 2 entries but 'length' is 3"),
+    "segs_vs_length": (lambda d: d["annotations"][0]["segmentations"].pop(), "'segmentations' has 2 entries but video 1 has length 3"),
+    "areas_vs_length": (lambda d: d["annotations"][0]["areas"].append(1), "'areas' has 4 entries"),
+    "duplicate_video_id": (lambda d: d["videos"][1].update(id=1), "duplicate video id 1"),
+    "duplicate_ann_id": (lambda d: d["annotations"][1].update(id=1), "duplicate annotation id 1"),
+    "duplicate_category_id": (lambda d: d["categories"][1].update(id=1), "duplicate category id 1"),
+    "unknown_video": (lambda d: d["annotations"][0].update(video_id=99), "unknown video_id 99"),
+    "unknown_category": (lambda d: d["annotations"][0].update(category_id=7), "category_id 7 is not in 'categories'"),
+    "dotdot_escape": (lambda d: d["videos"][0]["file_names"].__setitem__(0, "../../etc/passwd"), "escapes the image root"),
+    "absolute_path": (lambda d: d["videos"][0]["file_names"].__setitem__(0, "/etc/passwd"), "is absolute"),
+    "rle_wrong_size": (lambda d: d["annotations"][0]["segmentations"][1].update(size=[5, 5]), "differs from the video's"),
+    "bad_segmentation_type": (lambda d: d["annotations"][0]["segmentations"].__setitem__(1, 5), "segmentation must be RLE"),
+    "uncompressed_rle_sum": (lambda d: d["annotations"][0]["segmentations"].__setitem__(1, {"size": [24, 32], "counts": [1, 2]}), "sum to 3"),
+    "bad_iscrowd": (lambda d: d["annotations"][0].update(iscrowd=3), "'iscrowd' must be 0 or 1"),
+    "videos_not_list": (lambda d: d.update(videos={}), "videos: must be a list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_malformed_input_gives_one_line_error(tiny_dataset, tmp_path, case):
+    _, _, data = tiny_dataset
+    mutation, expected = BAD_CASES[case]
+    bad = mutation if isinstance(mutation, str) else _mutate(data, mutation)
+    path = write(tmp_path, bad)
+    with pytest.raises(DataError) as e:
+        load_dataset(path)
+    msg = str(e.value)
+    assert expected in msg
+    assert str(path) in msg and "\n" not in msg
+
+
+def test_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        load_dataset(tmp_path / "nope.json")
+
+
+def test_skip_bad_videos_drops_only_the_bad_video(tiny_dataset, tmp_path):
+    _, _, data = tiny_dataset
+    bad = _mutate(data, lambda d: d["annotations"][2]["segmentations"].pop())  # a track of video 2
+    ds = load_dataset(write(tmp_path, bad), skip_bad_videos=True)
+    assert list(ds.videos) == [1]
+    assert all(t.video_id == 1 for t in ds.tracks) and len(ds.tracks) == 2
+    assert len(ds.skipped) == 1 and "video 2" in ds.skipped[0]
+
+
+def test_unannotated_split_loads(tiny_dataset, tmp_path):
+    _, _, data = tiny_dataset
+    d = _mutate(data, lambda d: d.update(annotations=None))
+    ds = load_dataset(write(tmp_path, d))
+    assert not ds.has_annotations and ds.tracks == []
+
+
+def test_results_roundtrip_and_validation(tiny_dataset, tmp_path):
+    path, _, data = tiny_dataset
+    ds = load_dataset(path)
+    preds = [{"video_id": 1, "category_id": 2, "score": 0.5, "segmentations": data["annotations"][0]["segmentations"]}]
+    out = tmp_path / "results.json"
+    write_results(out, preds)
+    assert load_results(out, ds) == preds
+    for bad, msg in (
+        ({**preds[0], "video_id": 9}, "unknown video_id 9"),
+        ({**preds[0], "category_id": 9}, "category_id 9 is not a category"),
+        ({**preds[0], "segmentations": [None]}, "has 1 entries but video 1 has length 3"),
+        ({**preds[0], "score": "high"}, "'score' must be a finite number"),
+    ):
+        out.write_text(json.dumps([bad]))
+        with pytest.raises(DataError, match=msg):
+            load_results(out, ds)
+    out.write_text(json.dumps({"not": "a list"}))
+    with pytest.raises(DataError, match="must be a JSON list"):
+        load_results(out)

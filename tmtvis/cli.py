@@ -1,0 +1,46 @@
+"""The `tmtvis` command: subcommands live in `workflows/` and register themselves here."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+
+from tmtvis.errors import TmtvisError
+
+# Offline and local-only by default: no hub downloads, no usage stats, no Ray token auth locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from workflows import data, evaluate, prepare
+
+    parser = argparse.ArgumentParser(prog="tmtvis", description="Taxonomy-aware multi-dataset VIS training on Ray.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (data, prepare, evaluate):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    try:
+        return int(args.func(args) or 0)
+    except TmtvisError as e:
+        print(f"tmtvis: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tmtvis: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Configuration: plain dataclasses loaded from YAML, with `--set key=value` overrides."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tmtvis.errors import ConfigError
+from tmtvis.taxonomy_bank import BankConfig
+
+FORMATS = ("ytvis", "ovis", "uvo")
+SPLITS = ("train", "valid")
+
+
+@dataclass
+class DatasetConfig:
+    """One split of one dataset; datasets with the same `name` share a label space."""
+
+    name: str
+    format: str                  # ytvis (2019/2021) | ovis | uvo (dense with labels)
+    annotations: str             # YouTube-VIS JSON; relative paths resolve against data.root
+    images: str                  # image root holding <file_name> frames
+    split: str = "train"         # train | valid
+    weight: float = 1.0          # mixing ratio in joint training
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"dataset '{self.name}': format must be one of {FORMATS}, got '{self.format}'")
+        if self.split not in SPLITS:
+            raise ConfigError(f"dataset '{self.name}': split must be one of {SPLITS}, got '{self.split}'")
+        if self.weight < 0:
+            raise ConfigError(f"dataset '{self.name}': weight must be >= 0, got {self.weight}")
+
+
+@dataclass
+class DataConfig:
+    root: str = "."                               # base for relative dataset paths
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    skip_bad_videos: bool = False                 # skip (and count) malformed videos instead of stopping
+
+    def resolve(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else Path(self.root).expanduser() / path
+
+    def splits(self, split: str) -> list[DatasetConfig]:
+        return [d for d in self.datasets if d.split == split]
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    taxonomy: BankConfig = field(default_factory=BankConfig)
+    output_dir: str = "runs"
+    seed: int = 0
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert one YAML value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1]
+        items = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif tp is Any:
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types are ConfigErrors."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(names))})")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """Dataclass -> plain dict (tuples as lists), ready for YAML."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(dataclasses.asdict(cfg))
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Apply one 'a.b.c=value' override (value parsed as YAML; list items by index: data.datasets.0.weight=2)."""
+    if "=" not in override:
+        raise ConfigError(f"--set {override}: expected key=value")
+    key, raw = override.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {override}: '{'.'.join(parts[:i + 1])}' is not a valid list index")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {override}: '{'.'.join(parts[:i])}' is not a section")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (or the defaults) and apply overrides; errors name the file and key."""
+    data: dict = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    data = copy.deepcopy(data)
+    for o in overrides:
+        apply_override(data, o)
+    return from_dict(Config, data, where)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from tmtvis.io_utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

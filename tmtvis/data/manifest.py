@@ -1,0 +1,64 @@
+"""Parquet manifests: one row per video with frame paths and per-instance unified ids and RLEs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tmtvis.data.ytvis_format import VisDataset, to_rle
+from tmtvis.io_utils import atomic_path
+from tmtvis.taxonomy import DatasetLabels
+
+INSTANCE = pa.struct([
+    ("track_id", pa.int64()),
+    ("category_id", pa.int32()),          # unified id
+    ("dataset_category_id", pa.int32()),  # the dataset's own id
+    ("iscrowd", pa.int8()),
+    ("rles", pa.list_(pa.string())),      # per frame compressed RLE counts (size = height x width) or null
+    ("areas", pa.list_(pa.float64())),    # per frame area from the file, or null
+])
+
+SCHEMA = pa.schema([
+    ("dataset", pa.string()),
+    ("split", pa.string()),
+    ("video_id", pa.int64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("length", pa.int32()),
+    ("image_root", pa.string()),
+    ("file_names", pa.list_(pa.string())),
+    ("instances", pa.list_(INSTANCE)),
+])
+
+
+def video_rows(dataset: VisDataset, labels: DatasetLabels, split: str, image_root: str | Path,
+               video_ids: Iterable[int] | None = None) -> list[dict]:
+    """Manifest rows for the given videos (all by default) of one dataset split."""
+    by_video = dataset.tracks_by_video()
+    rows = []
+    for vid in (video_ids if video_ids is not None else dataset.videos):
+        v = dataset.videos[vid]
+        instances = []
+        for t in by_video[vid]:
+            rles = [None if s is None else to_rle(s, v.height, v.width)["counts"] for s in t.segmentations]
+            instances.append({
+                "track_id": t.id, "category_id": labels.to_unified[t.category_id],
+                "dataset_category_id": t.category_id, "iscrowd": t.iscrowd, "rles": rles,
+                "areas": None if t.areas is None else [None if a is None else float(a) for a in t.areas],
+            })
+        rows.append({"dataset": labels.name, "split": split, "video_id": vid, "width": v.width, "height": v.height,
+                     "length": v.length, "image_root": str(Path(image_root).resolve()),
+                     "file_names": list(v.file_names), "instances": instances})
+    return rows
+
+
+def write_manifest(path: str | Path, rows: list[dict]) -> None:
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()

@@ -1,0 +1,69 @@
+"""Greedy, score-ordered matching of one (video, category): predictions to ground-truth tracks.
+
+COCO/YouTube-VIS rules: per IoU threshold, each prediction (highest score first) takes the
+eligible ground truth with the highest IoU >= threshold (ties: the later one in file order),
+preferring ground truth inside the area range over ignored ones; a crowd track may absorb
+several predictions; unmatched predictions outside the area range are ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class GroupResult:
+    """Per area range: which predictions count as matched / ignored at each IoU threshold."""
+
+    matched: np.ndarray  # (A, T, D) bool: matched to a ground truth (whose id is not 0, as officially)
+    ignored: np.ndarray  # (A, T, D) bool
+    n_positive: np.ndarray  # (A,) ground truth tracks that are not ignored
+
+
+def match_group(
+    ious: np.ndarray,  # (D, G), predictions sorted by score
+    gt_crowd: np.ndarray,  # (G,) bool
+    gt_area: np.ndarray,  # (G,) float
+    gt_ids: list,
+    dt_area: np.ndarray,  # (D,) float
+    area_ranges: list[tuple[float, float]],
+    iou_thrs: np.ndarray,
+) -> GroupResult:
+    n_d, n_g = ious.shape
+    A, T = len(area_ranges), len(iou_thrs)
+    matched = np.zeros((A, T, n_d), bool)
+    ignored = np.zeros((A, T, n_d), bool)
+    n_pos = np.zeros(A, np.int64)
+    starts = [min(float(t), 1 - 1e-10) for t in iou_thrs]
+    # a pair below the lowest threshold can never be chosen, so only candidates need visiting
+    floor = min(starts)
+    iou_rows = ious.tolist()
+    crowd = [bool(c) for c in gt_crowd]
+    id_nonzero = [g_id != 0 for g_id in gt_ids]
+    for a, (lo, hi) in enumerate(area_ranges):
+        gt_ig = [bool(c or ar < lo or ar > hi) for c, ar in zip(crowd, gt_area)]
+        n_pos[a] = gt_ig.count(False)
+        order = np.argsort(np.array(gt_ig, dtype=np.int64), kind="mergesort").tolist()  # ignored last
+        candidates = [(d, [g for g in order if iou_rows[d][g] >= floor]) for d in range(n_d)]
+        candidates = [(d, c) for d, c in candidates if c]
+        for t, start in enumerate(starts):
+            taken = [False] * n_g
+            for d, cands in candidates:
+                best, m = start, -1
+                for g in cands:
+                    if taken[g] and not crowd[g]:
+                        continue
+                    if m > -1 and not gt_ig[m] and gt_ig[g]:
+                        break  # matched a real ground truth; ignored ones cannot take it over
+                    if iou_rows[d][g] < best:
+                        continue
+                    best, m = iou_rows[d][g], g
+                if m == -1:
+                    continue
+                ignored[a, t, d] = gt_ig[m]
+                matched[a, t, d] = id_nonzero[m]
+                taken[m] = True
+        outside = (dt_area < lo) | (dt_area > hi)
+        ignored[a] |= ~matched[a] & outside[None, :]
+    return GroupResult(matched, ignored, n_pos)

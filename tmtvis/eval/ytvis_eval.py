@@ -1,0 +1,190 @@
+"""The official YouTube-VIS video AP/AR metric (12 numbers + per-category AP), reproduced exactly.
+
+`evaluate(gt_dict, results_list)` works on loaded JSON so training can call it in-process;
+`evaluate_files(gt_path, results_path)` reads the files first.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from tmtvis.errors import DataError
+from tmtvis.eval.matching import GroupResult, match_group
+from tmtvis.eval.tracks import GroundTruth, Track, load_ground_truth, load_predictions, prediction_avg_area
+from tmtvis.eval.video_iou import video_ious
+
+# linspace, not arange: the thresholds must be bit-identical to the official ones
+IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+MAX_DETS = [1, 10, 100]
+# YouTube-VIS uses 128/256 (not COCO's 32/96); both bounds are inclusive, as officially
+AREA_RANGES = [(0.0, 1e5**2), (0.0, 128.0**2), (128.0**2, 256.0**2), (256.0**2, 1e5**2)]
+AREA_LABELS = ["all", "small", "medium", "large"]
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# (is AP, IoU threshold or None for all, area label, maxDets) for each of the 12 numbers
+_SUMMARY = [
+    (True, None, "all", 100), (True, 0.5, "all", 100), (True, 0.75, "all", 100),
+    (True, None, "small", 100), (True, None, "medium", 100), (True, None, "large", 100),
+    (False, None, "all", 1), (False, None, "all", 10), (False, None, "all", 100),
+    (False, None, "small", 100), (False, None, "medium", 100), (False, None, "large", 100),
+]
+
+
+@dataclass
+class EvalResult:
+    stats: dict[str, float]  # the 12 numbers, -1 where there is no ground truth
+    per_category: dict[int, float]  # AP per category id, -1 without ground truth
+    category_names: dict[int, str]
+    precision: np.ndarray = field(repr=False)  # (T, R, K, A, M)
+    recall: np.ndarray = field(repr=False)  # (T, K, A, M)
+
+
+@dataclass
+class _Block:
+    """One (video, category) evaluated: its predictions in score order and their matches."""
+
+    scores: np.ndarray
+    result: GroupResult
+
+
+def _show_progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def _evaluate_video(gts: list[Track], dts_by_cat: dict[int, list[Track]]) -> dict[int, _Block]:
+    cats = sorted({t.category_id for t in gts} | set(dts_by_cat))
+    gts_by_cat = {c: [t for t in gts if t.category_id == c] for c in cats}
+    dts = [t for c in cats for t in dts_by_cat.get(c, [])]
+    dt_cat = np.array([t.category_id for t in dts], dtype=np.int64)
+    gt_cat = np.array([t.category_id for t in gts], dtype=np.int64)
+    ious = video_ious(dts, gts, dt_cat[:, None] == gt_cat[None, :])
+    blocks = {}
+    for c in cats:
+        d_idx, g_idx = np.flatnonzero(dt_cat == c), np.flatnonzero(gt_cat == c)
+        g, d = gts_by_cat[c], dts_by_cat.get(c, [])
+        result = match_group(
+            ious[np.ix_(d_idx, g_idx)],
+            np.array([t.iscrowd for t in g], bool),
+            np.array([t.avg_area for t in g], float),
+            [t.id for t in g],
+            np.array([t.avg_area for t in d], float),
+            AREA_RANGES,
+            IOU_THRS,
+        )
+        blocks[c] = _Block(np.array([t.score for t in d], float), result)
+    return blocks
+
+
+def _accumulate(blocks: list[_Block], precision: np.ndarray, recall: np.ndarray, k: int) -> None:
+    """Fill precision[:, :, k] and recall[:, k] from one category's blocks, in video id order."""
+    n_pos = sum(b.result.n_positive for b in blocks) if blocks else np.zeros(len(AREA_RANGES), np.int64)
+    scores = np.concatenate([b.scores for b in blocks]) if blocks else np.zeros(0)
+    rank = np.concatenate([np.arange(len(b.scores)) for b in blocks]) if blocks else np.zeros(0, np.int64)
+    matched = np.concatenate([b.result.matched for b in blocks], axis=2) if blocks else None
+    ignored = np.concatenate([b.result.ignored for b in blocks], axis=2) if blocks else None
+    # stable: equal scores keep (video id, score order within the video); a maxDets cut keeps the order
+    order = np.argsort(-scores, kind="mergesort")
+    for m, max_det in enumerate(MAX_DETS):
+        idx = order[rank[order] < max_det]
+        nd = len(idx)
+        for a in range(len(AREA_RANGES)):
+            npig = int(n_pos[a])
+            if npig == 0:
+                continue
+            if nd == 0:
+                recall[:, k, a, m] = 0
+                precision[:, :, k, a, m] = 0
+                continue
+            tm, ig = matched[a][:, idx], ignored[a][:, idx]
+            tp = np.cumsum(tm & ~ig, axis=1).astype(np.float64)
+            fp = np.cumsum(~tm & ~ig, axis=1).astype(np.float64)
+            rc = tp / npig
+            pr = tp / (fp + tp + np.spacing(1))
+            recall[:, k, a, m] = rc[:, -1]
+            pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # precision envelope
+            for t in range(len(IOU_THRS)):
+                inds = np.searchsorted(rc[t], REC_THRS, side="left")
+                q = np.zeros(len(REC_THRS))
+                ok = inds < nd
+                q[ok] = pr[t, inds[ok]]
+                precision[t, :, k, a, m] = q
+
+
+def _mean_valid(s: np.ndarray) -> float:
+    valid = s[s > -1]
+    return float(np.mean(valid)) if len(valid) else -1.0
+
+
+def _summarize(precision: np.ndarray, recall: np.ndarray) -> dict[str, float]:
+    stats = {}
+    for name, (is_ap, thr, label, max_det) in zip(METRICS, _SUMMARY):
+        a, m = AREA_LABELS.index(label), MAX_DETS.index(max_det)
+        s = precision if is_ap else recall
+        if thr is not None:
+            s = s[np.where(thr == IOU_THRS)[0]]
+        stats[name] = _mean_valid(s[..., a, m])
+    return stats
+
+
+def evaluate(
+    gt: dict,
+    predictions: list,
+    *,
+    progress: bool | None = None,
+    gt_path: str = "<ground truth>",
+    pred_path: str = "<predictions>",
+) -> EvalResult:
+    """Evaluate results (YouTube-VIS submission list) against ground truth (YouTube-VIS dict)."""
+    truth: GroundTruth = load_ground_truth(gt, gt_path)
+    preds = load_predictions(predictions, truth, pred_path)
+    gts_by_video: dict[int, list[Track]] = defaultdict(list)
+    for t in truth.tracks:
+        gts_by_video[t.video_id].append(t)
+    dts_by_video: dict[int, dict[int, list[Track]]] = defaultdict(lambda: defaultdict(list))
+    for t in preds:
+        dts_by_video[t.video_id][t.category_id].append(t)
+    blocks_by_cat: dict[int, list[_Block]] = defaultdict(list)
+    max_det = MAX_DETS[-1]
+    for vid in tqdm(sorted(truth.videos), desc="evaluate", unit="video", disable=not _show_progress(progress)):
+        if vid not in gts_by_video and vid not in dts_by_video:
+            continue
+        dts_by_cat = {}
+        for c, ds in dts_by_video.get(vid, {}).items():
+            ds = [ds[i] for i in np.argsort([-d.score for d in ds], kind="mergesort")[:max_det]]
+            for d in ds:
+                d.avg_area = prediction_avg_area(d)
+            dts_by_cat[c] = ds
+        for c, block in _evaluate_video(gts_by_video.get(vid, []), dts_by_cat).items():
+            blocks_by_cat[c].append(block)
+    T, R, K, A, M = len(IOU_THRS), len(REC_THRS), len(truth.category_ids), len(AREA_RANGES), len(MAX_DETS)
+    precision, recall = -np.ones((T, R, K, A, M)), -np.ones((T, K, A, M))
+    for k, c in enumerate(truth.category_ids):
+        _accumulate(blocks_by_cat.get(c, []), precision, recall, k)
+    per_category = {c: _mean_valid(precision[:, :, k, 0, -1]) for k, c in enumerate(truth.category_ids)}
+    return EvalResult(_summarize(precision, recall), per_category, truth.category_names, precision, recall)
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a missing or unparsable file is a one-line DataError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(path, "", "file not found") from None
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(path, "", f"cannot read: {e}") from None
+
+
+def evaluate_files(gt_path: str | Path, pred_path: str | Path, *, progress: bool | None = None) -> EvalResult:
+    """Evaluate a results JSON file against a ground-truth JSON file."""
+    return evaluate(read_json(gt_path), read_json(pred_path), progress=progress,
+                    gt_path=str(gt_path), pred_path=str(pred_path))

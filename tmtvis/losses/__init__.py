@@ -1,0 +1,12 @@
+"""Losses: video Hungarian matcher, set criterion, taxonomy-aware BCE."""
+from tmtvis.losses.criterion import SetCriterion
+from tmtvis.losses.matcher import HungarianMatcher
+from tmtvis.losses.taxonomy_loss import taxonomy_loss
+
+
+def build_criterion(num_classes: int, cfg=None) -> SetCriterion:
+    """The criterion over `num_classes` unified categories (+ no-object) with LossConfig `cfg`."""
+    return SetCriterion(num_classes, cfg)
+
+
+__all__ = ["SetCriterion", "HungarianMatcher", "taxonomy_loss", "build_criterion"]

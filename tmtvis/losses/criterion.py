@@ -1,0 +1,101 @@
+"""Video set criterion: Hungarian matching, then CE + point-sampled mask BCE/dice (+ deep supervision)
+and the taxonomy-aware BCE on the TCM scores."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tmtvis.losses.matcher import HungarianMatcher
+from tmtvis.losses.point_sampling import point_sample, uncertain_points
+from tmtvis.losses.taxonomy_loss import taxonomy_loss
+from tmtvis.models.config import LossConfig
+
+
+def foreign_class_mask(targets: list[dict], num_classes: int, device: torch.device) -> torch.Tensor:
+    """(B, C+1) bool, True where a class lies outside the clip's source taxonomy (no-object never is)."""
+    foreign = torch.zeros(len(targets), num_classes + 1, dtype=torch.bool, device=device)
+    for b, t in enumerate(targets):
+        vc = t.get("valid_classes")
+        if vc is not None:
+            foreign[b, :num_classes] = True
+            foreign[b, vc.to(device)] = False
+            foreign[b, t["labels"].to(device)] = False
+    return foreign
+
+
+def sigmoid_ce(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1).sum() / num_masks
+
+
+def dice(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
+    p = logits.sigmoid()
+    return (1 - (2 * (p * labels).sum(-1) + 1) / (p.sum(-1) + labels.sum(-1) + 1)).sum() / num_masks
+
+
+class SetCriterion(nn.Module):
+    """Targets: one dict per clip with
+    - `labels` LongTensor (n,): unified category ids 0..C-1;
+    - `masks` bool/float (n, T, H, W) at the input resolution, all-zero frames where the instance is absent;
+    - `valid_classes` LongTensor (optional): unified ids annotated by the clip's source dataset. The taxonomy loss
+      ignores categories outside it; with `mask_foreign_classes` their class logits are masked out of CE and matching.
+
+    Returns weighted losses: loss_ce, loss_mask, loss_dice, their deep-supervision copies loss_ce_{i}, ...,
+    loss_taxonomy (when the outputs carry tcm_scores) and `loss`, the total. Mask losses are video-level:
+    points are importance-sampled per frame, then BCE and dice run over all T*P points of an instance.
+    """
+
+    def __init__(self, num_classes: int, cfg: LossConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = (cfg or LossConfig()).validate()
+        self.num_classes = num_classes
+        self.matcher = HungarianMatcher(cfg.cost_class, cfg.cost_mask, cfg.cost_dice, cfg.num_points)
+        weight = torch.ones(num_classes + 1)
+        weight[-1] = cfg.no_object_weight
+        self.register_buffer("empty_weight", weight, persistent=False)
+
+    def loss_labels(self, logits: torch.Tensor, indices: list, targets: list[dict]) -> torch.Tensor:
+        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.long, device=logits.device)
+        for b, (qi, ti) in enumerate(indices):
+            target_classes[b, qi.to(logits.device)] = targets[b]["labels"].to(logits.device)[ti.to(logits.device)]
+        return F.cross_entropy(logits.transpose(1, 2).float(), target_classes, self.empty_weight)
+
+    def loss_masks(self, masks: torch.Tensor, indices: list, targets: list[dict], num_masks: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        src = torch.cat([masks[b, qi.to(masks.device)] for b, (qi, _) in enumerate(indices)])  # (N, T, h, w)
+        if src.shape[0] == 0:
+            zero = masks.sum() * 0.0
+            return zero, zero
+        tgt = torch.cat([targets[b]["masks"].to(masks.device)[ti.to(masks.device)].float()
+                         for b, (_, ti) in enumerate(indices)])  # (N, T, H, W)
+        n, t = src.shape[:2]
+        src, tgt = src.flatten(0, 1)[:, None].float(), tgt.flatten(0, 1)[:, None]  # (N*T, 1, ., .)
+        cfg = self.cfg
+        coords = uncertain_points(src, cfg.num_points, cfg.oversample_ratio, cfg.importance_sample_ratio)
+        with torch.no_grad():
+            labels = point_sample(tgt, coords).view(n, -1)  # (N, T*P)
+        logits = point_sample(src, coords).view(n, -1)
+        return sigmoid_ce(logits, labels, num_masks), dice(logits, labels, num_masks)
+
+    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        num_masks = float(max(sum(len(t["labels"]) for t in targets), 1))
+        foreign = (foreign_class_mask(targets, self.num_classes, outputs["pred_logits"].device)
+                   if cfg.mask_foreign_classes else None)
+        layers = [("", outputs)]
+        if cfg.deep_supervision:
+            layers += [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
+        losses: dict[str, torch.Tensor] = {}
+        for suffix, out in layers:
+            logits = out["pred_logits"]
+            if foreign is not None:
+                logits = logits.masked_fill(foreign[:, None, :], float("-inf"))
+            indices = self.matcher(logits, out["pred_masks"], targets)
+            loss_mask, loss_dice = self.loss_masks(out["pred_masks"], indices, targets, num_masks)
+            losses["loss_ce" + suffix] = cfg.class_weight * self.loss_labels(logits, indices, targets)
+            losses["loss_mask" + suffix] = cfg.mask_weight * loss_mask
+            losses["loss_dice" + suffix] = cfg.dice_weight * loss_dice
+        if outputs.get("tcm_scores") is not None:
+            losses["loss_taxonomy"] = cfg.taxonomy_weight * taxonomy_loss(outputs["tcm_scores"], targets)
+        losses["loss"] = sum(losses.values())
+        return losses

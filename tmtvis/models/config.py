@@ -1,0 +1,109 @@
+"""Flat, plain-typed model and loss configs; the YAML loader fills them by field name."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tmtvis.errors import ConfigError
+
+BACKBONES = ("resnet18", "resnet50")
+TIM_MODES = ("cross_attn", "add_mean", "none")
+
+
+@dataclass
+class ModelConfig:
+    """Defaults are the `tiny` sizes; `ModelConfig.r50()` gives the paper's."""
+
+    backbone: str = "resnet18"
+    backbone_weights: str | None = None  # local torchvision state_dict file, or None (random init)
+    hidden_dim: int = 64
+    num_queries: int = 10
+    dec_layers: int = 3  # video decoder layers (round-robin over the 3 scales)
+    pixel_decoder_layers: int = 1  # deformable encoder layers over strides 8/16/32
+    n_heads: int = 4
+    dim_feedforward: int = 256  # decoder FFN
+    pixel_decoder_ffn: int = 256  # deformable encoder FFN
+    deform_points: int = 4  # sampling points per head and level
+    mask_dim: int = 64
+    num_frames: int = 3  # training clip length T
+    dropout: float = 0.0
+    tcm: bool = True  # taxonomy compilation module
+    tim: str = "cross_attn"  # taxonomy injection: 'cross_attn' | 'add_mean' | 'none'
+    set_size: int = 10  # top-K categories kept in the taxonomy set (clipped to C)
+    text_classifier: bool = False  # cosine similarity to the bank instead of a linear class head
+
+    @classmethod
+    def tiny(cls) -> "ModelConfig":
+        return cls()
+
+    @classmethod
+    def r50(cls) -> "ModelConfig":
+        return cls(backbone="resnet50", hidden_dim=256, num_queries=100, dec_layers=9,
+                   pixel_decoder_layers=6, n_heads=8, dim_feedforward=2048, pixel_decoder_ffn=1024,
+                   deform_points=4, mask_dim=256, num_frames=5, tcm=True, tim="cross_attn", set_size=10)
+
+    @classmethod
+    def baseline(cls, base: "ModelConfig | None" = None) -> "ModelConfig":
+        """The same sizes with TCM and TIM off: plain Mask2Former-VIS."""
+        from dataclasses import replace
+        return replace(base or cls(), tcm=False, tim="none")
+
+    def validate(self) -> "ModelConfig":
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.tim not in TIM_MODES:
+            raise ConfigError(f"model.tim must be one of {TIM_MODES}, got {self.tim!r}")
+        if self.tim != "none" and not self.tcm:
+            raise ConfigError("model.tim needs the taxonomy set: set model.tcm: true or model.tim: none")
+        for name in ("hidden_dim", "num_queries", "dec_layers", "n_heads", "dim_feedforward",
+                     "pixel_decoder_ffn", "deform_points", "mask_dim", "num_frames", "set_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.pixel_decoder_layers < 0:
+            raise ConfigError(f"model.pixel_decoder_layers must be >= 0, got {self.pixel_decoder_layers}")
+        if self.hidden_dim % self.n_heads or self.hidden_dim % 2:
+            raise ConfigError(f"model.hidden_dim ({self.hidden_dim}) must be even and divisible by n_heads ({self.n_heads})")
+        if self.hidden_dim % 32:
+            raise ConfigError(f"model.hidden_dim ({self.hidden_dim}) must be a multiple of 32 (GroupNorm(32))")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        return self
+
+
+@dataclass
+class LossConfig:
+    """Loss weights, matcher costs and point sampling; defaults are the `tiny` values."""
+
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    taxonomy_weight: float = 1.0
+    no_object_weight: float = 0.1
+    cost_class: float = 2.0
+    cost_mask: float = 5.0
+    cost_dice: float = 5.0
+    num_points: int = 1024  # points per frame (12544 = 112*112 for r50)
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    mask_foreign_classes: bool = False  # mask logits outside the clip's source taxonomy in CE
+    deep_supervision: bool = True
+
+    @classmethod
+    def tiny(cls) -> "LossConfig":
+        return cls()
+
+    @classmethod
+    def r50(cls) -> "LossConfig":
+        return cls(num_points=12544)
+
+    def validate(self) -> "LossConfig":
+        for name in ("class_weight", "mask_weight", "dice_weight", "taxonomy_weight", "no_object_weight",
+                     "cost_class", "cost_mask", "cost_dice"):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.num_points < 1:
+            raise ConfigError(f"loss.num_points must be >= 1, got {self.num_points}")
+        if self.oversample_ratio < 1:
+            raise ConfigError(f"loss.oversample_ratio must be >= 1, got {self.oversample_ratio}")
+        if not 0.0 <= self.importance_sample_ratio <= 1.0:
+            raise ConfigError(f"loss.importance_sample_ratio must be in [0, 1], got {self.importance_sample_ratio}")
+        return self

@@ -1,0 +1,80 @@
+"""The assembled TMT-VIS model: backbone -> pixel decoder -> (TCM -> TIM) -> video decoder."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tmtvis.errors import ConfigError
+from tmtvis.models.backbone import Backbone
+from tmtvis.models.config import ModelConfig
+from tmtvis.models.pixel_decoder import PixelDecoder
+from tmtvis.models.tcm import TCM
+from tmtvis.models.tim import TIM
+from tmtvis.models.video_decoder import VideoDecoder
+
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+
+
+class TMTVIS(nn.Module):
+    """Input: frames (B, T, 3, H, W), uint8 0..255 or float 0..1 RGB; ImageNet normalisation happens inside.
+
+    Output dict: pred_logits (B, Q, C+1; last = no-object), pred_masks (B, Q, T, H/4, W/4) logits,
+    pred_embeds (B, Q, hidden), aux_outputs [{pred_logits, pred_masks}] for layers 0..L-1, and with TCM on
+    tcm_scores (B, C) logits and taxonomy_ids (B, K). H and W should be multiples of 32.
+    """
+
+    def __init__(self, cfg: ModelConfig, bank: torch.Tensor) -> None:
+        super().__init__()
+        cfg.validate()
+        if bank.ndim != 2 or bank.shape[0] < 1:
+            raise ConfigError(f"taxonomy bank must be a (C, D) tensor, got shape {tuple(bank.shape)}")
+        self.cfg = cfg
+        self.num_classes, text_dim = bank.shape
+        self.register_buffer("bank", bank.detach().float().clone(), persistent=True)
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        self.backbone = Backbone(cfg.backbone, cfg.backbone_weights)
+        self.pixel_decoder = PixelDecoder(self.backbone.channels, cfg.hidden_dim, cfg.mask_dim, cfg.pixel_decoder_layers,
+                                          cfg.n_heads, cfg.pixel_decoder_ffn, cfg.deform_points, cfg.dropout)
+        self.decoder = VideoDecoder(cfg.hidden_dim, cfg.num_queries, cfg.n_heads, cfg.dim_feedforward, cfg.dec_layers,
+                                    cfg.mask_dim, self.num_classes, text_dim, cfg.text_classifier, cfg.dropout)
+        # Baseline (tcm off, tim none) creates no TCM/TIM modules at all: exactly Mask2Former-VIS.
+        self.tcm = TCM(text_dim, cfg.hidden_dim, cfg.n_heads, cfg.dim_feedforward, cfg.set_size, cfg.dropout) if cfg.tcm else None
+        self.tim = TIM(cfg.tim, cfg.hidden_dim, cfg.n_heads, cfg.dropout) if cfg.tim != "none" else None
+
+    def set_bank(self, bank: torch.Tensor) -> None:
+        """Swap the taxonomy bank (open-vocabulary inference; needs text_classifier unless C is unchanged)."""
+        if bank.shape[1] != self.bank.shape[1]:
+            raise ConfigError(f"bank text dim {bank.shape[1]} != model's {self.bank.shape[1]}")
+        if not self.cfg.text_classifier and bank.shape[0] != self.num_classes:
+            raise ConfigError("a bank with a different number of categories needs model.text_classifier: true")
+        self.bank = bank.detach().float().to(self.bank.device)
+        self.num_classes = bank.shape[0]
+
+    def forward(self, frames: torch.Tensor) -> dict:
+        b, t = frames.shape[:2]
+        x = frames.flatten(0, 1)  # (B*T, 3, H, W)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = (x - self.pixel_mean) / self.pixel_std
+        mask_features, scales = self.pixel_decoder(self.backbone(x))  # (B*T, mask_dim, H/4, W/4), 3 x (B*T, C, h, w)
+        memory = self.decoder.memory(scales, b, t)
+        inject, extra = None, {}
+        if self.tcm is not None:
+            src, pos, _ = memory[0]  # lowest resolution (stride 32) tokens of all T frames
+            scores, taxonomy_set, ids = self.tcm(self.bank, src, pos)
+            extra = {"tcm_scores": scores, "taxonomy_ids": ids}
+            if self.tim is not None:
+                inject = lambda q, qpos: self.tim(q, qpos, taxonomy_set)  # noqa: E731
+        out = self.decoder(memory, mask_features.view(b, t, *mask_features.shape[1:]), self.bank, inject)
+        out.update(extra)
+        return out
+
+
+def build_model(cfg: ModelConfig, bank: torch.Tensor) -> TMTVIS:
+    """The model for `cfg` over the taxonomy bank (C, D) of L2-normalised text embeddings (a frozen buffer)."""
+    return TMTVIS(cfg, bank)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

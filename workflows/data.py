@@ -1,0 +1,78 @@
+"""`tmtvis data synth` and `tmtvis data check`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tmtvis.errors import TmtvisError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 128x128, got '{text}'") from None
+    if h < 16 or w < 16:
+        raise argparse.ArgumentTypeError(f"size must be at least 16x16, got '{text}'")
+    return h, w
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="dataset tools: synthetic generation, validation")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+
+    from tmtvis.data.synthetic import PRESETS
+
+    synth = dsub.add_parser("synth", help="generate a synthetic dataset in the YouTube-VIS format")
+    synth.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    synth.add_argument("--videos", type=int, default=40)
+    synth.add_argument("--frames", type=int, default=8)
+    synth.add_argument("--size", type=_size, default=(128, 128), help="HxW (default 128x128)")
+    synth.add_argument("--classes", type=int, default=None, help="number of categories (default: per preset)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--val-fraction", type=float, default=0.2)
+    synth.add_argument("--out", type=Path, required=True)
+    synth.set_defaults(func=run_synth)
+
+    check = dsub.add_parser("check", help="validate a YouTube-VIS-format annotation file (and its frames)")
+    check.add_argument("annotations", type=Path)
+    check.add_argument("--images", type=Path, default=None, help="image root: also decode every frame")
+    check.add_argument("--json", action="store_true", help="print the summary as JSON")
+    check.set_defaults(func=run_check)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from tmtvis.data.synthetic import generate
+
+    if args.videos < 1 or args.frames < 1:
+        raise TmtvisError("--videos and --frames must be >= 1")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise TmtvisError("--val-fraction must be in [0, 1)")
+    summary = generate(args.out, args.preset, videos=args.videos, frames=args.frames, size=args.size,
+                       classes=args.classes, seed=args.seed, val_fraction=args.val_fraction, show_progress=True)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from tmtvis.data.frames import check_video_frames
+    from tmtvis.data.ytvis_format import load_dataset
+
+    ds = load_dataset(args.annotations)
+    if args.images is not None:
+        if not args.images.is_dir():
+            raise TmtvisError(f"{args.images}: image root is not a directory")
+        for vid in tqdm(list(ds.videos), desc="decoding frames", disable=args.json):
+            check_video_frames(ds, vid, args.images)
+    summary = {"file": str(args.annotations), **ds.summary(), "annotated": ds.has_annotations,
+               "frames_checked": args.images is not None}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.annotations}: OK: {summary['videos']} videos, {summary['frames']} frames, "
+              f"{summary['tracks']} tracks, {summary['categories']} categories"
+              + (" (all frames decoded)" if args.images is not None else ""))
+    return 0
