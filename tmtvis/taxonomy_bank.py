@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ DEFAULT_TEMPLATES = (
 class BankConfig:
     clip_model: str = "ViT-S-32-alt"   # an open_clip model name
     clip_weights: str | None = None     # local state-dict file; None = seeded random init
-    clip_model_config: str | None = None  # optional JSON file registering a custom open_clip config
+    clip_model_config: str | None = None  # optional open_clip model config JSON, registered as clip_model
     seed: int = 0
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
     batch_size: int = 64
@@ -69,7 +71,10 @@ def load_text_encoder(cfg: BankConfig):
     if cfg.clip_model_config:
         if not Path(cfg.clip_model_config).is_file():
             raise ConfigError(f"taxonomy.clip_model_config: file not found: {cfg.clip_model_config}")
-        open_clip.add_model_config(cfg.clip_model_config)
+        # open_clip names a config after its file stem; register it under clip_model whatever the file is called.
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(cfg.clip_model_config, Path(tmp) / f"{cfg.clip_model}.json")
+            open_clip.add_model_config(tmp)
     if cfg.clip_model not in open_clip.list_models():
         raise ConfigError(f"taxonomy.clip_model: unknown open_clip model '{cfg.clip_model}'")
     if cfg.clip_weights:

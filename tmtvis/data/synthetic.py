@@ -8,9 +8,9 @@ Three presets mimic the real trio (defaults: ytvis 8 classes, ovis 6, uvo 12):
 
 Category subsets (``preset_categories``) start from a shared core of concepts (person, dog, cat, horse, car,
 motorcycle, ...) and reserve a third of the classes for concepts only that dataset has, so the taxonomies
-overlap and each has its own. A concept is a name lower-cased with ``_`` as space and the synonyms
-motorbike=motorcycle, sedan=car, flying_disc=frisbee; OVIS's 'Vehical' (any vehicle) and 'Poultry' stay
-concepts of their own. The look (shape, texture, colour) belongs to the concept, so 'sedan' in ytvis and 'car'
+overlap and each has its own. A concept is the unified-taxonomy name (``tmtvis.taxonomy.canonical_name``:
+normalisation plus the shipped synonyms, e.g. motorbike=motorcycle, sedan=car, flying_disc=frisbee, Vehical ->
+vehicle kept apart from car, Poultry its own, UVO's 'mouse' -> 'computer mouse'). The look (shape, texture, colour) belongs to the concept, so 'sedan' in ytvis and 'car'
 in uvo look the same. Each video also contains 'foreign' objects: concepts of the OTHER presets' default
 subsets that this preset does not annotate (partial annotation, as in the real datasets); they are drawn,
 occlude, and are counted in ``info["synthetic"]``, but have no annotation.
@@ -37,9 +37,10 @@ from tqdm import tqdm
 
 from tmtvis.data.shapes import Appearance, appearance, background, draw
 from tmtvis.errors import ConfigError
-from tmtvis.resources import vis_categories
+from tmtvis.resources import load_json, vis_categories
+from tmtvis.taxonomy import canonical_name
 
-SYNONYMS = {"motorbike": "motorcycle", "sedan": "car", "flying disc": "frisbee"}
+FORMATS = {"ytvis_2019": "ytvis", "ytvis_2021": "ytvis", "ovis": "ovis", "uvo_dense": "uvo"}  # list -> format
 # shared concepts, in the order subsets take them; a preset skips those its dataset lacks
 CORE = ("person", "dog", "cat", "horse", "car", "motorcycle", "airplane", "elephant", "bear", "zebra",
         "giraffe", "boat", "cow", "bird", "giant panda")
@@ -65,10 +66,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def concept(name: str) -> str:
-    """The dataset-independent concept of a category name ('Giant_panda' -> 'giant panda', 'sedan' -> 'car')."""
-    key = " ".join(name.lower().replace("_", " ").split())
-    return SYNONYMS.get(key, key)
+@lru_cache(maxsize=1)
+def _synonyms() -> dict:
+    return load_json("synonyms.json")
+
+
+def concept(name: str, fmt: str = "ytvis") -> str:
+    """The unified concept of a category name of format `fmt` ('Giant_panda' -> 'giant panda', 'sedan' -> 'car')."""
+    return canonical_name(name, fmt, _synonyms())
 
 
 def _preset(preset: str) -> Preset:
@@ -81,11 +86,15 @@ def _all_categories(preset: str) -> list[dict]:
     return vis_categories()[_preset(preset).dataset]
 
 
+def _concepts(preset: str, cats: list[dict]) -> list[str]:
+    return [concept(c["name"], FORMATS[_preset(preset).dataset]) for c in cats]
+
+
 @lru_cache(maxsize=None)
 def _own_only(preset: str) -> tuple[str, ...]:
     """Concepts of this preset's dataset that the other presets' datasets do not have, in dataset order."""
-    others = {concept(c["name"]) for p in PRESETS if p != preset for c in _all_categories(p)}
-    return tuple(k for k in (concept(c["name"]) for c in _all_categories(preset)) if k not in others and k != "other")
+    others = {k for p in PRESETS if p != preset for k in _concepts(p, _all_categories(p))}
+    return tuple(k for k in _concepts(preset, _all_categories(preset)) if k not in others and k != "other")
 
 
 def preset_categories(preset: str, classes: int | None = None) -> list[dict]:
@@ -94,11 +103,11 @@ def preset_categories(preset: str, classes: int | None = None) -> list[dict]:
     c = _preset(preset).classes if classes is None else classes
     if not 1 <= c <= len(cats):
         raise ConfigError(f"--classes must be between 1 and {len(cats)} for preset {preset!r}, got {c}")
-    by_concept = {concept(x["name"]): x for x in cats}
+    by_concept = dict(zip(_concepts(preset, cats), cats))
     core = [k for k in CORE if k in by_concept]
     own = list(_own_only(preset))
     n_own = c // 3
-    rest = [concept(x["name"]) for x in cats]
+    rest = _concepts(preset, cats)
     rest.sort(key=lambda k: k == "other")  # the catch-all class only when everything else is taken
     priority = core[: c - n_own] + own[:n_own] + core[c - n_own:] + own[n_own:] + rest
     picked = list(dict.fromkeys(priority))[:c]
@@ -111,8 +120,8 @@ def _concept_index() -> dict[str, int]:
     order = list(CORE)
     for group in zip_longest(*(_own_only(p) for p in PRESETS)):
         order += [k for k in group if k]
-    for cats in vis_categories().values():
-        order += [concept(x["name"]) for x in cats]
+    for dataset, cats in vis_categories().items():
+        order += [concept(x["name"], FORMATS.get(dataset, "ytvis")) for x in cats]
     return {k: i for i, k in enumerate(dict.fromkeys(order))}
 
 
@@ -120,9 +129,12 @@ def _stable_int(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def concept_appearance(name: str) -> Appearance:
+def concept_appearance(name: str, fmt: str = "ytvis") -> Appearance:
     """The look of a category, the same for every spelling of the same concept and in every preset."""
-    key = concept(name)
+    return _look(concept(name, fmt))
+
+
+def _look(key: str) -> Appearance:
     index = _concept_index().get(key)
     if index is None:  # a name outside the known lists: still deterministic
         index = len(_concept_index()) + _stable_int(key) % 1000
@@ -131,7 +143,7 @@ def concept_appearance(name: str) -> Appearance:
 
 def _foreign_concepts(preset: str, own: set[str]) -> list[str]:
     """Concepts of the other presets' default subsets that this preset does not annotate."""
-    found = {concept(c["name"]) for p in PRESETS if p != preset for c in preset_categories(p)}
+    found = {k for p in PRESETS if p != preset for k in _concepts(p, preset_categories(p))}
     return sorted(found - own, key=lambda k: _concept_index().get(k, 10**9))
 
 
@@ -179,7 +191,8 @@ def _render_video(cfg: Preset, own: list[dict], foreign: list[str], frames: int,
     n_foreign = int(rng.integers(cfg.foreign[0], cfg.foreign[1] + 1)) if foreign else 0
     picks = [own[i] for i in rng.integers(len(own), size=n_own)]
     strangers = [foreign[i] for i in rng.integers(len(foreign), size=n_foreign)]
-    looks = [concept_appearance(c["name"]) for c in picks] + [concept_appearance(k) for k in strangers]
+    fmt = FORMATS[cfg.dataset]
+    looks = [concept_appearance(c["name"], fmt) for c in picks] + [_look(k) for k in strangers]
     n = n_own + n_foreign
     m = _motion(cfg, n, frames, h, w, rng)
     z_order = rng.permutation(n)  # back to front
@@ -271,7 +284,7 @@ def generate(out_dir: str | Path, preset: str, videos: int, frames: int, size: t
     if seed < 0:
         raise ConfigError(f"--seed must be non-negative, got {seed}")
     own = preset_categories(preset, classes)
-    foreign = _foreign_concepts(preset, {concept(c["name"]) for c in own})
+    foreign = _foreign_concepts(preset, set(_concepts(preset, own)))
 
     n_val = round(videos * val_fraction)
     if val_fraction > 0 and videos > 1:

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from tmtvis.config import Config, load_config, save_config
+from tmtvis.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["tiny", "r50"])
+def test_shipped_configs_load(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert isinstance(cfg, Config)
+    assert {d.split for d in cfg.data.datasets} == {"train", "valid"}
+    assert {d.format for d in cfg.data.datasets} == {"ytvis", "ovis", "uvo"}
+
+
+def test_overrides_and_roundtrip(tmp_path):
+    cfg = load_config(ROOT / "configs/tiny.yaml", ["data.datasets.1.weight=2.5", "taxonomy.seed=7",
+                                                  "data.root=/data/x", "taxonomy.templates=['a {}.']"])
+    assert cfg.data.datasets[1].weight == 2.5 and cfg.taxonomy.seed == 7
+    assert cfg.taxonomy.templates == ("a {}.",)
+    assert cfg.data.resolve("a/b.json") == Path("/data/x/a/b.json")
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("override,message", [
+    ("taxonomy.sed=1", "unknown key 'sed'"),
+    ("nosuchsection.x=1", "unknown key 'nosuchsection'"),
+    ("taxonomy.seed=abc", "config.yaml.taxonomy.seed: expected int"),
+    ("data.datasets.9.weight=1", "not a valid list index"),
+    ("data.datasets.0.format=coco", "format must be one of"),
+    ("data.datasets.0.weight=-1", "weight must be >= 0"),
+    ("seed", "expected key=value"),
+])
+def test_bad_overrides_are_one_line_errors(tmp_path, override, message):
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text((ROOT / "configs/tiny.yaml").read_text())
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(cfg_path, [override])
+    assert "\n" not in str(e.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "missing_key.yaml").write_text("data:\n  datasets:\n    - {name: a, format: ytvis}\n")
+    with pytest.raises(ConfigError, match="missing"):
+        load_config(tmp_path / "missing_key.yaml")
