@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from tmtvis.data.synthetic import PRESETS, concept, concept_appearance, generate, preset_categories
+from tmtvis.data.synthetic import FORMATS, PRESETS, concept, concept_appearance, generate, preset_categories
 from tmtvis.errors import ConfigError
 from tmtvis.resources import vis_categories
 
@@ -27,6 +27,14 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
 
 def load(root: Path, split: str) -> dict:
     return json.loads((root / f"{split}.json").read_text())
+
+
+def fmt(preset: str) -> str:
+    return FORMATS[PRESETS[preset].dataset]
+
+
+def concepts(preset: str, classes: int | None = None) -> set[str]:
+    return {concept(c["name"], fmt(preset)) for c in preset_categories(preset, classes)}
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -81,7 +89,7 @@ def test_pixels_show_the_category_look(datasets, preset):
     files = {v["id"]: v["file_names"] for v in d["videos"]}
     fractions = []
     for a in d["annotations"]:
-        look = concept_appearance(names[a["category_id"]])
+        look = concept_appearance(names[a["category_id"]], fmt(preset))
         palette = np.array([look.colour, look.accent], np.float32)
         for f, seg in enumerate(a["segmentations"]):
             if seg is None or a["areas"][f] < 40:
@@ -130,7 +138,7 @@ def test_zero_val_fraction_gives_empty_valid(tmp_path):
 
 
 def test_other_presets_objects_appear_unannotated(datasets):
-    own = {p: {concept(c["name"]) for c in preset_categories(p)} for p in PRESETS}
+    own = {p: concepts(p) for p in PRESETS}
     for preset, root in datasets.items():
         infos = [load(root, s)["info"]["synthetic"] for s in ("train", "valid")]
         assert sum(i["unannotated_objects"] for i in infos) > 0
@@ -150,13 +158,13 @@ def test_ovis_occludes_more_and_uvo_is_denser(datasets):
 
 
 def test_taxonomies_overlap_and_each_has_its_own():
-    concepts = {p: {concept(c["name"]) for c in preset_categories(p)} for p in PRESETS}
-    assert [len(concepts[p]) for p in PRESETS] == [PRESETS[p].classes for p in PRESETS]
-    assert {"person", "dog", "cat"} <= concepts["ytvis"] & concepts["ovis"] & concepts["uvo"]
-    assert "car" in concepts["ytvis"] & concepts["uvo"]  # ytvis 'sedan' is uvo 'car'
+    sets = {p: concepts(p) for p in PRESETS}
+    assert [len(sets[p]) for p in PRESETS] == [PRESETS[p].classes for p in PRESETS]
+    assert {"person", "dog", "cat"} <= sets["ytvis"] & sets["ovis"] & sets["uvo"]
+    assert "car" in sets["ytvis"] & sets["uvo"]  # ytvis 'sedan' is uvo 'car'
     for p in PRESETS:
-        others = set().union(*(concepts[q] for q in PRESETS if q != p))
-        assert concepts[p] - others, f"{p} has no category of its own"
+        others = set().union(*(sets[q] for q in PRESETS if q != p))
+        assert sets[p] - others, f"{p} has no category of its own"
     assert len(preset_categories("uvo", 81)) == 81 and len(preset_categories("ytvis", 3)) == 3
     assert preset_categories("ovis", 4) == preset_categories("ovis", 4)
 
@@ -165,9 +173,11 @@ def test_same_concept_same_look_and_distinct_looks_within_a_preset():
     assert concept("sedan") == concept("car") and concept("Motorcycle") == concept("motorbike")
     assert concept("Giant_panda") == concept("giant_panda") == "giant panda"
     assert concept_appearance("sedan") == concept_appearance("car")
-    assert concept_appearance("Motorcycle") == concept_appearance("motorbike")
+    assert concept_appearance("Motorcycle", "ovis") == concept_appearance("motorbike")
+    assert concept("Vehical", "ovis") == "vehicle" != concept("car")
+    assert concept_appearance("mouse", "uvo") != concept_appearance("mouse", "ytvis")  # device vs animal
     for p in PRESETS:
-        looks = [concept_appearance(c["name"]) for c in preset_categories(p)]
+        looks = [concept_appearance(c["name"], fmt(p)) for c in preset_categories(p)]
         assert len({(x.shape, x.colour) for x in looks}) == len(looks)
 
 
@@ -177,3 +187,14 @@ def test_bad_arguments_raise_config_error(tmp_path, kwargs):
     args = {"preset": "ytvis", "videos": 1, "frames": 1, "size": (32, 32)} | kwargs
     with pytest.raises(ConfigError):
         generate(tmp_path, **args)
+
+
+def test_unified_taxonomy_merges_the_shared_concepts(datasets):
+    from tmtvis.taxonomy import UnifiedTaxonomy
+
+    tax = UnifiedTaxonomy.build((p, fmt(p), load(r, "train")["categories"]) for p, r in datasets.items())
+    union = set().union(*(concepts(p) for p in PRESETS))
+    assert sorted(tax.names) == sorted(union)
+    assert len(tax) < sum(p.classes for p in PRESETS.values())
+    for name, sources in zip(tax.names, tax.sources):
+        assert {p for p in PRESETS if name in concepts(p)} == set(sources)

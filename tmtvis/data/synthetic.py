@@ -10,10 +10,11 @@ Category subsets (``preset_categories``) start from a shared core of concepts (p
 motorcycle, ...) and reserve a third of the classes for concepts only that dataset has, so the taxonomies
 overlap and each has its own. A concept is the unified-taxonomy name (``tmtvis.taxonomy.canonical_name``:
 normalisation plus the shipped synonyms, e.g. motorbike=motorcycle, sedan=car, flying_disc=frisbee, Vehical ->
-vehicle kept apart from car, Poultry its own, UVO's 'mouse' -> 'computer mouse'). The look (shape, texture, colour) belongs to the concept, so 'sedan' in ytvis and 'car'
-in uvo look the same. Each video also contains 'foreign' objects: concepts of the OTHER presets' default
-subsets that this preset does not annotate (partial annotation, as in the real datasets); they are drawn,
-occlude, and are counted in ``info["synthetic"]``, but have no annotation.
+vehicle kept apart from car, Poultry its own, UVO's 'mouse' -> 'computer mouse'). The look (shape, texture,
+colour) belongs to the concept, so 'sedan' in ytvis and 'car' in uvo look the same. Each video also contains
+'foreign' objects: concepts of the OTHER presets' default subsets that this preset does not annotate (partial
+annotation, as in the real datasets); they are drawn, occlude, and are counted in ``info["synthetic"]``, but
+have no annotation.
 
 Default subsets: ytvis {person, sedan, ape, dog, snake, cat, horse, motorbike}; ovis {Person, Cat, Dog, Horse,
 Poultry, Vehical}; uvo {person, car, motorcycle, airplane, bus, traffic light, fire hydrant, stop sign, cat, dog,
