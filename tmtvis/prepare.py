@@ -117,7 +117,7 @@ def prepare(cfg: Config, out_dir: str | Path, check_frames: bool = False, show_p
             result.reused.append(key)
             continue
         rows = []
-        for vid in tqdm(list(data.videos), desc=f"manifest {key}", disable=not show_progress):
+        for vid in tqdm(list(data.videos), desc=f"manifest {key}", disable=None if show_progress else True):
             rows.extend(video_rows(data, labels, ds.split, root, [vid]))
         write_manifest(path, rows)
     atomic_write_text(state_path, json.dumps(new_state, indent=1))

@@ -109,7 +109,7 @@ def encode_names(names: list[str], cfg: BankConfig, show_progress: bool = False)
     model, tokenizer, weights_hash = load_text_encoder(cfg)
     out = []
     with torch.no_grad():
-        for start in tqdm(range(0, len(names), cfg.batch_size), desc="taxonomy bank", disable=not show_progress):
+        for start in tqdm(range(0, len(names), cfg.batch_size), desc="taxonomy bank", disable=None if show_progress else True):
             batch = names[start:start + cfg.batch_size]
             per_template = []
             for template in cfg.templates:

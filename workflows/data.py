@@ -65,7 +65,7 @@ def run_check(args: argparse.Namespace) -> int:
     if args.images is not None:
         if not args.images.is_dir():
             raise TmtvisError(f"{args.images}: image root is not a directory")
-        for vid in tqdm(list(ds.videos), desc="decoding frames", disable=args.json):
+        for vid in tqdm(list(ds.videos), desc="decoding frames", disable=True if args.json else None):
             check_video_frames(ds, vid, args.images)
     summary = {"file": str(args.annotations), **ds.summary(), "annotated": ds.has_annotations,
                "frames_checked": args.images is not None}

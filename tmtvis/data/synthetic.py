@@ -299,7 +299,7 @@ def generate(out_dir: str | Path, preset: str, videos: int, frames: int, size: t
     except OSError as e:
         raise ConfigError(f"cannot create the output directory {root}: {e.strerror}") from None
     splits = {name: {"videos": [], "annotations": [], "stats": []} for name in ("train", "valid")}
-    for i in tqdm(range(videos), desc=f"synth {preset}", disable=not show_progress):
+    for i in tqdm(range(videos), desc=f"synth {preset}", disable=None if show_progress else True):
         images, tracks, stats = _render_video(cfg, own, foreign, frames, h, w, _rng(seed, preset, i))
         name = f"{preset}_{i:05d}"
         (root / name).mkdir(exist_ok=True)

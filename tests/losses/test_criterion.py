@@ -1,0 +1,97 @@
+import torch
+
+from tmtvis.losses import build_criterion
+from tmtvis.models import LossConfig
+
+torch.set_num_threads(2)
+C, Q, T = 6, 5, 2
+
+
+def outputs(seed=0, aux=2, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    def layer():
+        return {"pred_logits": torch.randn(2, Q, C + 1, generator=g).requires_grad_(requires_grad),
+                "pred_masks": torch.randn(2, Q, T, 8, 8, generator=g).requires_grad_(requires_grad)}
+    out = layer()
+    out["aux_outputs"] = [layer() for _ in range(aux)]
+    out["tcm_scores"] = torch.randn(2, C, generator=g).requires_grad_(requires_grad)
+    return out
+
+
+def targets():
+    g = torch.Generator().manual_seed(1)
+    return [{"labels": torch.tensor([0, 2]), "masks": torch.rand(2, T, 32, 32, generator=g) > 0.5,
+             "valid_classes": torch.tensor([0, 1, 2])},
+            {"labels": torch.tensor([4]), "masks": torch.rand(1, T, 32, 32, generator=g) > 0.5,
+             "valid_classes": torch.tensor([3, 4, 5])}]
+
+
+def test_keys_weights_total_and_gradients():
+    torch.manual_seed(0)
+    crit = build_criterion(C, LossConfig(num_points=64))
+    out = outputs(requires_grad=True)
+    losses = crit(out, targets())
+    expected = {"loss", "loss_taxonomy"} | {f"{k}{s}" for k in ("loss_ce", "loss_mask", "loss_dice")
+                                            for s in ("", "_0", "_1")}
+    assert set(losses) == expected
+    assert torch.allclose(losses["loss"], sum(v for k, v in losses.items() if k != "loss"))
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    assert out["pred_masks"].grad.abs().sum() > 0 and out["aux_outputs"][1]["pred_logits"].grad.abs().sum() > 0
+
+
+def test_weights_scale_losses_and_deep_supervision_switch():
+    a = build_criterion(C, LossConfig(num_points=64, deep_supervision=False))
+    b = build_criterion(C, LossConfig(num_points=64, deep_supervision=False, class_weight=4.0, mask_weight=0.0,
+                                      taxonomy_weight=3.0))
+    torch.manual_seed(0)
+    la = a(outputs(), targets())
+    torch.manual_seed(0)
+    lb = b(outputs(), targets())
+    assert "loss_ce_0" not in la
+    assert torch.allclose(lb["loss_ce"], 2 * la["loss_ce"])
+    assert lb["loss_mask"] == 0 and torch.allclose(lb["loss_taxonomy"], 3 * la["loss_taxonomy"])
+
+
+def test_foreign_class_masking_ignores_foreign_logits():
+    crit = build_criterion(C, LossConfig(num_points=64, mask_foreign_classes=True, deep_supervision=False))
+    out = outputs()
+    torch.manual_seed(0)
+    base = crit(out, targets())["loss_ce"]
+    out["pred_logits"][0, :, 3:6] += 20.0  # clip 0 comes from a dataset with classes 0..2 only
+    out["pred_logits"][1, :, 0:3] -= 9.0
+    torch.manual_seed(0)
+    assert torch.allclose(crit(out, targets())["loss_ce"], base)
+    plain = build_criterion(C, LossConfig(num_points=64, deep_supervision=False))
+    torch.manual_seed(0)
+    assert not torch.allclose(plain(out, targets())["loss_ce"], base)
+
+
+def test_perfect_prediction_has_low_loss():
+    tg = targets()
+    for t in tg:  # blocky masks: bilinear point sampling blurs only their few edge pixels
+        t["masks"] = torch.nn.functional.interpolate(t["masks"][:, :, ::8, ::8].float(), scale_factor=8.0) > 0.5
+    out = outputs(aux=0)
+    logits = torch.full((2, Q, C + 1), -10.0)
+    logits[:, :, C] = 10.0
+    masks = torch.full((2, Q, T, 32, 32), -20.0)
+    for b, t in enumerate(tg):
+        for i, lab in enumerate(t["labels"]):
+            logits[b, i, C], logits[b, i, lab] = -10.0, 10.0
+            masks[b, i] = t["masks"][i].float() * 40 - 20
+    out.update(pred_logits=logits, pred_masks=masks)
+    crit = build_criterion(C, LossConfig(num_points=256, importance_sample_ratio=0.0))
+    losses = crit(out, tg)
+    assert losses["loss_ce"] < 1e-3 and losses["loss_dice"] < 0.25 and losses["loss_mask"] < 2.0
+    out["pred_masks"] = -out["pred_masks"]
+    wrong = crit(out, tg)
+    assert wrong["loss_dice"] > 10 * losses["loss_dice"] and wrong["loss_mask"] > 10 * losses["loss_mask"]
+
+
+def test_clip_without_instances():
+    crit = build_criterion(C, LossConfig(num_points=32))
+    tg = targets()
+    tg[1] = {"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, T, 32, 32, dtype=torch.bool),
+             "valid_classes": torch.tensor([3, 4, 5])}
+    losses = crit(outputs(), tg)
+    assert torch.isfinite(losses["loss"])
