@@ -12,15 +12,16 @@ from tmtvis.errors import TmtvisError
 # Offline and local-only by default: no hub downloads, no usage stats, no Ray token auth locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use; set RAY_AUTH_MODE=token for a secured cluster
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workflows import data, evaluate, prepare
+    from workflows import data, evaluate, prepare, train
 
     parser = argparse.ArgumentParser(prog="tmtvis", description="Taxonomy-aware multi-dataset VIS training on Ray.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, prepare, evaluate):
+    for module in (data, prepare, train, evaluate):
         module.register(sub)
     return parser
 

@@ -11,7 +11,9 @@ from typing import Any
 
 import yaml
 
+from tmtvis.data.clips import ClipConfig
 from tmtvis.errors import ConfigError
+from tmtvis.models.config import LossConfig, ModelConfig
 from tmtvis.taxonomy_bank import BankConfig
 
 FORMATS = ("ytvis", "ovis", "uvo")
@@ -43,6 +45,8 @@ class DataConfig:
     root: str = "."                               # base for relative dataset paths
     datasets: list[DatasetConfig] = field(default_factory=list)
     skip_bad_videos: bool = False                 # skip (and count) malformed videos instead of stopping
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    repeat_threshold: float = 0.0                 # LVIS-style repeat factor threshold t (0 = off)
 
     def resolve(self, p: str) -> Path:
         path = Path(p).expanduser()
@@ -53,11 +57,58 @@ class DataConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Iteration-based schedule, optimiser, checkpointing and the Ray Train layout."""
+
+    iterations: int = 200
+    batch_size: int = 1                 # clips per worker per step
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    backbone_lr_mult: float = 0.1
+    warmup_iters: int = 10
+    lr_steps: tuple[int, ...] = ()      # iterations at which lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    grad_clip: float = 0.01             # max global grad norm (0 = off)
+    amp: bool = True                    # mixed precision; used only on GPU
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    val_every: int = 100                # validation AP per dataset every N iterations (0 = only at the end)
+    val_max_videos: int = 0             # cap per validation split (0 = all)
+    val_window: int = 0                 # inference window in frames (0 = whole video)
+    log_every: int = 10
+    workers: int = 2
+    cpus_per_worker: float = 0.5        # leave CPU for Ray Data decoding
+    gpus_per_worker: float = 0.0        # > 0 trains on GPUs (nccl)
+    threads_per_worker: int = 1
+    max_failures: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "workers", "log_every", "checkpoint_every", "threads_per_worker"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class TrackingConfig:
+    tracking_uri: str | None = None     # None: SQLite in the run directory (or MLFLOW_TRACKING_URI)
+    experiment: str = "tmtvis"
+    overlays: int = 2                   # validation videos drawn as overlay images per validation
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     taxonomy: BankConfig = field(default_factory=BankConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = "runs"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.model.validate()
+        self.loss.validate()
 
 
 def _type_name(tp: Any) -> str:

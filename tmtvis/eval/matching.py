@@ -41,9 +41,14 @@ def match_group(
     iou_rows = ious.tolist()
     crowd = [bool(c) for c in gt_crowd]
     id_nonzero = [g_id != 0 for g_id in gt_ids]
+    any_candidate = bool((ious >= floor).any())
     for a, (lo, hi) in enumerate(area_ranges):
         gt_ig = [bool(c or ar < lo or ar > hi) for c, ar in zip(crowd, gt_area)]
         n_pos[a] = gt_ig.count(False)
+        outside = (dt_area < lo) | (dt_area > hi)
+        if not any_candidate:  # nothing can match: only the area range decides what is ignored
+            ignored[a] = outside[None, :]
+            continue
         order = np.argsort(np.array(gt_ig, dtype=np.int64), kind="mergesort").tolist()  # ignored last
         candidates = [(d, [g for g in order if iou_rows[d][g] >= floor]) for d in range(n_d)]
         candidates = [(d, c) for d, c in candidates if c]
@@ -64,6 +69,5 @@ def match_group(
                 ignored[a, t, d] = gt_ig[m]
                 matched[a, t, d] = id_nonzero[m]
                 taken[m] = True
-        outside = (dt_area < lo) | (dt_area > hi)
         ignored[a] |= ~matched[a] & outside[None, :]
     return GroupResult(matched, ignored, n_pos)

@@ -107,13 +107,19 @@ def mask_areas(track: Track) -> np.ndarray:
     return track.mask_areas
 
 
-def _frames(track_entry: dict, video: Video, path: str, entry: str) -> list:
+def _frames(track_entry: dict, video: Video, path: str, entry: str) -> list[dict | None]:
+    """The track's per-frame segmentations as compressed RLE, checked against the video."""
     segs = _need_list(track_entry, "segmentations", path, entry)
     if video.length is None:
         video.length = len(segs)
     if len(segs) != video.length:
         raise DataError(path, entry, f"{len(segs)} segmentations but video {video.id} has {video.length} frames")
-    return segs
+    size = [video.height, video.width]
+    return [
+        s if type(s) is dict and type(s.get("counts")) is str and s.get("size") == size  # fast path
+        else to_rle(s, video, path, f"{entry}.segmentations[{f}]")
+        for f, s in enumerate(segs)
+    ]
 
 
 def load_ground_truth(gt: dict, path: str = "<ground truth>") -> GroundTruth:
@@ -148,8 +154,7 @@ def load_ground_truth(gt: dict, path: str = "<ground truth>") -> GroundTruth:
         cid = _need_int(a, "category_id", path, entry)
         if cid not in names:
             raise DataError(path, entry, f"unknown category_id {cid}")
-        rles = [to_rle(s, video, path, f"{entry}.segmentations[{f}]")
-                for f, s in enumerate(_frames(a, video, path, entry))]
+        rles = _frames(a, video, path, entry)
         track = Track(_need(a, "id", path, entry), video.id, cid, rles, 0.0, iscrowd=bool(a.get("iscrowd", 0)))
         areas = a.get("areas")
         if areas is None:  # the official evaluator needs `areas`; without it we measure the masks
@@ -181,9 +186,7 @@ def load_predictions(preds: list, gt: GroundTruth, path: str = "<predictions>") 
         score = _need(p, "score", path, entry)
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
             raise DataError(path, entry, f"'score' must be a finite number, got {score!r}")
-        rles = [to_rle(s, video, path, f"{entry}.segmentations[{f}]")
-                for f, s in enumerate(_frames(p, video, path, entry))]
-        tracks.append(Track(i + 1, video.id, cid, rles, 0.0, score=float(score)))
+        tracks.append(Track(i + 1, video.id, cid, _frames(p, video, path, entry), 0.0, score=float(score)))
     return tracks
 
 

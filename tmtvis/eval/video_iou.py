@@ -23,15 +23,24 @@ def video_ious(dts: list[Track], gts: list[Track], pairs: np.ndarray | None = No
     use_d, use_g = pairs.any(1), pairs.any(0)
     d_area = np.stack([mask_areas(t) if u else np.zeros(len(t.rles), np.int64) for t, u in zip(dts, use_d)])
     g_area = np.stack([mask_areas(t) if u else np.zeros(len(t.rles), np.int64) for t, u in zip(gts, use_g)])
-    inter = np.zeros((n_d, n_g), np.int64)
-    d_present, g_present = d_area > 0, g_area > 0  # empty masks cannot intersect anything
-    for f in range(d_area.shape[1]):
-        di = np.flatnonzero(d_present[:, f])
-        gi = np.flatnonzero(g_present[:, f])
-        if len(di) == 0 or len(gi) == 0:
+    # frames -> which tracks have a non-empty mask there (empty masks cannot intersect anything)
+    d_frames, g_frames = (d_area > 0).T.tolist(), (g_area > 0).T.tolist()
+    flat, counts = [], []
+    for f, (d_on, g_on) in enumerate(zip(d_frames, g_frames)):
+        di = [d for d, on in enumerate(d_on) if on]
+        if not di:
+            continue
+        gi = [g for g, on in enumerate(g_on) if on]
+        if not gi:
             continue
         iou = mask_utils.iou([dts[d].rles[f] for d in di], [gts[g].rles[f] for g in gi], [1] * len(gi))
-        inter[np.ix_(di, gi)] += np.rint(iou * d_area[di, f, None]).astype(np.int64)
+        counts.append((iou * d_area[di, f, None]).ravel())
+        flat.append((np.array(di)[:, None] * n_g + np.array(gi)[None, :]).ravel())
+    inter = np.zeros(n_d * n_g, np.int64)
+    if flat:
+        summed = np.bincount(np.concatenate(flat), np.rint(np.concatenate(counts)), minlength=n_d * n_g)
+        inter = summed.astype(np.int64)  # float64 sums of integers < 2**53: exact
+    inter = inter.reshape(n_d, n_g)
     union = d_area.sum(1)[:, None] + g_area.sum(1)[None, :] - inter
     out = np.zeros((n_d, n_g))
     np.divide(inter, union, out=out, where=union > 0)

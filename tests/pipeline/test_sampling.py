@@ -1,0 +1,41 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from tmtvis.pipeline.sampling import SourceSpec, build_schedule, expected_category_shares, repeat_factors
+
+
+def sources():
+    a = SourceSpec("a", "a.parquet", 3.0, [{"length": 5, "categories": [0]} for _ in range(20)])
+    b = SourceSpec("b", "b.parquet", 1.0,
+                   [{"length": 8, "categories": [1]} for _ in range(18)] + [{"length": 8, "categories": [2]}] * 2)
+    return [a, b]
+
+
+def test_shares_follow_weights():
+    sched = build_schedule(sources(), 4000, seed=0)
+    share = Counter(s["source"] for s in sched)[0] / len(sched)
+    assert abs(share - 0.75) < 0.03
+    assert all(0 <= s["ref"] < (5 if s["source"] == 0 else 8) for s in sched)
+
+
+def test_deterministic_and_sliceable():
+    full = build_schedule(sources(), 300, seed=4)
+    assert full == build_schedule(sources(), 300, seed=4)
+    assert full[120:] == build_schedule(sources(), 300, seed=4, start=120)
+    assert full != build_schedule(sources(), 300, seed=5)
+
+
+def test_repeat_factor_upsamples_rare_categories():
+    vids = sources()[1].videos
+    r = repeat_factors(vids, threshold=0.5)
+    # category 2 is in 2/20 videos: sqrt(0.5 / 0.1) = 2.236; category 1 in 18/20: below t -> 1
+    assert r[-1] == pytest.approx(np.sqrt(5)) and r[0] == 1.0
+    assert (repeat_factors(vids, 0.0) == 1).all()
+    sched = build_schedule([sources()[1]], 6000, seed=1, repeat_threshold=0.5)
+    rare = sum(1 for s in sched if s["row"] >= 18) / len(sched)
+    expected = 2 * np.sqrt(5) / (18 + 2 * np.sqrt(5))
+    assert abs(rare - expected) < 0.02
+    shares = expected_category_shares([sources()[1]], 0.5)
+    assert shares[2] == pytest.approx(expected)

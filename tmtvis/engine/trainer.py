@@ -1,0 +1,171 @@
+"""Driver side of training: Ray session, the clip stream, the TorchTrainer, and the MLflow run around it."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from tmtvis.config import Config, save_config, to_dict
+from tmtvis.errors import TmtvisError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path | None
+    metrics: dict = field(default_factory=dict)
+    tracking_uri: str | None = None
+    run_id: str | None = None
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Connect to `address`, reuse a running session, or start a local Ray instance (stopped at the end)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        tmp = tempfile.mkdtemp(prefix="tmtvis-ray-")
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=tmp)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def latest_checkpoint(storage: Path) -> tuple[Path | None, dict]:
+    """The checkpoint with the highest iteration under a Ray Train storage dir, and its meta.json."""
+    from tmtvis.engine.train_loop import META_FILE
+
+    best, meta = None, {}
+    for m in storage.glob(f"*/checkpoint_*/{META_FILE}"):
+        data = json.loads(m.read_text())
+        if best is None or data["iteration"] > meta["iteration"]:
+            best, meta = m.parent, data
+    return best, meta
+
+
+def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str | None = None,
+          resume: bool = False, track: bool = True) -> TrainResult:
+    """Train `cfg` on the outputs of `prepare` in `run_dir` (resuming from its latest checkpoint when asked)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from tmtvis.engine.train_loop import train_loop_per_worker
+    from tmtvis.pipeline.clip_stream import DataPosition, clip_dataset, load_sources
+    from tmtvis.pipeline.sampling import build_schedule, expected_category_shares
+    from tmtvis.taxonomy import UnifiedTaxonomy
+    from tmtvis.tracking.mlflow_tracking import RunLogger, flatten, resolve_tracking_uri, start_run
+
+    prepared, run_dir = Path(prepared).resolve(), Path(run_dir).resolve()
+    for needed in ("taxonomy.json", "bank.parquet"):
+        if not (prepared / needed).is_file():
+            raise TmtvisError(f"{prepared}: missing {needed}; run `tmtvis prepare` first")
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise TmtvisError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    storage = run_dir / "checkpoints"
+    ckpt, meta = latest_checkpoint(storage) if resume else (None, {})
+    position = int(meta.get("data_position", 0))
+    if resume and ckpt:
+        log.info("resuming %s from iteration %d (checkpoint %s)", run_dir, meta["iteration"], ckpt)
+
+    taxonomy = UnifiedTaxonomy.load(prepared / "taxonomy.json")
+    train_splits = cfg.data.splits("train")
+    if not train_splits:
+        raise TmtvisError("config: data.datasets has no train split")
+    for ds in train_splits + cfg.data.splits("valid"):
+        if not (prepared / "manifests" / f"{ds.name}_{ds.split}.parquet").is_file():
+            raise TmtvisError(f"{prepared}: no manifest for {ds.name}/{ds.split}; re-run `tmtvis prepare` with this config")
+    sources = load_sources(prepared, train_splits, taxonomy)
+    world = cfg.train.workers
+    total = cfg.train.iterations * cfg.train.batch_size * world
+    # Slack: clips dropped by skip_bad_videos must not leave a worker short of batches.
+    schedule = build_schedule(sources, total + 2 * world * cfg.train.batch_size, cfg.seed,
+                              cfg.data.repeat_threshold, start=position)
+    valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
+
+    tracking_uri = run_id = None
+    tracker = None
+    if track:
+        tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, run_dir)
+        run_file = run_dir / "mlflow_run.json"
+        if resume and run_file.is_file():
+            run_id = json.loads(run_file.read_text())["run_id"]
+            tracker = RunLogger(tracking_uri, run_id)
+        else:
+            tracker = start_run(tracking_uri, cfg.tracking.experiment, run_dir, run_dir.name,
+                                tags={"tmtvis.kind": "train"})
+            run_id = tracker.run_id
+            run_file.write_text(json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}))
+            tracker.params(flatten(to_dict(cfg)))
+            tracker.artifact(run_dir / "config.yaml", "config")
+            tracker.artifact(prepared / "taxonomy.json", "taxonomy")
+            shares = expected_category_shares(sources, cfg.data.repeat_threshold)
+            tracker.json({taxonomy.names[c]: s for c, s in shares.items()}, "data/expected_category_shares.json")
+
+    gpu = cfg.train.gpus_per_worker > 0
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if gpu:
+        resources["GPU"] = cfg.train.gpus_per_worker
+    with ray_session(address):
+        position_actor = DataPosition.remote(position)
+        dataset = clip_dataset(schedule, cfg.data.clip, len(taxonomy), valid, position_actor)
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"cfg": to_dict(cfg), "prepared": str(prepared), "run_dir": str(run_dir),
+                               "tracking_uri": tracking_uri, "run_id": run_id, "position_actor": position_actor},
+            scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, resources_per_worker=resources),
+            torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+            datasets={"train": dataset},
+            run_config=RunConfig(name="ray_train", storage_path=str(storage),
+                                 failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints)),
+        )
+        t0 = time.time()
+        try:
+            result = trainer.fit()
+        except Exception as e:
+            if tracker is not None:
+                tracker.finish("FAILED")
+            raise TmtvisError(f"training failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        elapsed = time.time() - t0
+    checkpoint = Path(result.checkpoint.path) if result.checkpoint else None
+    metrics = dict(result.metrics or {})
+    metrics["train.wall_seconds"] = elapsed
+    if tracker is not None:
+        _finish_tracking(tracker, checkpoint)
+    return TrainResult(run_dir, checkpoint, metrics, tracking_uri, run_id)
+
+
+def _finish_tracking(tracker, checkpoint: Path | None) -> None:
+    """Loss-curve plot from the logged history, the final checkpoint as an artifact, run closed."""
+    import matplotlib.pyplot as plt
+
+    from tmtvis.tracking.mlflow_tracking import loss_curve_figure
+
+    client = tracker.client
+    keys = [k for k in client.get_run(tracker.run_id).data.metrics if k.startswith("train.loss")]
+    history = {k: [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, k)] for k in keys}
+    if history:
+        fig = loss_curve_figure(history)
+        tracker.figure(fig, "plots/loss_curve.png")
+        plt.close(fig)
+    if checkpoint is not None:
+        tracker.artifacts(checkpoint, "checkpoint")
+    tracker.finish("FINISHED")

@@ -1,0 +1,54 @@
+"""Validation: predict whole videos of a manifest split and score them with the YouTube-VIS metric (no Ray)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tmtvis.data.frames import read_frame
+from tmtvis.data.ytvis_format import resolve_frame
+from tmtvis.eval import EvalResult, evaluate
+from tmtvis.inference.video_predictor import VideoPredictor
+from tmtvis.taxonomy import DatasetLabels
+
+
+def input_size(height: int, width: int, short_edge: int) -> tuple[int, int]:
+    """Model input size: short edge resized to `short_edge`, both sides rounded to multiples of 32."""
+    scale = short_edge / min(height, width)
+    return (max(32, int(round(height * scale / 32)) * 32), max(32, int(round(width * scale / 32)) * 32))
+
+
+def load_video(row: dict, short_edge: int) -> torch.Tensor:
+    """All frames of a manifest row as uint8 (T, 3, H, W) at the model input size."""
+    h, w = input_size(row["height"], row["width"], short_edge)
+    frames = []
+    for name in row["file_names"]:
+        img = read_frame(resolve_frame(row["image_root"], name))
+        frames.append(np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR)))
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
+
+
+def predict_rows(model: torch.nn.Module, rows: list[dict], labels: DatasetLabels, short_edge: int,
+                 window: int | None = None, overlap: int = 0, topk: int = 10) -> list[dict]:
+    """Submission-format predictions (the dataset's own category ids) for manifest rows."""
+    predictor = VideoPredictor(model, window=window, overlap=overlap, topk=topk)
+    classes = labels.unified_ids
+    results = []
+    for row in rows:
+        frames = load_video(row, short_edge)
+        for r in predictor.predict(frames, (row["height"], row["width"]), classes, labels.from_unified):
+            results.append({"video_id": int(row["video_id"]), **r})
+    return results
+
+
+def gt_subset(gt: dict, video_ids: set[int]) -> dict:
+    """The ground truth restricted to some videos (when validation is capped)."""
+    return {**gt, "videos": [v for v in gt["videos"] if v["id"] in video_ids],
+            "annotations": [a for a in gt.get("annotations") or [] if a["video_id"] in video_ids]}
+
+
+def evaluate_rows(gt: dict, rows: list[dict], results: list[dict]) -> EvalResult:
+    return evaluate(gt_subset(gt, {int(r["video_id"]) for r in rows}), results, progress=False)
+

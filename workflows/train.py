@@ -1,0 +1,68 @@
+"""`tmtvis train`: prepare (reusing what is up to date), then Ray Train DDP with MLflow tracking."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.iterations=50")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite in the run dir)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train on the configured datasets with Ray Train")
+    add_common(p)
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (overrides train.workers)")
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: OUTPUT_DIR/train-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.set_defaults(func=run)
+
+
+def load(args: argparse.Namespace):
+    from tmtvis.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "workers", None):
+        overrides.append(f"train.workers={args.workers}")
+    if args.tracking_uri:
+        overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
+    return load_config(args.config, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tmtvis.engine.trainer import train
+    from tmtvis.errors import TmtvisError
+    from tmtvis.prepare import prepare
+
+    cfg = load(args)
+    out = Path(cfg.output_dir).resolve()
+    if args.resume and args.run_dir is None:
+        raise TmtvisError("--resume needs --run-dir")
+    run_dir = args.run_dir or out / time.strftime("train-%Y%m%d-%H%M%S")
+    prepared = prepare(cfg, out / "prepared", show_progress=True)
+    result = train(cfg, prepared.out_dir, run_dir, address=args.address, resume=args.resume)
+    print_summary(cfg, result)
+    return 0
+
+
+def print_summary(cfg, result) -> None:
+    from tmtvis.eval import METRICS, format_datasets_table
+
+    table = {}
+    for ds in cfg.data.splits("valid"):
+        if f"val.{ds.name}.AP" in result.metrics:
+            table[ds.name] = {m: result.metrics[f"val.{ds.name}.{m}"] for m in METRICS}
+    if table:
+        print(format_datasets_table(table))
+    print(f"run directory: {result.run_dir}")
+    if result.checkpoint:
+        print(f"final checkpoint: {result.checkpoint}")
+    if result.tracking_uri:
+        print(f"MLflow: {result.tracking_uri} (run {result.run_id})")
+        if result.tracking_uri.startswith("sqlite:"):
+            print(f"  view with: mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1")
