@@ -95,3 +95,12 @@ def test_prediction_area_is_the_mean_over_non_empty_frames(gt):
     (t,) = load_predictions([pred(2, 1, 0.5, [box(8, 8, 0, 0, 2, 2), np.zeros((8, 8)), box(8, 8, 0, 0, 4, 4)])],
                             truth)
     assert prediction_avg_area(t) == 10.0  # (4 + 16) / 2; the empty frame is skipped
+
+
+def test_in_process_numpy_values_and_bytes_rle(gt):
+    from pycocotools import mask as mu
+
+    m = box(8, 8, 0, 0, 3, 3)
+    r = mu.encode(np.asfortranarray(m))  # counts as bytes, as the model's post-processing makes them
+    p = {"video_id": np.int64(1), "category_id": np.int32(1), "score": np.float32(0.5), "segmentations": [r, None]}
+    assert evaluate(gt, [p], progress=False).stats["AP"] == pytest.approx(1.0, abs=1e-12)

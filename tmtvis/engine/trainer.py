@@ -62,7 +62,7 @@ def latest_checkpoint(storage: Path) -> tuple[Path | None, dict]:
 def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str | None = None,
           resume: bool = False, track: bool = True) -> TrainResult:
     """Train `cfg` on the outputs of `prepare` in `run_dir` (resuming from its latest checkpoint when asked)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from tmtvis.engine.train_loop import train_loop_per_worker
@@ -135,7 +135,9 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
             datasets={"train": dataset},
             run_config=RunConfig(name="ray_train", storage_path=str(storage),
                                  failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints)),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+                                 logging_config=LoggingConfig(log_level=os.environ.get("TMTVIS_RAY_TRAIN_LOG_LEVEL",
+                                                                                       "WARNING"))),
         )
         t0 = time.time()
         try:

@@ -6,6 +6,7 @@ Segmentations become compressed RLE per frame (None where a frame has no mask).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,16 +56,16 @@ def _need(obj: Any, key: str, path: str, entry: str) -> Any:
 
 def _need_list(obj: Any, key: str, path: str, entry: str) -> list:
     value = _need(obj, key, path, entry)
-    if not isinstance(value, list):
+    if not isinstance(value, (list, tuple)):
         raise DataError(path, entry, f"'{key}' must be a list, got {type(value).__name__}")
     return value
 
 
 def _need_int(obj: Any, key: str, path: str, entry: str) -> int:
     value = _need(obj, key, path, entry)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # numpy ints are fine in-process
         raise DataError(path, entry, f"'{key}' must be an integer, got {value!r}")
-    return value
+    return int(value)
 
 
 def to_rle(seg: Any, video: Video, path: str, entry: str) -> dict | None:
@@ -145,12 +146,16 @@ def load_ground_truth(gt: dict, path: str = "<ground truth>") -> GroundTruth:
         if cid in names:
             raise DataError(path, f"categories[{i}]", f"duplicate category id {cid}")
         names[cid] = str(c.get("name", cid))
+    annotations = gt.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise DataError(path, "annotations", "must be a list")
     tracks = []
-    for i, a in enumerate(gt.get("annotations") or []):
+    for i, a in enumerate(annotations):
         entry = f"annotations[{i}]"
-        video = videos.get(_need_int(a, "video_id", path, entry))
+        vid = _need_int(a, "video_id", path, entry)
+        video = videos.get(vid)
         if video is None:
-            raise DataError(path, entry, f"unknown video_id {a['video_id']}")
+            raise DataError(path, entry, f"unknown video_id {vid}")
         cid = _need_int(a, "category_id", path, entry)
         if cid not in names:
             raise DataError(path, entry, f"unknown category_id {cid}")
@@ -177,14 +182,15 @@ def load_predictions(preds: list, gt: GroundTruth, path: str = "<predictions>") 
     tracks = []
     for i, p in enumerate(preds):
         entry = f"[{i}]"
-        video = gt.videos.get(_need_int(p, "video_id", path, entry))
+        vid = _need_int(p, "video_id", path, entry)
+        video = gt.videos.get(vid)
         if video is None:
-            raise DataError(path, entry, f"unknown video_id {p['video_id']}")
+            raise DataError(path, entry, f"unknown video_id {vid}")
         cid = _need_int(p, "category_id", path, entry)
         if cid not in gt.category_names:
             raise DataError(path, entry, f"unknown category_id {cid}")
         score = _need(p, "score", path, entry)
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
             raise DataError(path, entry, f"'score' must be a finite number, got {score!r}")
         tracks.append(Track(i + 1, video.id, cid, _frames(p, video, path, entry), 0.0, score=float(score)))
     return tracks

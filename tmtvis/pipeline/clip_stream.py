@@ -84,6 +84,7 @@ def clip_dataset(schedule: list[dict], clip: ClipConfig, num_classes: int, valid
     """The training stream: decoding runs in parallel Ray tasks, order preserved for determinism."""
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
     ds = ray.data.from_items(schedule, override_num_blocks=max(1, len(schedule) // 16))
     udf = DecodeClips(dataclasses.asdict(clip), num_classes, valid_classes, position)
     return ds.map_batches(udf, batch_size=batch_size, batch_format="numpy")
