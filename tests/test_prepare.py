@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_dataset
+from helpers import TINY_CLIP, make_dataset
 from tmtvis.config import load_config
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.ytvis_format import decode_rle
@@ -12,9 +12,6 @@ from tmtvis.errors import DataError
 from tmtvis.prepare import prepare
 from tmtvis.taxonomy_bank import load_bank
 
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_dataset
+from helpers import make_dataset
 from tmtvis.data.clips import ClipConfig, load_clip, sample_frames
 from tmtvis.data.manifest import video_rows
 from tmtvis.data.ytvis_format import load_dataset

@@ -1,5 +1,4 @@
 """Hand-computed cases for the YouTube-VIS metric: every expected value is worked out in a comment."""
-import numpy as np
 import pytest
 
 from tmtvis.eval import evaluate
@@ -218,3 +217,12 @@ def test_all_segmentation_forms_are_read():
     segs[1], segs[2] = uncompressed(m), poly
     r = ev(gt, [pred(1, 1, 0.5, [m, m, poly_mask])])
     assert r.stats["AP"] == ONE
+
+
+def test_progress_bar_on_request(capsys):
+    gt = dataset([(H, W, 1)], 1)
+    add_gt(gt, 1, 1, [b(0, 0, 3, 3)])
+    evaluate(gt, [], progress=True)
+    assert "evaluate" in capsys.readouterr().err
+    evaluate(gt, [], progress=False)
+    assert capsys.readouterr().err == ""

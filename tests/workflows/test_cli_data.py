@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TINY_CLIP
 from tmtvis.cli import main
 from tmtvis.data.manifest import read_manifest
 from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 
 
 @pytest.fixture(scope="module")

@@ -159,6 +159,7 @@ def train_loop_per_worker(config: dict) -> None:
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         log.info("rank %d resumed from iteration %d", rank, iteration)
+    resumed_from = iteration
     model = ray.train.torch.prepare_model(model)
     model.train()
 
@@ -217,6 +218,7 @@ def train_loop_per_worker(config: dict) -> None:
         metrics["train.sec_per_iter"] = (time.time() - t_last) / n
         t_last = time.time()
         metrics["iteration"] = iteration
+        metrics["train.resumed_from"] = resumed_from
         seen_all = seen.clone()
         if world > 1:
             dist.all_reduce(seen_all)

@@ -49,7 +49,7 @@ def match_group(
         if not any_candidate:  # nothing can match: only the area range decides what is ignored
             ignored[a] = outside[None, :]
             continue
-        order = np.argsort(np.array(gt_ig, dtype=np.int64), kind="mergesort").tolist()  # ignored last
+        order = [g for g in range(n_g) if not gt_ig[g]] + [g for g in range(n_g) if gt_ig[g]]  # stable
         candidates = [(d, [g for g in order if iou_rows[d][g] >= floor]) for d in range(n_d)]
         candidates = [(d, c) for d, c in candidates if c]
         for t, start in enumerate(starts):

@@ -84,11 +84,13 @@ def _evaluate_video(gts: list[Track], dts_by_cat: dict[int, list[Track]]) -> dic
 
 def _accumulate(blocks: list[_Block], precision: np.ndarray, recall: np.ndarray, k: int) -> None:
     """Fill precision[:, :, k] and recall[:, k] from one category's blocks, in video id order."""
-    n_pos = sum(b.result.n_positive for b in blocks) if blocks else np.zeros(len(AREA_RANGES), np.int64)
-    scores = np.concatenate([b.scores for b in blocks]) if blocks else np.zeros(0)
-    rank = np.concatenate([np.arange(len(b.scores)) for b in blocks]) if blocks else np.zeros(0, np.int64)
-    matched = np.concatenate([b.result.matched for b in blocks], axis=2) if blocks else None
-    ignored = np.concatenate([b.result.ignored for b in blocks], axis=2) if blocks else None
+    if not blocks:
+        return  # no ground truth and no predictions: stays -1
+    n_pos = sum(b.result.n_positive for b in blocks)
+    scores = np.concatenate([b.scores for b in blocks])
+    rank = np.concatenate([np.arange(len(b.scores)) for b in blocks])  # position within its video
+    matched = np.concatenate([b.result.matched for b in blocks], axis=2)
+    ignored = np.concatenate([b.result.ignored for b in blocks], axis=2)
     # stable: equal scores keep (video id, score order within the video); a maxDets cut keeps the order
     order = np.argsort(-scores, kind="mergesort")
     for m, max_det in enumerate(MAX_DETS):
@@ -97,7 +99,7 @@ def _accumulate(blocks: list[_Block], precision: np.ndarray, recall: np.ndarray,
         for a in range(len(AREA_RANGES)):
             npig = int(n_pos[a])
             if npig == 0:
-                continue
+                continue  # no ground truth in this range: stays -1
             if nd == 0:
                 recall[:, k, a, m] = 0
                 precision[:, :, k, a, m] = 0

@@ -1,0 +1,106 @@
+"""Clips/s of decode + clip-consistent augmentation: (a) one process, (b) torch DataLoader x2, (c) Ray Data.
+
+Builds the three synthetic presets, prepares them, plans one schedule and feeds the same samples to all
+three loaders, in one run. Usage: python benchmarks/data_pipeline.py [--clips 600] [--size 128]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tmtvis.config import load_config  # noqa: E402
+from tmtvis.data.clips import ClipConfig, load_clip, sample_frames  # noqa: E402
+from tmtvis.data.synthetic import generate  # noqa: E402
+from tmtvis.pipeline.clip_stream import _rows, clip_dataset, load_sources  # noqa: E402
+from tmtvis.pipeline.sampling import build_schedule  # noqa: E402
+from tmtvis.prepare import prepare  # noqa: E402
+from tmtvis.taxonomy import UnifiedTaxonomy  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+
+
+class ScheduleDataset(torch.utils.data.Dataset):
+    def __init__(self, schedule, clip, num_classes, valid):
+        self.schedule, self.clip, self.num_classes, self.valid = schedule, clip, num_classes, valid
+
+    def __len__(self) -> int:
+        return len(self.schedule)
+
+    def __getitem__(self, i: int) -> dict:
+        return decode(self.schedule[i], self.clip, self.num_classes, self.valid)
+
+
+def decode(s: dict, clip: ClipConfig, num_classes: int, valid) -> dict:
+    row = _rows(s["manifest"])[s["row"]]
+    rng = np.random.default_rng(s["seed"])
+    frames = sample_frames(row["length"], s["ref"], clip, rng)
+    return load_clip(row, frames, clip, rng, num_classes, valid[s["source"]])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clips", type=int, default=600)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="tmtvis-bench-data-"))
+    (work / "clip.json").write_text(json.dumps(SMALL_CLIP))
+    for preset in ("ytvis", "ovis", "uvo"):
+        if not (work / "data" / preset / "train.json").exists():
+            generate(work / "data" / preset, preset, videos=30, frames=8, size=(args.size, args.size), seed=0)
+    cfg = load_config(ROOT / "configs/tiny.yaml", [f"data.root={work / 'data'}", "taxonomy.clip_model=bench-clip",
+                                                   f"taxonomy.clip_model_config={work / 'clip.json'}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepare(cfg, work / "prepared", show_progress=False)
+    tax = UnifiedTaxonomy.load(work / "prepared/taxonomy.json")
+    splits = cfg.data.splits("train")
+    sources = load_sources(work / "prepared", splits, tax)
+    schedule = build_schedule(sources, args.clips, seed=0, repeat_threshold=cfg.data.repeat_threshold)
+    valid = [tax.datasets[d.name].unified_ids for d in splits]
+    clip = ClipConfig(num_frames=5, frame_window=4, short_edge=(96, 112, 128), crop=(96, 96), max_instances=12)
+    print(f"{args.clips} clips of {clip.num_frames} frames from {args.size}x{args.size} JPEGs, crop {clip.crop}, "
+          f"{os.cpu_count()} CPUs")
+
+    t = time.perf_counter()
+    for s in schedule:
+        decode(s, clip, len(tax), valid)
+    a = args.clips / (time.perf_counter() - t)
+    print(f"(a) single process      : {a:7.1f} clips/s")
+
+    loader = torch.utils.data.DataLoader(ScheduleDataset(schedule, clip, len(tax), valid), batch_size=8,
+                                         num_workers=2, persistent_workers=False)
+    t = time.perf_counter()
+    n = sum(len(b["frames"]) for b in loader)
+    b = n / (time.perf_counter() - t)
+    print(f"(b) DataLoader, 2 workers: {b:7.1f} clips/s")
+
+    import ray
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             _temp_dir=tempfile.mkdtemp(prefix="tmtvis-ray-"))
+    ds = clip_dataset(schedule, clip, len(tax), valid, batch_size=8)
+    t = time.perf_counter()
+    n = sum(len(batch["frames"]) for batch in ds.iter_batches(batch_size=8))
+    c = n / (time.perf_counter() - t)
+    ray.shutdown()
+    print(f"(c) Ray Data stream     : {c:7.1f} clips/s (includes Ray Data start-up)")
+    print(f"ratios: b/a = {b / a:.2f}, c/a = {c / a:.2f}, c/b = {c / b:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Ray Train integration on a local Ray: DDP, resume, worker failure, MLflow (tiny sizes)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from helpers import tiny_config
+from tmtvis.engine.train_loop import load_state
+from tmtvis.engine.trainer import latest_checkpoint, train
+
+pytestmark = pytest.mark.integration
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+def artifacts(uri: str, run_id: str, path: str = "") -> set[str]:
+    client, out, stack = MlflowClient(uri), set(), [path]
+    while stack:
+        for f in client.list_artifacts(run_id, stack.pop()):
+            (stack.append(f.path) if f.is_dir else out.add(f.path))
+    return out
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "art"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            MlflowClient(uri).search_experiments()
+            break
+        except Exception:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start")
+    yield uri
+    proc.terminate()
+    proc.wait(20)
+
+
+def test_ddp_trains_logs_to_mlflow_server(synth_root, ray_local, mlflow_server, tmp_path):
+    cfg = tiny_config(synth_root, "train.iterations=24", "train.checkpoint_every=12",
+                      f"tracking.tracking_uri={mlflow_server}", "train.lr=0.0005")
+    res = train(cfg, synth_root / "prepared", tmp_path / "run")
+    assert res.metrics["iteration"] == 24
+    assert res.metrics["ranks_in_sync"] == 1.0  # DDP kept the two replicas identical
+    losses = history(mlflow_server, res.run_id, "train.loss")
+    assert len(losses) == 12
+    first, last = sum(v for _, v in losses[:3]) / 3, sum(v for _, v in losses[-3:]) / 3
+    assert last < first, losses
+    run = MlflowClient(mlflow_server).get_run(res.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.workers"] == "2" and run.data.params["model.tim"] == "cross_attn"
+    for ds in ("ytvis_synth", "ovis_synth", "uvo_synth"):
+        assert f"val.{ds}.AP" in run.data.metrics and f"seen.dataset.{ds}" in run.data.metrics
+    files = artifacts(mlflow_server, res.run_id)
+    assert {"config/config.yaml", "taxonomy/taxonomy.json", "plots/loss_curve.png",
+            "data/expected_category_shares.json", "checkpoint/state.pt"} <= files
+    assert any(f.startswith("plots/per_category_ap") for f in files)
+    assert any(f.startswith("overlays/") and f.endswith(".png") for f in files)
+
+
+def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(synth_root, "train.iterations=6", "train.checkpoint_every=3")
+    first = train(cfg, synth_root / "prepared", run_dir)
+    ckpt6, meta = latest_checkpoint(run_dir / "checkpoints")
+    assert meta == {"iteration": 6, "data_position": 6 * 2}
+    state6 = load_state(ckpt6)
+
+    cfg = tiny_config(synth_root, "train.iterations=10", "train.checkpoint_every=5")
+    with pytest.raises(Exception, match="--resume"):
+        train(cfg, synth_root / "prepared", run_dir)
+    second = train(cfg, synth_root / "prepared", run_dir, resume=True)
+    assert second.run_id == first.run_id  # one MLflow run across the stop
+    assert second.metrics["train.resumed_from"] == 6 and second.metrics["iteration"] == 10
+    steps = [s for s, _ in history(second.tracking_uri, second.run_id, "train.loss")]
+    # logged every 2 iterations and at checkpoints (3, 6 before the stop; 10 after): none repeated
+    assert steps == [2, 3, 4, 6, 8, 10]
+    state10 = load_state(latest_checkpoint(run_dir / "checkpoints")[0])
+    assert state10["iteration"] == 10 and state10["data_position"] == 20
+    # the optimizer continued (its step count carried over from the checkpoint)
+    step6 = next(iter(state6["optimizer"]["state"].values()))["step"]
+    step10 = next(iter(state10["optimizer"]["state"].values()))["step"]
+    assert float(step6) == 6 and float(step10) == 10
+    assert state10["scheduler"]["last_epoch"] == 10
+
+
+def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = tiny_config(synth_root, "train.iterations=16", "train.checkpoint_every=4", "train.max_failures=1")
+    killed = {}
+
+    def killer():
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            ckpt, meta = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").exists() else (None, {})
+            pid_file = run_dir / "workers" / "rank1.pid"
+            if ckpt is not None and meta["iteration"] >= 4 and pid_file.exists():
+                pid = int(pid_file.read_text())
+                killed["pid"], killed["after"] = pid, meta["iteration"]
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    res = train(cfg, synth_root / "prepared", run_dir)
+    thread.join(5)
+    assert "pid" in killed, "the worker was never killed"
+    assert res.metrics["iteration"] == 16
+    # the restarted group resumed from a checkpoint taken before or at the kill, not from scratch
+    assert 4 <= res.metrics["train.resumed_from"] < 16
+    assert int((run_dir / "workers" / "rank1.pid").read_text()) != killed["pid"]

@@ -1,0 +1,60 @@
+"""Helpers shared by the tests: tiny YouTube-VIS-format datasets and configs written to tmp dirs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CLIP = {"embed_dim": 16,
+             "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+
+
+def rle(mask: np.ndarray) -> dict:
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
+
+
+def make_dataset(root: Path, videos: int = 2, length: int = 3, h: int = 24, w: int = 32) -> dict:
+    """Write JPEG frames under root/JPEGImages and return a valid YouTube-VIS dict (not yet saved)."""
+    images = root / "JPEGImages"
+    vids, anns = [], []
+    for v in range(1, videos + 1):
+        names = []
+        for f in range(length):
+            name = f"vid{v}/{f:05d}.jpg"
+            (images / f"vid{v}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((h, w, 3), 40 * f, np.uint8)).save(images / name, quality=90)
+            names.append(name)
+        vids.append({"id": v, "width": w, "height": h, "length": length, "file_names": names})
+        for k, cat in enumerate((1, 2)):
+            segs, areas = [], []
+            for f in range(length):
+                if k == 1 and f == 0:
+                    segs.append(None)
+                    areas.append(None)
+                    continue
+                m = np.zeros((h, w), np.uint8)
+                m[2 + f:10 + f, 3 + 8 * k:11 + 8 * k] = 1
+                segs.append(rle(m))
+                areas.append(int(m.sum()))
+            anns.append({"id": len(anns) + 1, "video_id": v, "category_id": cat, "iscrowd": 0,
+                         "segmentations": segs, "areas": areas, "bboxes": [None] * length})
+    cats = [{"id": 1, "name": "person", "supercategory": "object"},
+            {"id": 2, "name": "motorbike", "supercategory": "object"}]
+    return {"videos": vids, "annotations": anns, "categories": cats}
+
+
+def tiny_config(root: Path, *overrides: str) -> "Config":
+    """configs/tiny.yaml shrunk for tests: few iterations, tiny CLIP text tower, small validation."""
+    from tmtvis.config import load_config
+
+    return load_config(ROOT / "configs/tiny.yaml", [
+        f"data.root={root / 'data'}", f"output_dir={root / 'runs'}",
+        "taxonomy.clip_model=tmtvis-test-clip", f"taxonomy.clip_model_config={root / 'clip.json'}",
+        "model.num_queries=6", "model.dec_layers=2", "loss.num_points=256",
+        "train.log_every=2", "train.val_every=0", "train.val_max_videos=2", "tracking.overlays=1",
+        *overrides])
