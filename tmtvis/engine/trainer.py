@@ -60,8 +60,13 @@ def latest_checkpoint(storage: Path) -> tuple[Path | None, dict]:
 
 
 def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str | None = None,
-          resume: bool = False, track: bool = True) -> TrainResult:
-    """Train `cfg` on the outputs of `prepare` in `run_dir` (resuming from its latest checkpoint when asked)."""
+          resume: bool = False, track: bool = True, callbacks: list | None = None,
+          parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> TrainResult:
+    """Train `cfg` on the outputs of `prepare` in `run_dir` (resuming from its latest checkpoint when asked).
+
+    Inside a running Ray session (a Tune trial) the session is reused; `callbacks` go to the Ray Train
+    RunConfig (e.g. Tune's TuneReportCallback) and `parent_run_id` makes the MLflow run a child run.
+    """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -110,7 +115,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
             tracker = RunLogger(tracking_uri, run_id)
         else:
             tracker = start_run(tracking_uri, cfg.tracking.experiment, run_dir, run_dir.name,
-                                tags={"tmtvis.kind": "train"})
+                                tags={"tmtvis.kind": "train", **(tags or {})}, parent_run_id=parent_run_id)
             run_id = tracker.run_id
             run_file.write_text(json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}))
             tracker.params(flatten(to_dict(cfg)))
@@ -136,6 +141,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
             run_config=RunConfig(name="ray_train", storage_path=str(storage),
                                  failure_config=FailureConfig(max_failures=cfg.train.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+                                 callbacks=callbacks,
                                  logging_config=LoggingConfig(log_level=os.environ.get("TMTVIS_RAY_TRAIN_LOG_LEVEL",
                                                                                        "WARNING"))),
         )
