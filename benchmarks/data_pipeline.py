@@ -1,11 +1,12 @@
 """Clips/s of decode + clip-consistent augmentation: (a) one process, (b) torch DataLoader x2, (c) Ray Data.
 
-Builds the three synthetic presets, prepares them, plans one schedule and feeds the same samples to all
+Builds the three synthetic presets, prepares them, plans one stream and feeds the same samples to all
 three loaders, in one run. Usage: python benchmarks/data_pipeline.py [--clips 600] [--size 128]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -21,10 +22,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tmtvis.config import load_config  # noqa: E402
-from tmtvis.data.clips import ClipConfig, load_clip, sample_frames  # noqa: E402
+from tmtvis.data.clips import ClipConfig  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
-from tmtvis.pipeline.clip_stream import _rows, clip_dataset, load_sources  # noqa: E402
-from tmtvis.pipeline.sampling import build_schedule  # noqa: E402
+from tmtvis.pipeline.clip_stream import DecodeClips, clip_dataset, load_sources  # noqa: E402
+from tmtvis.pipeline.sampling import make_plan  # noqa: E402
 from tmtvis.prepare import prepare  # noqa: E402
 from tmtvis.taxonomy import UnifiedTaxonomy  # noqa: E402
 
@@ -33,22 +34,17 @@ SMALL_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "wi
               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 
 
-class ScheduleDataset(torch.utils.data.Dataset):
-    def __init__(self, schedule, clip, num_classes, valid):
-        self.schedule, self.clip, self.num_classes, self.valid = schedule, clip, num_classes, valid
+class PlanDataset(torch.utils.data.Dataset):
+    """The same decode UDF as the Ray Data stream, one sample at a time, for a torch DataLoader."""
+
+    def __init__(self, udf: DecodeClips, n: int) -> None:
+        self.udf, self.n = udf, n
 
     def __len__(self) -> int:
-        return len(self.schedule)
+        return self.n
 
     def __getitem__(self, i: int) -> dict:
-        return decode(self.schedule[i], self.clip, self.num_classes, self.valid)
-
-
-def decode(s: dict, clip: ClipConfig, num_classes: int, valid) -> dict:
-    row = _rows(s["manifest"])[s["row"]]
-    rng = np.random.default_rng(s["seed"])
-    frames = sample_frames(row["length"], s["ref"], clip, rng)
-    return load_clip(row, frames, clip, rng, num_classes, valid[s["source"]])
+        return {k: v[0] for k, v in self.udf({"id": np.array([i])}).items()}
 
 
 def main() -> None:
@@ -70,19 +66,20 @@ def main() -> None:
     tax = UnifiedTaxonomy.load(work / "prepared/taxonomy.json")
     splits = cfg.data.splits("train")
     sources = load_sources(work / "prepared", splits, tax)
-    schedule = build_schedule(sources, args.clips, seed=0, repeat_threshold=cfg.data.repeat_threshold)
+    plan = make_plan(sources, seed=0, repeat_threshold=cfg.data.repeat_threshold)
     valid = [tax.datasets[d.name].unified_ids for d in splits]
     clip = ClipConfig(num_frames=5, frame_window=4, short_edge=(96, 112, 128), crop=(96, 96), max_instances=12)
+    udf = DecodeClips(plan, 0, dataclasses.asdict(clip), len(tax), valid)
     print(f"{args.clips} clips of {clip.num_frames} frames from {args.size}x{args.size} JPEGs, crop {clip.crop}, "
           f"{os.cpu_count()} CPUs")
 
     t = time.perf_counter()
-    for s in schedule:
-        decode(s, clip, len(tax), valid)
+    for start in range(0, args.clips, 8):
+        udf({"id": np.arange(start, min(start + 8, args.clips))})
     a = args.clips / (time.perf_counter() - t)
     print(f"(a) single process      : {a:7.1f} clips/s")
 
-    loader = torch.utils.data.DataLoader(ScheduleDataset(schedule, clip, len(tax), valid), batch_size=8,
+    loader = torch.utils.data.DataLoader(PlanDataset(udf, args.clips), batch_size=8,
                                          num_workers=2, persistent_workers=False)
     t = time.perf_counter()
     n = sum(len(b["frames"]) for b in loader)
@@ -93,7 +90,7 @@ def main() -> None:
 
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              _temp_dir=tempfile.mkdtemp(prefix="tmtvis-ray-"))
-    ds = clip_dataset(schedule, clip, len(tax), valid, batch_size=8)
+    ds = clip_dataset(plan, 0, args.clips, clip, len(tax), valid, batch_size=8)
     t = time.perf_counter()
     n = sum(len(batch["frames"]) for batch in ds.iter_batches(batch_size=8))
     c = n / (time.perf_counter() - t)

@@ -16,12 +16,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use; set RAY_AUTH_MO
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workflows import data, demo, evaluate, prepare, train
+    from workflows import data, demo, evaluate, infer, prepare, submit, train
 
     parser = argparse.ArgumentParser(prog="tmtvis", description="Taxonomy-aware multi-dataset VIS training on Ray.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, prepare, train, evaluate, demo):
+    for module in (data, prepare, train, evaluate, infer, submit, demo):
         module.register(sub)
     return parser
 

@@ -129,7 +129,7 @@ def _log_validation(tracker, details: dict, taxonomy: UnifiedTaxonomy, cfg: Conf
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. config: {"cfg": Config as dict, "prepared": dir, "run_dir": dir,
-    "tracking_uri": str|None, "run_id": str|None, "position_actor": handle|None}."""
+    "tracking_uri": str|None, "run_id": str|None}."""
     cfg: Config = from_dict(Config, config["cfg"])
     prepared, run_dir = Path(config["prepared"]), Path(config["run_dir"])
     ctx = ray.train.get_context()
@@ -170,13 +170,13 @@ def train_loop_per_worker(config: dict) -> None:
         tracker = RunLogger(config["tracking_uri"], config["run_id"])
     validator = Validator(cfg, prepared, taxonomy) if cfg.data.splits("valid") else None
     cfg_yaml = (run_dir / "config.yaml").read_text()
-    position_actor = config.get("position_actor")
     use_amp = cfg.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     num_classes = len(taxonomy)
     num_sources = len(cfg.data.splits("train"))
     seen = torch.zeros(num_classes + num_sources, dtype=torch.float64)
+    next_sample = torch.zeros(1, dtype=torch.int64)  # 1 + the highest sample index consumed (data position)
     loss_sums: dict[str, float] = {}
     t_last = time.time()
     shard = ray.train.get_dataset_shard("train")
@@ -201,6 +201,7 @@ def train_loop_per_worker(config: dict) -> None:
         for t in targets:
             seen[t["labels"].cpu()] += 1
         seen[num_classes + batch["source"].cpu()] += 1
+        next_sample = torch.maximum(next_sample, batch["sample"].cpu().max().view(1) + 1)
         for k in ("loss", "loss_ce", "loss_mask", "loss_dice", "loss_taxonomy"):
             if k in losses:
                 loss_sums[k] = loss_sums.get(k, 0.0) + float(losses[k].detach())
@@ -241,8 +242,11 @@ def train_loop_per_worker(config: dict) -> None:
             metrics["ranks_in_sync"] = float(max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0])))
         if tracker is not None:
             tracker.metrics({k: v for k, v in metrics.items() if k != "iteration"}, step=iteration)
-        position = iteration * cfg.train.batch_size * world
         if do_ckpt:
+            position = next_sample.clone()
+            if world > 1:
+                dist.all_reduce(position, op=dist.ReduceOp.MAX)
+            position = int(position)
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None
                 if rank == 0:
@@ -250,8 +254,6 @@ def train_loop_per_worker(config: dict) -> None:
                                     prepared / "taxonomy.json")
                     ckpt = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=ckpt)
-            if rank == 0 and position_actor is not None:
-                ray.get(position_actor.set.remote(position))
         else:
             ray.train.report(metrics)
         if last:

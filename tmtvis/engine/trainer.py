@@ -71,8 +71,8 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from tmtvis.engine.train_loop import train_loop_per_worker
-    from tmtvis.pipeline.clip_stream import DataPosition, clip_dataset, load_sources
-    from tmtvis.pipeline.sampling import build_schedule, expected_category_shares
+    from tmtvis.pipeline.clip_stream import clip_dataset, load_sources
+    from tmtvis.pipeline.sampling import expected_category_shares, make_plan
     from tmtvis.taxonomy import UnifiedTaxonomy
     from tmtvis.tracking.mlflow_tracking import RunLogger, flatten, resolve_tracking_uri, start_run
 
@@ -99,10 +99,10 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
             raise TmtvisError(f"{prepared}: no manifest for {ds.name}/{ds.split}; re-run `tmtvis prepare` with this config")
     sources = load_sources(prepared, train_splits, taxonomy)
     world = cfg.train.workers
-    total = cfg.train.iterations * cfg.train.batch_size * world
-    # Slack: clips dropped by skip_bad_videos must not leave a worker short of batches.
-    schedule = build_schedule(sources, total + 2 * world * cfg.train.batch_size, cfg.seed,
-                              cfg.data.repeat_threshold, start=position)
+    plan = make_plan(sources, cfg.seed, cfg.data.repeat_threshold)
+    # The stream is twice as long as the run needs (it is lazy, the excess is never decoded): a restarted
+    # worker group continues the stream, and what was prefetched before a failure is not replayed.
+    stop = position + 2 * cfg.train.iterations * cfg.train.batch_size * world
     valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
 
     tracking_uri = run_id = None
@@ -129,12 +129,11 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     if gpu:
         resources["GPU"] = cfg.train.gpus_per_worker
     with ray_session(address):
-        position_actor = DataPosition.remote(position)
-        dataset = clip_dataset(schedule, cfg.data.clip, len(taxonomy), valid, position_actor)
+        dataset = clip_dataset(plan, position, stop, cfg.data.clip, len(taxonomy), valid)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"cfg": to_dict(cfg), "prepared": str(prepared), "run_dir": str(run_dir),
-                               "tracking_uri": tracking_uri, "run_id": run_id, "position_actor": position_actor},
+                               "tracking_uri": tracking_uri, "run_id": run_id},
             scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, resources_per_worker=resources),
             torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
             datasets={"train": dataset},

@@ -20,14 +20,17 @@ def input_size(height: int, width: int, short_edge: int) -> tuple[int, int]:
     return (max(32, int(round(height * scale / 32)) * 32), max(32, int(round(width * scale / 32)) * 32))
 
 
+def resize_frames(frames: list[np.ndarray], short_edge: int) -> torch.Tensor:
+    """Decoded frames (H, W, 3) uint8 -> uint8 (T, 3, H', W') at the model input size."""
+    h, w = input_size(frames[0].shape[0], frames[0].shape[1], short_edge)
+    resized = [np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR)) for img in frames]
+    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).contiguous()  # (T, 3, H', W')
+
+
 def load_video(row: dict, short_edge: int) -> torch.Tensor:
     """All frames of a manifest row as uint8 (T, 3, H, W) at the model input size."""
-    h, w = input_size(row["height"], row["width"], short_edge)
-    frames = []
-    for name in row["file_names"]:
-        img = read_frame(resolve_frame(row["image_root"], name))
-        frames.append(np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR)))
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
+    frames = [read_frame(resolve_frame(row["image_root"], name)) for name in row["file_names"]]
+    return resize_frames(frames, short_edge)
 
 
 def predict_rows(model: torch.nn.Module, rows: list[dict], labels: DatasetLabels, short_edge: int,

@@ -90,7 +90,7 @@ class VideoPredictor:
     def predict(self, frames: torch.Tensor, orig_size: tuple[int, int], dataset_classes: list[int],
                 to_dataset_id: dict[int, int]) -> list[dict]:
         """frames (T, 3, H, W) uint8 or 0..1 float at model input size -> [{category_id, score, segmentations}],
-        segmentations one compressed RLE (str counts) or None per frame, at orig_size (h, w)."""
+        segmentations one compressed RLE (str counts) or None per frame, at orig_size (h, w); sorted by score."""
         classes = torch.as_tensor(list(dataset_classes), dtype=torch.long)
         probs, masks = self.run_windows(frames, classes)  # (Q, Cd), (Q, T, h, w)
         q, cd = probs.shape
@@ -106,7 +106,7 @@ class VideoPredictor:
             rles, mask_score = cache[qi]
             results.append({"category_id": int(to_dataset_id[int(classes[ci])]), "score": float(prob * mask_score),
                             "segmentations": rles})
-        return results
+        return sorted(results, key=lambda r: -r["score"])  # stable: ties keep the class-probability order
 
     def _track(self, logits: torch.Tensor, in_size: tuple[int, int], orig_size: tuple[int, int]
                ) -> tuple[list[dict | None], float]:

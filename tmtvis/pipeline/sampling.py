@@ -34,29 +34,43 @@ def repeat_factors(videos: list[dict], threshold: float) -> np.ndarray:
     return np.array([max((cat_r[c] for c in set(v["categories"])), default=1.0) for v in videos])
 
 
-def build_schedule(sources: list[SourceSpec], num_samples: int, seed: int, repeat_threshold: float = 0.0,
-                   start: int = 0) -> list[dict]:
-    """Samples [start, num_samples) of the stream: dataset by weight, video by repeat factor, frame uniform.
+@dataclass
+class SamplePlan:
+    """Everything needed to compute sample i of the stream from (seed, i) alone."""
 
-    Sample i depends only on (seed, i), so any slice of the stream is the same as in the whole stream.
-    """
+    manifests: list[str]
+    p_data: np.ndarray            # (S,) dataset probabilities
+    p_video: list[np.ndarray]     # per dataset, (V_s,) video probabilities
+    lengths: list[np.ndarray]     # per dataset, (V_s,) video lengths
+    seed: int
+
+    def sample(self, i: int) -> dict:
+        rng = np.random.default_rng([self.seed, i])
+        d = int(rng.choice(len(self.p_data), p=self.p_data))
+        v = int(rng.choice(len(self.p_video[d]), p=self.p_video[d]))
+        ref = int(rng.integers(self.lengths[d][v]))
+        return {"sample": i, "source": d, "manifest": self.manifests[d], "row": v, "ref": ref,
+                "seed": int(rng.integers(2**31))}
+
+
+def make_plan(sources: list[SourceSpec], seed: int, repeat_threshold: float = 0.0) -> SamplePlan:
+    """Dataset by weight, video by repeat factor, reference frame uniform."""
     weights = np.array([s.weight for s in sources], float)
     if weights.sum() <= 0:
         raise ValueError("dataset weights must not all be zero")
-    p_data = weights / weights.sum()
     p_video = []
     for s in sources:
         r = repeat_factors(s.videos, repeat_threshold)
         p_video.append(r / r.sum())
-    out = []
-    for i in range(start, num_samples):
-        rng = np.random.default_rng([seed, i])
-        d = int(rng.choice(len(sources), p=p_data))
-        v = int(rng.choice(len(sources[d].videos), p=p_video[d]))
-        ref = int(rng.integers(sources[d].videos[v]["length"]))
-        out.append({"sample": i, "source": d, "manifest": sources[d].manifest, "row": v, "ref": ref,
-                    "seed": int(rng.integers(2**31))})
-    return out
+    return SamplePlan([s.manifest for s in sources], weights / weights.sum(), p_video,
+                      [np.array([v["length"] for v in s.videos]) for s in sources], seed)
+
+
+def build_schedule(sources: list[SourceSpec], num_samples: int, seed: int, repeat_threshold: float = 0.0,
+                   start: int = 0) -> list[dict]:
+    """Samples [start, num_samples) of the stream; sample i depends only on (seed, i)."""
+    plan = make_plan(sources, seed, repeat_threshold)
+    return [plan.sample(i) for i in range(start, num_samples)]
 
 
 def expected_category_shares(sources: list[SourceSpec], repeat_threshold: float) -> dict[int, float]:

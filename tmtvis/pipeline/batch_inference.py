@@ -1,0 +1,261 @@
+"""Offline batch inference with Ray Data: videos -> decode tasks -> an actor pool of predictors (model loaded
+once per actor) -> one Parquet file per video on the driver -> results.json + results.zip (submission format).
+
+Resumable: a video whose Parquet file exists is not predicted again. Files are written atomically, so an
+interrupted run leaves only whole files. The driver writes the outputs, so OUT need only exist where the
+driver runs; the inputs must be readable from every node (shared storage on a cluster).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tmtvis.data.video_files import VideoSource, discover, read_video
+from tmtvis.errors import TmtvisError
+from tmtvis.io_utils import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+READ_CPUS = 0.25  # per decode task: decoding is light next to the model, and must not starve the actors
+PREDICTIONS = pa.schema([
+    ("video_id", pa.int64()),
+    ("category_id", pa.int64()),
+    ("score", pa.float64()),
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+    ("counts", pa.list_(pa.string())),   # per frame compressed RLE counts, null for an empty mask
+])
+
+
+@dataclass
+class InferenceSummary:
+    out_dir: Path
+    results_json: Path
+    results_zip: Path
+    videos: int
+    predicted: int                      # videos predicted by this run (the rest were already done)
+    frames: int                         # frames predicted by this run
+    seconds: float                      # wall time of the prediction stage
+    predictions: int                    # entries in results.json
+    visualisations: list[Path] = field(default_factory=list)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def prediction_file(out_dir: Path, video_id: int) -> Path:
+    return out_dir / "predictions" / f"video_{video_id:08d}.parquet"
+
+
+def write_predictions(path: Path, video_id: int, size: tuple[int, int], predictions: list[dict]) -> None:
+    """One video's predictions as Parquet (atomically)."""
+    h, w = size
+    rows = [{"video_id": video_id, "category_id": p["category_id"], "score": p["score"], "height": h, "width": w,
+             "counts": [None if s is None else s["counts"] for s in p["segmentations"]]} for p in predictions]
+    table = pa.Table.from_pylist(rows, schema=PREDICTIONS)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """One video's Parquet file -> submission-format predictions, in the order they were written."""
+    out = []
+    for r in pq.read_table(path, schema=PREDICTIONS).to_pylist():
+        size = [r["height"], r["width"]]
+        out.append({"video_id": r["video_id"], "category_id": r["category_id"], "score": r["score"],
+                    "segmentations": [None if c is None else {"size": size, "counts": c} for c in r["counts"]]})
+    return out
+
+
+def decode_row(row: dict, short_edge: int) -> dict:
+    """Ray Data map: a VideoSource row -> frames at the model input size plus the original size."""
+    from tmtvis.engine.validate import resize_frames
+
+    source = VideoSource.from_row(row)
+    frames = read_video(source)
+    return {"video_id": source.video_id, "height": frames[0].shape[0], "width": frames[0].shape[1],
+            "frames": resize_frames(frames, short_edge).numpy()}
+
+
+class Predictor:
+    """Ray Data actor: loads the checkpoint once, then predicts one video per row."""
+
+    def __init__(self, checkpoint: str, dataset: str, window: int | None, overlap: int, topk: int,
+                 threads: int) -> None:
+        import ray
+        import torch
+
+        from tmtvis.inference.checkpoint import load_checkpoint
+        from tmtvis.inference.video_predictor import VideoPredictor
+
+        torch.set_num_threads(threads)
+        device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+        ckpt = load_checkpoint(checkpoint, device=device)
+        labels = ckpt.labels(dataset)
+        self.classes, self.to_dataset = labels.unified_ids, labels.from_unified
+        self.predictor = VideoPredictor(ckpt.model, window=window, overlap=overlap, topk=topk)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        ids, sizes, frames, preds = [], [], [], []
+        for i in range(len(batch["video_id"])):
+            video = torch.from_numpy(np.ascontiguousarray(batch["frames"][i]))
+            h, w = int(batch["height"][i]), int(batch["width"][i])
+            result = self.predictor.predict(video, (h, w), self.classes, self.to_dataset)
+            ids.append(int(batch["video_id"][i]))
+            sizes.append((h, w))
+            frames.append(video.shape[0])
+            preds.append(json.dumps(result))
+        return {"video_id": np.array(ids, np.int64), "height": np.array([s[0] for s in sizes], np.int32),
+                "width": np.array([s[1] for s in sizes], np.int32), "frames": np.array(frames, np.int64),
+                "predictions": np.array(preds, dtype=object)}
+
+
+def _run_record(checkpoint: Path, dataset: str, window: int | None, overlap: int, topk: int,
+                sources: list[VideoSource]) -> dict:
+    """What an output dir was made from: a re-run may resume it only if this is unchanged."""
+    return {"checkpoint": str(checkpoint), "dataset": dataset, "window": window, "overlap": overlap, "topk": topk,
+            "videos": [s.to_row() for s in sources]}
+
+
+def _check_resumable(out_dir: Path, record: dict) -> None:
+    path = out_dir / "run.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        changed = [k for k in record if old.get(k) != record[k]]
+        if changed:
+            raise TmtvisError(f"{out_dir}: holds inference with a different {', '.join(changed)}; "
+                              f"use another --out (or delete it)")
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise TmtvisError(f"{out_dir}: exists and is not a tmtvis inference output; use another --out")
+    atomic_write_text(path, json.dumps(record, indent=1))
+
+
+def _resources(actors: int, cpus_per_actor: float | None, gpus_per_actor: float | None) -> tuple[float, float]:
+    """Per-actor CPUs and GPUs: by default the pool and one decode task fit the cluster, GPUs shared evenly."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = float(total.get("CPU", 1)), float(total.get("GPU", 0))
+    if gpus_per_actor is None:
+        gpus_per_actor = min(1.0, gpus / actors) if gpus else 0.0
+    if cpus_per_actor is None:
+        cpus_per_actor = max(0.25, min(1.0, (cpus - READ_CPUS) / actors))
+    elif actors * cpus_per_actor + READ_CPUS > cpus:
+        log.warning("%d actors x %.2f CPUs + %.2f for decoding exceed the cluster's %.0f CPUs: inference waits "
+                    "for more nodes", actors, cpus_per_actor, READ_CPUS, cpus)
+    return cpus_per_actor, gpus_per_actor
+
+
+def predict_videos(checkpoint: Path, dataset: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
+                   window: int | None, overlap: int, topk: int, actors: int, cpus_per_actor: float | None,
+                   gpus_per_actor: float | None, progress: bool | None) -> tuple[int, int]:
+    """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives."""
+    import ray.data
+    from tqdm import tqdm
+
+    cpus, gpus = _resources(actors, cpus_per_actor, gpus_per_actor)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the driver shows one bar per video instead
+    ctx.execution_options.verbose_progress = False
+    rows = [s.to_row() for s in sources]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map(decode_row, fn_kwargs={"short_edge": short_edge}, num_cpus=READ_CPUS)
+    ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
+                        fn_constructor_kwargs={"checkpoint": str(checkpoint), "dataset": dataset, "window": window,
+                                               "overlap": overlap, "topk": topk, "threads": max(1, int(cpus))},
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
+                        **({"num_gpus": gpus} if gpus else {}))
+    videos = frames = 0
+    with tqdm(total=len(rows), desc="inference", unit="video", disable=None if progress is None else not progress) as bar:
+        for row in ds.iter_rows():
+            vid = int(row["video_id"])
+            write_predictions(prediction_file(out_dir, vid), vid, (int(row["height"]), int(row["width"])),
+                              json.loads(row["predictions"]))
+            videos += 1
+            frames += int(row["frames"])
+            bar.update(1)
+    return videos, frames
+
+
+def assemble(out_dir: Path, sources: list[VideoSource]) -> tuple[list[dict], Path, Path]:
+    """All videos' predictions -> results.json and results.zip (submission format), in video id order."""
+    results = []
+    for s in sorted(sources, key=lambda s: s.video_id):
+        results.extend(read_predictions(prediction_file(out_dir, s.video_id)))
+    from tmtvis.data.ytvis_format import write_results
+
+    results_json, results_zip = out_dir / "results.json", out_dir / "results.zip"
+    write_results(results_json, results)
+    with atomic_path(results_zip) as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(results_json, "results.json")  # the layout the YouTube-VIS evaluation servers expect
+    return results, results_json, results_zip
+
+
+def visualise(out_dir: Path, sources: list[VideoSource], results: list[dict], names: dict[int, str],
+              count: int) -> list[Path]:
+    """Overlay GIFs for the first `count` videos (existing ones kept)."""
+    from tmtvis.viz import overlay_frames
+
+    written = []
+    for s in sorted(sources, key=lambda s: s.video_id)[:count]:
+        path = out_dir / "viz" / f"video_{s.video_id:08d}.gif"
+        if not path.is_file():
+            preds = [r for r in results if r["video_id"] == s.video_id]
+            images = overlay_frames(read_video(s), preds, names)
+            with atomic_path(path) as tmp:
+                images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=200, loop=0)
+        written.append(path)
+    return written
+
+
+def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, out_dir: str | Path,
+                  images: str | Path | None = None, address: str | None = None, actors: int = 1,
+                  cpus_per_actor: float | None = None, gpus_per_actor: float | None = None, viz: int = 0,
+                  window: int | None = None, topk: int = 10, progress: bool | None = None) -> InferenceSummary:
+    """`tmtvis infer`: predict every video of the input not yet in `out_dir`, then assemble the results.
+
+    `window`: None -> the checkpoint config's `train.val_window`; 0 -> each video as one clip.
+    """
+    from tmtvis.engine.trainer import ray_session
+    from tmtvis.inference.checkpoint import load_checkpoint
+
+    if actors < 1:
+        raise TmtvisError(f"--actors must be at least 1, got {actors}")
+    if gpus_per_actor is not None and gpus_per_actor < 0 or cpus_per_actor is not None and cpus_per_actor <= 0:
+        raise TmtvisError("--cpus-per-actor must be > 0 and --gpus-per-actor >= 0")
+    ckpt = load_checkpoint(checkpoint, with_model=False)
+    labels = ckpt.labels(dataset)
+    window = ckpt.cfg.train.val_window if window is None else window
+    window = window or None
+    overlap = max(0, (window or 0) // 4)
+    sources = discover(input_path, images)
+    out_dir = Path(out_dir).expanduser().resolve()
+    _check_resumable(out_dir, _run_record(ckpt.path, dataset, window, overlap, topk, sources))
+    todo = [s for s in sources if not prediction_file(out_dir, s.video_id).is_file()]
+    log.info("%d videos, %d already predicted, %d to go", len(sources), len(sources) - len(todo), len(todo))
+    predicted = frames = 0
+    t0 = time.time()
+    if todo:
+        with ray_session(address or os.environ.get("RAY_ADDRESS")):
+            predicted, frames = predict_videos(ckpt.path, dataset, todo, out_dir, ckpt.cfg.data.clip.short_edge[0],
+                                               window, overlap, topk, actors, cpus_per_actor, gpus_per_actor,
+                                               progress)
+    seconds = time.time() - t0
+    results, results_json, results_zip = assemble(out_dir, sources)
+    names = {c["id"]: c["name"] for c in labels.categories}
+    shown = visualise(out_dir, sources, results, names, viz) if viz > 0 else []
+    return InferenceSummary(out_dir, results_json, results_zip, len(sources), predicted, frames, seconds,
+                            len(results), shown)
