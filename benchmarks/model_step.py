@@ -42,7 +42,8 @@ def step_times(cfgs: dict, loss_cfg: LossConfig, c: int, t: int, h: int, w: int,
     targets = clip_targets(t, h, w, c)
     times = {name: [] for name in cfgs}
     for r in range(repeats + 1):  # the first round warms up
-        for name, model in models.items():
+        order = list(models.items())
+        for name, model in (order if r % 2 else order[::-1]):
             torch.manual_seed(r)
             start = time.perf_counter()
             loss = crit(model(frames), targets)["loss"]
@@ -76,9 +77,12 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=120, help="size of the unified taxonomy")
     ap.add_argument("--skip-r50", action="store_true")
     ap.add_argument("--predict-memory", action="store_true")
+    ap.add_argument("--keep-denormals", action="store_true",
+                    help="do not flush denormals (on CPU they can slow a step down several-fold)")
     ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(not args.keep_denormals)
     if args.child:
         return predict_memory_child(*args.child)
     if args.predict_memory:
@@ -93,7 +97,7 @@ def main() -> None:
     if not args.skip_r50:
         runs.append(("r50", ModelConfig.r50(), LossConfig.r50(), 5, 128, 128))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, C={args.classes} categories, "
-          f"median of {args.repeats} forward+loss+backward steps, batch 1")
+          f"median of {args.repeats} forward+loss+backward steps, batch 1, flush denormals {not args.keep_denormals}")
     for name, cfg, loss_cfg, t, h, w in runs:
         res = step_times({"baseline": ModelConfig.baseline(cfg), "tmt-vis": cfg}, loss_cfg, args.classes, t, h, w,
                          args.repeats)

@@ -17,7 +17,7 @@ import yaml
 
 from tmtvis.errors import TmtvisError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout (tmtvis is installed editable)
 DEFAULT_ENV_VARS = {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 

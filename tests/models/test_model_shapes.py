@@ -121,3 +121,31 @@ def test_backbone_weights_from_local_file(tmp_path):
 def test_invalid_config_is_a_config_error(bad):
     with pytest.raises(ConfigError):
         build_model(ModelConfig(**bad), bank())
+
+
+def test_taxonomy_loss_alone_trains_the_tcm():
+    from tmtvis.losses import taxonomy_loss
+    model = build_model(ModelConfig.tiny(), bank())
+    out = model(torch.rand(1, 2, 3, 32, 32))
+    taxonomy_loss(out["tcm_scores"], [{"labels": torch.tensor([2]), "valid_classes": torch.arange(6)}]).backward()
+    assert model.tcm.adapter.layers[0].weight.grad.abs().sum() > 0
+    assert model.tcm.score_proj.weight.grad.abs().sum() > 0
+    assert model.backbone.layers[3][0].conv1.weight.grad.abs().sum() > 0  # the clip's features learn too
+    assert model.tim.cross.attn.in_proj_weight.grad is None  # TIM is not on this path
+
+
+def test_mixed_precision_forward_loss_and_inference():
+    from tmtvis.inference import VideoPredictor
+    from tmtvis.losses import build_criterion
+    from tmtvis.models import LossConfig
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.tiny(), bank())
+    crit = build_criterion(12, LossConfig(num_points=64, mask_foreign_classes=True))
+    target = [{"labels": torch.tensor([1, 3]), "masks": torch.rand(2, 2, 32, 32) > 0.5, "valid_classes": torch.arange(5)}]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = crit(model(torch.rand(1, 2, 3, 32, 32)), target)
+        preds = VideoPredictor(model, window=2, overlap=1, topk=4).predict(torch.rand(5, 3, 32, 32), (20, 30),
+                                                                            [0, 1, 2], {0: 1, 1: 2, 2: 3})
+    assert torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert len(preds) == 4 and all(len(p["segmentations"]) == 5 for p in preds)

@@ -40,8 +40,8 @@ def test_stream_is_a_deterministic_slice_of_the_plan(synth_root, ray_local):
     tax, sources, valid = setup(synth_root)
     plan = make_plan(sources, seed=0)
     clip = ClipConfig(num_frames=2, short_edge=(32,), crop=(32, 32))
-    full = next(clip_dataset(plan, 0, 40, clip, len(tax), valid).iter_batches(batch_size=40))
-    tail = next(clip_dataset(plan, 25, 40, clip, len(tax), valid).iter_batches(batch_size=40))
+    full = next(iter(clip_dataset(plan, 0, 40, clip, len(tax), valid).iter_batches(batch_size=40)))
+    tail = next(iter(clip_dataset(plan, 25, 40, clip, len(tax), valid).iter_batches(batch_size=40)))
     assert full["sample"].tolist() == list(range(40)) and tail["sample"].tolist() == list(range(25, 40))
     for key in ("frames", "masks", "labels", "source"):
         np.testing.assert_array_equal(full[key][25:], tail[key])

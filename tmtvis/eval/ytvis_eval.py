@@ -5,17 +5,15 @@
 """
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from tmtvis.errors import DataError
+from tmtvis.data.ytvis_format import read_json
 from tmtvis.eval.matching import GroupResult, match_group
 from tmtvis.eval.tracks import GroundTruth, Track, load_ground_truth, load_predictions, prediction_avg_area
 from tmtvis.eval.video_iou import video_ious
@@ -171,19 +169,6 @@ def evaluate(
         _accumulate(blocks_by_cat.get(c, []), precision, recall, k)
     per_category = {c: _mean_valid(precision[:, :, k, 0, -1]) for k, c in enumerate(truth.category_ids)}
     return EvalResult(_summarize(precision, recall), per_category, truth.category_names, precision, recall)
-
-
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; a missing or unparsable file is a one-line DataError."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(path, "", "file not found") from None
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"line {e.lineno} column {e.colno}", f"invalid JSON: {e.msg}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, "", f"cannot read: {e}") from None
 
 
 def evaluate_files(gt_path: str | Path, pred_path: str | Path, *, progress: bool | None = None) -> EvalResult:

@@ -1,6 +1,8 @@
 """Per-video inference in the YouTube-VIS results format, whole-clip or in overlapping linked windows."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,8 +22,8 @@ def window_starts(t: int, window: int, overlap: int) -> list[int]:
 
 def link(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
     """Hungarian matching on cosine similarity: -> perm with cur[perm[i]] continuing track i of prev (Q, D)."""
-    sim = F.normalize(prev.float(), dim=-1) @ F.normalize(cur.float(), dim=-1).T  # (Q, Q)
-    rows, cols = linear_sum_assignment(-sim.cpu().numpy())
+    sim = F.normalize(prev.float().cpu(), dim=-1) @ F.normalize(cur.float().cpu(), dim=-1).T  # (Q, Q)
+    rows, cols = linear_sum_assignment(-sim.float().numpy())
     perm = torch.empty(prev.shape[0], dtype=torch.long)
     perm[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)
     return perm
@@ -34,6 +36,15 @@ def encode_rle(binary: np.ndarray) -> dict | None:
     rle = mask_utils.encode(np.asfortranarray(binary.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def no_autocast() -> contextlib.ExitStack:
+    """Post-processing runs in float32 even when the caller runs the model under autocast."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast("cpu", enabled=False))
+    if torch.cuda.is_available():
+        stack.enter_context(torch.autocast("cuda", enabled=False))
+    return stack
 
 
 class VideoPredictor:
@@ -68,23 +79,31 @@ class VideoPredictor:
         for w, s in enumerate(starts):
             e = min(s + window, t)
             out = self.model(frames[None, s:e].to(device))
-            logits, masks, emb = out["pred_logits"][0], out["pred_masks"][0], out["pred_embeds"][0]
-            if prev_emb is not None:
-                perm = link(prev_emb, emb).to(device)
-                logits, masks, emb = logits[perm], masks[perm], emb[perm]
-            sliced = torch.cat([logits[:, classes], logits[:, -1:]], dim=1).float()
-            probs = sliced.softmax(-1)[:, :-1].cpu()  # (Q, Cd)
-            prob_sum = probs if prob_sum is None else prob_sum + probs
-            prev_emb = emb
-            masks = masks.float().cpu()  # (Q, Tw, h, w)
-            for i, f in enumerate(range(s, e)):
-                acc, n = pending.get(f, (0.0, 0))
-                pending[f] = (acc + masks[:, i], n + 1)
             next_start = starts[w + 1] if w + 1 < len(starts) else t
-            for f in sorted(k for k in pending if k < next_start):
-                acc, n = pending.pop(f)
-                done.append((acc / n).half())
-        return prob_sum / len(starts), torch.stack(done, dim=1)
+            with no_autocast():
+                prob_sum, prev_emb = self._accumulate(out, s, e, classes, prob_sum, prev_emb, pending)
+                for f in sorted(k for k in pending if k < next_start):  # frames no later window covers
+                    acc, n = pending.pop(f)
+                    done.append((acc / n).half())
+        with no_autocast():
+            return prob_sum / len(starts), torch.stack(done, dim=1)
+
+    @staticmethod
+    def _accumulate(out: dict, s: int, e: int, classes: torch.Tensor, prob_sum: torch.Tensor | None,
+                    prev_emb: torch.Tensor | None, pending: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Link one window's queries to the tracks, add its class probs, add its mask logits to `pending`."""
+        logits, masks, emb = out["pred_logits"][0].float(), out["pred_masks"][0].float(), out["pred_embeds"][0].float()
+        if prev_emb is not None:
+            perm = link(prev_emb, emb).to(logits.device)
+            logits, masks, emb = logits[perm], masks[perm], emb[perm]
+        sliced = torch.cat([logits[:, classes.to(logits.device)], logits[:, -1:]], dim=1)
+        probs = sliced.softmax(-1)[:, :-1].cpu()  # (Q, Cd)
+        prob_sum = probs if prob_sum is None else prob_sum + probs
+        masks = masks.cpu()  # (Q, Tw, h, w)
+        for i, f in enumerate(range(s, e)):
+            acc, n = pending.get(f, (0.0, 0))
+            pending[f] = (acc + masks[:, i], n + 1)
+        return prob_sum, emb
 
     @torch.no_grad()
     def predict(self, frames: torch.Tensor, orig_size: tuple[int, int], dataset_classes: list[int],
@@ -93,11 +112,15 @@ class VideoPredictor:
         segmentations one compressed RLE (str counts) or None per frame, at orig_size (h, w); sorted by score."""
         classes = torch.as_tensor(list(dataset_classes), dtype=torch.long)
         probs, masks = self.run_windows(frames, classes)  # (Q, Cd), (Q, T, h, w)
+        with no_autocast():
+            return self._postprocess(probs, masks, classes, tuple(frames.shape[-2:]), orig_size, to_dataset_id)
+
+    def _postprocess(self, probs: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor, in_size: tuple[int, int],
+                     orig_size: tuple[int, int], to_dataset_id: dict[int, int]) -> list[dict]:
         q, cd = probs.shape
         k = min(self.topk, q * cd)
         top_scores, flat = probs.flatten().topk(k)  # ties resolved by torch.topk
         queries, cats = flat // cd, flat % cd
-        in_size = tuple(frames.shape[-2:])
         cache: dict[int, tuple[list, float]] = {}
         results = []
         for prob, qi, ci in zip(top_scores.tolist(), queries.tolist(), cats.tolist()):

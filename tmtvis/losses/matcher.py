@@ -56,7 +56,9 @@ class HungarianMatcher(nn.Module):
                 out.append((empty, empty))
                 continue
             coords = torch.rand(self.num_points, 2, device=logits.device)
-            cost = self.cost_matrix(logits[b], masks[b], labels, tgt["masks"].to(logits.device), coords)
-            qi, ti = linear_sum_assignment(cost.cpu().numpy())
+            with torch.autocast(logits.device.type, enabled=False):  # costs in float32 even under AMP
+                cost = self.cost_matrix(logits[b].float(), masks[b].float(), labels, tgt["masks"].to(logits.device),
+                                        coords)
+            qi, ti = linear_sum_assignment(cost.float().cpu().numpy())
             out.append((torch.as_tensor(qi, dtype=torch.long), torch.as_tensor(ti, dtype=torch.long)))
         return out

@@ -15,6 +15,9 @@ def ms_deform_attn(value: torch.Tensor, shapes: list[tuple[int, int]], locations
     value (N, S, M, D) with S = sum(H*W); locations (N, Lq, M, L, P, 2) as (x, y) in [0, 1];
     weights (N, Lq, M, L, P) -> (N, Lq, M*D).
     """
+    # Sampling runs in float32 even under autocast, like the reference CUDA kernel (half-precision locations
+    # would be off by a good fraction of a pixel on large maps).
+    value, locations, weights = value.float(), locations.float(), weights.float()
     n, _, m, d = value.shape
     _, lq, _, nl, p, _ = locations.shape
     values = value.split([h * w for h, w in shapes], dim=1)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,7 @@ class Predictor:
 
         ids, sizes, frames, preds = [], [], [], []
         for i in range(len(batch["video_id"])):
-            video = torch.from_numpy(np.ascontiguousarray(batch["frames"][i]))
+            video = torch.from_numpy(np.array(batch["frames"][i]))  # a writable copy of the Arrow buffer
             h, w = int(batch["height"][i]), int(batch["width"][i])
             result = self.predictor.predict(video, (h, w), self.classes, self.to_dataset)
             ids.append(int(batch["video_id"][i]))
@@ -166,7 +167,9 @@ def predict_videos(checkpoint: Path, dataset: str, sources: list[VideoSource], o
     from tqdm import tqdm
 
     cpus, gpus = _resources(actors, cpus_per_actor, gpus_per_actor)
-    ctx = ray.data.DataContext.get_current()
+    with warnings.catch_warnings():  # the context's own deprecated fields warn on first use
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver shows one bar per video instead
     ctx.execution_options.verbose_progress = False
     rows = [s.to_row() for s in sources]

@@ -1,0 +1,159 @@
+"""A sweep's search space and ASHA settings, read from YAML (no Ray here).
+
+    params:                                  # dotted config key -> distribution (or a fixed value)
+      model.set_size: {choice: [5, 10, 20, 40]}   # K, clipped to the vocabulary size
+      loss.taxonomy_weight: {loguniform: [0.1, 10.0]}
+      train.lr: {grid: [1.0e-4, 3.0e-4]}          # every value, each --num-samples times
+    scheduler: {metric: val.mean_AP, mode: max, grace_period: 50, reduction_factor: 2}
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tmtvis.config import Config, from_dict
+from tmtvis.errors import ConfigError
+
+KINDS = ("choice", "grid", "uniform", "loguniform", "fixed")
+SET_SIZE = "model.set_size"
+
+
+@dataclass
+class Dist:
+    kind: str            # one of KINDS
+    values: list         # choice/grid: the values; uniform/loguniform: [low, high]; fixed: [value]
+
+
+@dataclass
+class Scheduler:
+    """ASHA: trials are compared every time `iteration` crosses grace_period * reduction_factor^k."""
+
+    metric: str = "val.mean_AP"
+    mode: str = "max"
+    grace_period: int = 50
+    reduction_factor: float = 2.0
+
+
+@dataclass
+class Space:
+    params: dict[str, Dist] = field(default_factory=dict)
+    scheduler: Scheduler = field(default_factory=Scheduler)
+
+
+def parse_dist(key: str, spec: Any, where: str) -> Dist:
+    if not isinstance(spec, dict):
+        return Dist("fixed", [spec])
+    if len(spec) != 1 or next(iter(spec)) not in KINDS:
+        raise ConfigError(f"{where}: params.{key}: expected one of {{{', '.join(KINDS)}: ...}}, got {spec!r}")
+    kind, values = next(iter(spec.items()))
+    if kind == "fixed":
+        return Dist(kind, [values])
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: params.{key}.{kind}: expected a non-empty list, got {values!r}")
+    if kind in ("uniform", "loguniform"):
+        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"{where}: params.{key}.{kind}: expected [low, high], got {values!r}")
+        low, high = float(values[0]), float(values[1])
+        if not low < high or (kind == "loguniform" and low <= 0):
+            raise ConfigError(f"{where}: params.{key}.{kind}: need {'0 < ' if kind == 'loguniform' else ''}"
+                              f"low < high, got {values!r}")
+        values = [low, high]
+    return Dist(kind, list(values))
+
+
+def parse_space(data: Any, where: str = "space") -> Space:
+    if not isinstance(data, dict) or not isinstance(data.get("params"), dict) or not data["params"]:
+        raise ConfigError(f"{where}: expected a mapping with a non-empty 'params' mapping")
+    unknown = sorted(set(data) - {"params", "scheduler"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: params, scheduler)")
+    params = {str(k): parse_dist(str(k), v, where) for k, v in data["params"].items()}
+    scheduler = from_dict(Scheduler, data.get("scheduler"), f"{where}: scheduler")
+    if scheduler.mode not in ("max", "min"):
+        raise ConfigError(f"{where}: scheduler.mode must be max or min, got {scheduler.mode!r}")
+    if scheduler.grace_period < 1 or scheduler.reduction_factor <= 1:
+        raise ConfigError(f"{where}: scheduler needs grace_period >= 1 and reduction_factor > 1")
+    return Space(params, scheduler)
+
+
+def load_space(path: str | Path) -> Space:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: search space file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    return parse_space(data, str(path))
+
+
+def space_to_dict(space: Space) -> dict:
+    """The inverse of parse_space (what the sweep logs and stores for --resume)."""
+    params = {k: (d.values[0] if d.kind == "fixed" else {d.kind: d.values}) for k, d in space.params.items()}
+    return {"params": params, "scheduler": dict(vars(space.scheduler))}
+
+
+def clip_set_size(space: Space, vocab_size: int) -> Space:
+    """K larger than the unified vocabulary means 'all categories': clip it, dropping duplicates."""
+    dist = space.params.get(SET_SIZE)
+    if dist is None:
+        return space
+    space = copy.deepcopy(space)
+    if dist.kind in ("choice", "grid", "fixed"):
+        values = [min(int(v), vocab_size) for v in dist.values]
+        dist = Dist(dist.kind, list(dict.fromkeys(values)))
+    else:
+        dist = Dist(dist.kind, [min(v, vocab_size) for v in dist.values])
+    space.params[SET_SIZE] = dist
+    return space
+
+
+def sample(space: Space, rng: random.Random) -> dict[str, Any]:
+    """One point of the space (grid keys take a random value); Ray Tune does this in a sweep."""
+    point = {}
+    for key, d in space.params.items():
+        if d.kind in ("choice", "grid", "fixed"):
+            point[key] = rng.choice(d.values)
+        elif d.kind == "uniform":
+            point[key] = rng.uniform(*d.values)
+        else:
+            point[key] = math.exp(rng.uniform(math.log(d.values[0]), math.log(d.values[1])))
+    return point
+
+
+def trial_config(base: dict, params: dict[str, Any]) -> Config:
+    """The config of one trial: the base config (as a dict) with the sampled values set by dotted key."""
+    data = copy.deepcopy(base)
+    for key, value in params.items():
+        if key == SET_SIZE:
+            value = int(round(value))  # a uniform K samples floats
+        _set(data, key, value)
+    return from_dict(Config, data, "trial config")
+
+
+def check_keys(space: Space, base: dict) -> None:
+    for key in space.params:
+        _set(copy.deepcopy(base), key, None)
+
+
+def _set(data: dict, key: str, value: Any) -> None:
+    """Set an EXISTING config value by dotted key (list items by index); a typo is a ConfigError, not a new key."""
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            index: Any = part
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            index = int(part)
+        else:
+            raise ConfigError(f"search space: '{key}' is not a config key")
+        if i == len(parts) - 1:
+            node[index] = value
+        else:
+            node = node[index]
