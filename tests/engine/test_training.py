@@ -1,6 +1,7 @@
 """Ray Train integration on a local Ray: DDP, resume, worker failure, MLflow (tiny sizes)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -111,16 +112,20 @@ def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_p
     killed = {}
 
     def killer():
+        # Kill rank 1 once the checkpoint of iteration 4 is registered: rank 0 logs iteration 6 to MLflow
+        # only after the report (a barrier) that carried that checkpoint has returned.
         deadline = time.time() + 600
         while time.time() < deadline:
-            ckpt, meta = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").exists() else (None, {})
-            pid_file = run_dir / "workers" / "rank1.pid"
-            if ckpt is not None and meta["iteration"] >= 4 and pid_file.exists():
-                pid = int(pid_file.read_text())
-                killed["pid"], killed["after"] = pid, meta["iteration"]
-                os.kill(pid, signal.SIGKILL)
-                return
-            time.sleep(0.2)
+            run_file, pid_file = run_dir / "mlflow_run.json", run_dir / "workers" / "rank1.pid"
+            if run_file.exists() and pid_file.exists():
+                info = json.loads(run_file.read_text())
+                steps = [s for s, _ in history(info["tracking_uri"], info["run_id"], "train.loss")]
+                if steps and max(steps) >= 6:
+                    pid = int(pid_file.read_text())
+                    killed["pid"], killed["after"] = pid, max(steps)
+                    os.kill(pid, signal.SIGKILL)
+                    return
+            time.sleep(0.3)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
