@@ -90,7 +90,8 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--child", str(t), "20", "4"], capture_output=True,
                                  text=True, check=True).stdout
             r = json.loads(out)
-            print(f"tiny, {t} frames 64x64 -> 360x640, window 20 overlap 4: peak RSS {r['peak_rss_kib'] / 1024:.0f} MiB "
+            print(f"tiny, {t} frames 64x64 -> 360x640, window 20 overlap 4: "
+                  f"peak RSS {r['peak_rss_kib'] / 1024:.0f} MiB "
                   f"(after model build {r['rss_before_kib'] / 1024:.0f} MiB), {r['seconds']:.1f}s")
         return
     runs = [("tiny", ModelConfig.tiny(), LossConfig.tiny(), 3, 64, 64)]

@@ -16,12 +16,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use; set RAY_AUTH_MO
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workflows import data, demo, evaluate, infer, prepare, submit, train
+    from workflows import data, demo, evaluate, infer, prepare, submit, train, tune
 
     parser = argparse.ArgumentParser(prog="tmtvis", description="Taxonomy-aware multi-dataset VIS training on Ray.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, Ray worker logs on the console")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, prepare, train, evaluate, infer, submit, demo):
+    for module in (data, prepare, train, tune, evaluate, infer, submit, demo):
         module.register(sub)
     return parser
 
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        os.environ["TMTVIS_RAY_WORKER_LOGS"] = "1"
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)

@@ -105,10 +105,10 @@ def test_one_window_covering_the_video_equals_whole_video_inference():
 
 
 def test_output_format_and_scores():
-    model = tiny_model()
+    model = tiny_model().train()
     frames = torch.rand(4, 3, 64, 64)
     results = VideoPredictor(model, topk=10).predict(frames, (50, 70), [0, 5, 7], {0: 1, 5: 6, 7: 8})
-    assert len(results) == 10
+    assert len(results) == 10 and model.training  # the caller's mode is restored
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     for r in results:
         assert set(r) == {"category_id", "score", "segmentations"} and r["category_id"] in (1, 6, 8)

@@ -23,8 +23,9 @@ def naive_ms_deform_attn(value, shapes, locations, weights):
                         y = locations[b, q, head, lvl, k, 1].item() * h - 0.5
                         x0, y0 = math.floor(x), math.floor(y)
                         sample = torch.zeros(d, dtype=torch.float64)
-                        for yy, xx, wt in ((y0, x0, (y0 + 1 - y) * (x0 + 1 - x)), (y0, x0 + 1, (y0 + 1 - y) * (x - x0)),
-                                           (y0 + 1, x0, (y - y0) * (x0 + 1 - x)), (y0 + 1, x0 + 1, (y - y0) * (x - x0))):
+                        corners = ((y0, x0, (y0 + 1 - y) * (x0 + 1 - x)), (y0, x0 + 1, (y0 + 1 - y) * (x - x0)),
+                                   (y0 + 1, x0, (y - y0) * (x0 + 1 - x)), (y0 + 1, x0 + 1, (y - y0) * (x - x0)))
+                        for yy, xx, wt in corners:
                             if 0 <= yy < h and 0 <= xx < w:
                                 sample += wt * v[yy, xx]
                         out[b, q, head] += weights[b, q, head, lvl, k].item() * sample

@@ -141,7 +141,8 @@ def test_mixed_precision_forward_loss_and_inference():
     torch.manual_seed(0)
     model = build_model(ModelConfig.tiny(), bank())
     crit = build_criterion(12, LossConfig(num_points=64, mask_foreign_classes=True))
-    target = [{"labels": torch.tensor([1, 3]), "masks": torch.rand(2, 2, 32, 32) > 0.5, "valid_classes": torch.arange(5)}]
+    target = [{"labels": torch.tensor([1, 3]), "masks": torch.rand(2, 2, 32, 32) > 0.5,
+               "valid_classes": torch.arange(5)}]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = crit(model(torch.rand(1, 2, 3, 32, 32)), target)
         preds = VideoPredictor(model, window=2, overlap=1, topk=4).predict(torch.rand(5, 3, 32, 32), (20, 30),

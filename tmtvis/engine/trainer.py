@@ -35,12 +35,14 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Worker logs (per-report lines, library warnings) reach the console only with `tmtvis -v`.
+    to_driver = os.environ.get("TMTVIS_RAY_WORKER_LOGS") == "1"
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=to_driver)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         tmp = tempfile.mkdtemp(prefix="tmtvis-ray-")
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=tmp)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=tmp, log_to_driver=to_driver)
     try:
         yield
     finally:

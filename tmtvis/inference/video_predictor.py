@@ -111,7 +111,11 @@ class VideoPredictor:
         """frames (T, 3, H, W) uint8 or 0..1 float at model input size -> [{category_id, score, segmentations}],
         segmentations one compressed RLE (str counts) or None per frame, at orig_size (h, w); sorted by score."""
         classes = torch.as_tensor(list(dataset_classes), dtype=torch.long)
-        probs, masks = self.run_windows(frames, classes)  # (Q, Cd), (Q, T, h, w)
+        was_training = self.model.training
+        try:
+            probs, masks = self.run_windows(frames, classes)  # (Q, Cd), (Q, T, h, w)
+        finally:
+            self.model.train(was_training)  # validation inside a training loop leaves the mode as it was
         with no_autocast():
             return self._postprocess(probs, masks, classes, tuple(frames.shape[-2:]), orig_size, to_dataset_id)
 

@@ -37,7 +37,8 @@ class HungarianMatcher(nn.Module):
 
     def cost_matrix(self, logits: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, tgt_masks: torch.Tensor,
                     coords: torch.Tensor) -> torch.Tensor:
-        """One clip: logits (Q, C+1), masks (Q, T, h, w), labels (n,), tgt_masks (n, T, H, W), coords (P, 2) -> (Q, n)."""
+        """One clip: logits (Q, C+1), masks (Q, T, h, w), labels (n,), tgt_masks (n, T, H, W), coords (P, 2)
+        -> cost (Q, n)."""
         cost_class = -logits.float().softmax(-1)[:, labels]
         out = sample_video(masks.float(), coords)
         tgt = sample_video(tgt_masks.float(), coords)

@@ -1,7 +1,7 @@
 """Flat, plain-typed model and loss configs; the YAML loader fills them by field name."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tmtvis.errors import ConfigError
 
@@ -24,7 +24,7 @@ class ModelConfig:
     pixel_decoder_ffn: int = 256  # deformable encoder FFN
     deform_points: int = 4  # sampling points per head and level
     mask_dim: int = 64
-    num_frames: int = 3  # training clip length T
+    num_frames: int = 3  # training clip length T (read by the data pipeline; the model takes any T)
     dropout: float = 0.0
     tcm: bool = True  # taxonomy compilation module
     tim: str = "cross_attn"  # taxonomy injection: 'cross_attn' | 'add_mean' | 'none'
@@ -44,7 +44,6 @@ class ModelConfig:
     @classmethod
     def baseline(cls, base: "ModelConfig | None" = None) -> "ModelConfig":
         """The same sizes with TCM and TIM off: plain Mask2Former-VIS."""
-        from dataclasses import replace
         return replace(base or cls(), tcm=False, tim="none")
 
     def validate(self) -> "ModelConfig":
@@ -61,7 +60,8 @@ class ModelConfig:
         if self.pixel_decoder_layers < 0:
             raise ConfigError(f"model.pixel_decoder_layers must be >= 0, got {self.pixel_decoder_layers}")
         if self.hidden_dim % self.n_heads or self.hidden_dim % 2:
-            raise ConfigError(f"model.hidden_dim ({self.hidden_dim}) must be even and divisible by n_heads ({self.n_heads})")
+            raise ConfigError(f"model.hidden_dim ({self.hidden_dim}) must be even and divisible by "
+                              f"n_heads ({self.n_heads})")
         if self.hidden_dim % 32:
             raise ConfigError(f"model.hidden_dim ({self.hidden_dim}) must be a multiple of 32 (GroupNorm(32))")
         if not 0.0 <= self.dropout < 1.0:

@@ -26,7 +26,8 @@ class EncoderLayer(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(ffn, d))
         self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
-    def forward(self, src: torch.Tensor, pos: torch.Tensor, ref: torch.Tensor, shapes: list[tuple[int, int]]) -> torch.Tensor:
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, ref: torch.Tensor,
+                shapes: list[tuple[int, int]]) -> torch.Tensor:
         src = self.norm1(src + self.drop1(self.attn(src + pos, ref, src, shapes)))
         return self.norm2(src + self.drop2(self.ffn(src)))
 
@@ -69,6 +70,7 @@ class PixelDecoder(nn.Module):
             tokens = layer(tokens, pos, ref, shapes)
         outs = [t.transpose(1, 2).reshape(n, self.dim, h, w)
                 for t, (h, w) in zip(tokens.split([h * w for h, w in shapes], 1), shapes)]
-        y = self.lateral(feats[0]) + F.interpolate(outs[-1], size=feats[0].shape[-2:], mode="bilinear", align_corners=False)
+        up = F.interpolate(outs[-1], size=feats[0].shape[-2:], mode="bilinear", align_corners=False)
+        y = self.lateral(feats[0]) + up
         y = self.output(y)  # (N, dim, H/4, W/4)
         return self.mask_features(y), outs

@@ -35,12 +35,14 @@ class TMTVIS(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
         self.backbone = Backbone(cfg.backbone, cfg.backbone_weights)
-        self.pixel_decoder = PixelDecoder(self.backbone.channels, cfg.hidden_dim, cfg.mask_dim, cfg.pixel_decoder_layers,
-                                          cfg.n_heads, cfg.pixel_decoder_ffn, cfg.deform_points, cfg.dropout)
+        self.pixel_decoder = PixelDecoder(self.backbone.channels, cfg.hidden_dim, cfg.mask_dim,
+                                          cfg.pixel_decoder_layers, cfg.n_heads, cfg.pixel_decoder_ffn,
+                                          cfg.deform_points, cfg.dropout)
         self.decoder = VideoDecoder(cfg.hidden_dim, cfg.num_queries, cfg.n_heads, cfg.dim_feedforward, cfg.dec_layers,
                                     cfg.mask_dim, self.num_classes, text_dim, cfg.text_classifier, cfg.dropout)
         # Baseline (tcm off, tim none) creates no TCM/TIM modules at all: exactly Mask2Former-VIS.
-        self.tcm = TCM(text_dim, cfg.hidden_dim, cfg.n_heads, cfg.dim_feedforward, cfg.set_size, cfg.dropout) if cfg.tcm else None
+        self.tcm = (TCM(text_dim, cfg.hidden_dim, cfg.n_heads, cfg.dim_feedforward, cfg.set_size, cfg.dropout)
+                    if cfg.tcm else None)
         self.tim = TIM(cfg.tim, cfg.hidden_dim, cfg.n_heads, cfg.dropout) if cfg.tim != "none" else None
 
     def set_bank(self, bank: torch.Tensor) -> None:

@@ -1,0 +1,105 @@
+"""Several Ray nodes on one machine (ray.cluster_utils.Cluster: a head with the dashboard + a worker node):
+`tmtvis submit` ships this project as the job's working_dir, a tiny `tmtvis train` job reaches SUCCEEDED and
+leaves a loadable checkpoint, and a failing job makes `tmtvis submit` exit non-zero."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tmtvis.cli import main
+from tmtvis.inference.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+    from ray.job_submission import JobSubmissionClient
+
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="tmtvis-mn-")  # short: Ray's socket paths live under it
+    os.makedirs(os.path.join(temp, "ray"))
+    with pytest.MonkeyPatch.context() as mp:
+        # the cluster's address file goes here, not to /tmp/ray where a bare ray.init() elsewhere would find it
+        mp.setenv("RAY_TMPDIR", temp)
+        c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+            "temp_dir": temp})
+        try:
+            c.add_node(num_cpus=1, temp_dir=temp)
+            address = f"http://127.0.0.1:{port}"
+            for _ in range(120):  # the dashboard's job module comes up after the node
+                try:
+                    JobSubmissionClient(address).list_jobs()
+                    break
+                except Exception:
+                    time.sleep(0.5)
+            else:
+                pytest.fail("the Ray dashboard did not come up")
+            yield c, address
+        finally:
+            c.shutdown()
+
+
+def submit(address: str, *args: str) -> int:
+    return main(["submit", "--address", address, "--python", sys.executable, "--", *args])
+
+
+def test_train_job_on_two_nodes_leaves_checkpoint(cluster, synth_root, tmp_path, capfd):
+    c, address = cluster
+    assert len([n for n in c.list_all_nodes()]) == 2
+    run_dir = tmp_path / "run"
+    rc = submit(address, "train", "--config", "configs/tiny.yaml", "--address", "auto", "--run-dir", str(run_dir),
+                "--set", f"data.root={synth_root / 'data'}", "--set", f"output_dir={tmp_path / 'out'}",
+                "--set", "taxonomy.clip_model=tmtvis-test-clip",
+                "--set", f"taxonomy.clip_model_config={synth_root / 'clip.json'}",
+                "--set", "model.num_queries=6", "--set", "model.dec_layers=2", "--set", "loss.num_points=256",
+                "--set", "train.iterations=4", "--set", "train.checkpoint_every=4", "--set", "train.log_every=2",
+                "--set", "train.val_every=0", "--set", "train.val_max_videos=1")
+    out, err = capfd.readouterr()
+    assert rc == 0, out[-3000:] + err[-3000:]
+    assert "SUCCEEDED" in err and "final checkpoint:" in out  # the job's own output, followed live
+    ckpt = load_checkpoint(run_dir)  # the run dir's latest checkpoint, weights_only
+    assert ckpt.iteration == 4 and ckpt.path.parent.parent == run_dir / "checkpoints"
+    assert set(ckpt.taxonomy.datasets) == {"ytvis_synth", "ovis_synth", "uvo_synth"}
+
+
+def test_failing_job_gives_nonzero_exit(cluster, tmp_path, capfd):
+    _, address = cluster
+    rc = submit(address, "evaluate", "--gt", str(tmp_path / "missing.json"), "--pred", str(tmp_path / "p.json"))
+    out, err = capfd.readouterr()
+    assert rc == 1
+    assert "missing.json: file not found" in out + err and "FAILED" in err
+
+
+def test_no_wait_returns_the_job_id(cluster, capfd):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    _, address = cluster
+    assert main(["submit", "--address", address, "--no-wait", "--python", sys.executable, "--", "--help"]) == 0
+    job_id = capfd.readouterr().out.strip().splitlines()[-1]
+    client = JobSubmissionClient(address)
+    for _ in range(120):
+        if client.get_job_status(job_id) in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            break
+        time.sleep(0.5)
+    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED
+    assert "usage: tmtvis" in client.get_job_logs(job_id)
+
+
+def test_unreachable_dashboard_is_one_line_error(capsys):
+    rc = main(["submit", "--address", f"http://127.0.0.1:{free_port()}", "--", "evaluate", "--help"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot reach the Ray dashboard" in err[0]

@@ -1,0 +1,216 @@
+"""`tmtvis infer` on a local Ray: frame folders, a YouTube-VIS JSON and .mp4 files give the same predictions as
+in-process inference; an interrupted run resumes with exactly one result set per video."""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from helpers import tiny_config
+from tmtvis.cli import main
+from tmtvis.config import to_dict
+from tmtvis.data.manifest import read_manifest
+from tmtvis.data.video_files import decode_video_file, discover
+from tmtvis.data.ytvis_format import read_json
+from tmtvis.engine.optim import build_optimizer, build_scheduler
+from tmtvis.engine.train_loop import save_checkpoint
+from tmtvis.engine.validate import predict_rows, resize_frames
+from tmtvis.inference.checkpoint import load_checkpoint
+from tmtvis.inference.video_predictor import VideoPredictor
+from tmtvis.models.tmtvis_model import build_model
+from tmtvis.pipeline import batch_inference
+from tmtvis.taxonomy_bank import load_bank
+
+pytestmark = pytest.mark.integration
+DATASET = "ytvis_synth"
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """In-process inference with the actors' thread count: float sums then agree bit for bit."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synth_root, tmp_path_factory) -> Path:
+    """A checkpoint in the training loop's format (its own writer), from a seeded untrained model."""
+    cfg = tiny_config(synth_root)
+    prepared = synth_root / "prepared"
+    torch.manual_seed(0)
+    model = build_model(cfg.model, torch.from_numpy(load_bank(prepared / "bank.parquet").embeddings))
+    optimizer = build_optimizer(model, cfg.train)
+    out = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(out, model, optimizer, build_scheduler(optimizer, cfg.train), 0, 0,
+                    yaml.safe_dump(to_dict(cfg), sort_keys=False), prepared / "taxonomy.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def frame_folders(synth_root, tmp_path_factory) -> Path:
+    """The ytvis train videos as a plain folder of frame folders (name order = the JSON's id order)."""
+    out = tmp_path_factory.mktemp("folders")
+    for v in read_json(synth_root / "data/ytvis/train.json")["videos"]:
+        folder = Path(v["file_names"][0]).parent
+        shutil.copytree(synth_root / "data/ytvis/JPEGImages" / folder, out / folder)
+    return out
+
+
+def infer(*args: str) -> int:
+    return main(["infer", "--dataset", DATASET, "--no-progress", *args])
+
+
+def per_video(results: list[dict]) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {}
+    for r in results:
+        out.setdefault(r["video_id"], []).append(r)
+    return out
+
+
+def evaluate_cli(gt: Path, pred: Path, capsys) -> dict:
+    capsys.readouterr()
+    assert main(["evaluate", "--gt", str(gt), "--pred", str(pred), "--json", "--no-progress"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def folder_run(checkpoint, frame_folders, ray_local, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("infer") / "folders"
+    assert infer("--checkpoint", str(checkpoint), "--input", str(frame_folders), "--out", str(out),
+                 "--actors", "2", "--cpus-per-actor", "0.5", "--viz", "2") == 0
+    return out
+
+
+def test_json_and_folders_match_in_process(checkpoint, synth_root, folder_run, tmp_path, capsys):
+    ckpt = load_checkpoint(checkpoint)
+    rows = read_manifest(synth_root / "prepared/manifests/ytvis_synth_train.parquet")
+    with threads(1):
+        expected = predict_rows(ckpt.model, rows, ckpt.labels(DATASET), ckpt.cfg.data.clip.short_edge[0])
+    gt = synth_root / "data/ytvis/train.json"
+
+    out = tmp_path / "json"
+    assert infer("--checkpoint", str(checkpoint), "--input", str(gt), "--out", str(out), "--cpus-per-actor", "0.5") == 0
+    from_json = json.loads((out / "results.json").read_text())
+    from_folders = json.loads((folder_run / "results.json").read_text())
+    assert from_json == expected
+    assert from_folders == expected
+    videos = {v["id"] for v in read_json(gt)["videos"]}
+    assert set(per_video(from_json)) == videos and all(len(p) == 10 for p in per_video(from_json).values())
+
+    stats = evaluate_cli(gt, folder_run / "results.json", capsys)
+    (tmp_path / "expected.json").write_text(json.dumps(expected))
+    assert stats == evaluate_cli(gt, tmp_path / "expected.json", capsys)
+    with zipfile.ZipFile(folder_run / "results.zip") as z:
+        assert z.namelist() == ["results.json"] and json.loads(z.read("results.json")) == from_folders
+
+
+def test_overlay_gifs(folder_run, synth_root):
+    gifs = sorted((folder_run / "viz").glob("*.gif"))
+    assert [g.name for g in gifs] == ["video_00000001.gif", "video_00000002.gif"]
+    with Image.open(gifs[0]) as im:
+        assert im.n_frames == 4 and im.size == (64, 64)
+
+
+def write_mp4(frames: list[np.ndarray], path: Path) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_mp4_inputs(checkpoint, synth_root, frame_folders, ray_local, tmp_path, capsys):
+    videos = tmp_path / "mp4"
+    videos.mkdir()
+    sources = discover(frame_folders)[:3]
+    originals = {}
+    for s in sources:
+        frames = [np.asarray(Image.open(Path(s.root) / n).convert("RGB")) for n in s.file_names]
+        originals[s.video_id] = frames
+        write_mp4(frames, videos / f"{s.name}.mp4")
+    out = tmp_path / "out"
+    assert infer("--checkpoint", str(checkpoint), "--input", str(videos), "--out", str(out),
+                 "--cpus-per-actor", "0.5") == 0
+    results = json.loads((out / "results.json").read_text())
+
+    ckpt = load_checkpoint(checkpoint)
+    labels = ckpt.labels(DATASET)
+    predictor = VideoPredictor(ckpt.model, topk=10)
+    expected = []
+    with threads(1):
+        for s in sources:
+            decoded = decode_video_file(videos / f"{s.name}.mp4")
+            assert len(decoded) == 4 and decoded[0].shape == (64, 64, 3)
+            # lossy, but the same pictures: mean error of a few grey levels
+            assert np.abs(np.stack(decoded).astype(float) - np.stack(originals[s.video_id])).mean() < 12
+            frames = resize_frames(decoded, ckpt.cfg.data.clip.short_edge[0])
+            expected += [{"video_id": s.video_id, **r}
+                         for r in predictor.predict(frames, (64, 64), labels.unified_ids, labels.from_unified)]
+    assert results == expected
+
+    # the ids of a folder input follow name order, here the ground truth's ids 1..3
+    gt = read_json(synth_root / "data/ytvis/train.json")
+    keep = {s.video_id for s in sources}
+    gt = {**gt, "videos": [v for v in gt["videos"] if v["id"] in keep],
+          "annotations": [a for a in gt["annotations"] if a["video_id"] in keep]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    stats = evaluate_cli(tmp_path / "gt.json", out / "results.json", capsys)
+    assert set(stats) >= {"AP", "AP50", "AR10"} and all(-1 <= v <= 1 for v in stats.values())
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_run_resumes(checkpoint, frame_folders, folder_run, ray_local, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real_write = batch_inference.write_predictions
+    written = []
+
+    def write_then_stop(path, *args):
+        if len(written) == 2:
+            raise Interrupted()
+        real_write(path, *args)
+        written.append(path)
+
+    monkeypatch.setattr(batch_inference, "write_predictions", write_then_stop)
+    with pytest.raises(Interrupted):
+        batch_inference.run_inference(checkpoint, frame_folders, DATASET, out, cpus_per_actor=0.5, progress=False)
+    monkeypatch.undo()
+    done = sorted((out / "predictions").iterdir())
+    assert done == sorted(written) and len(done) == 2  # whole files only, no temp files
+    assert not (out / "results.json").exists()
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+
+    summary = batch_inference.run_inference(checkpoint, frame_folders, DATASET, out, cpus_per_actor=0.5,
+                                            progress=False)
+    assert (summary.videos, summary.predicted) == (6, 4)
+    assert {p: p.stat().st_mtime_ns for p in done} == stamps  # finished videos were not redone
+    results = json.loads((out / "results.json").read_text())
+    assert results == json.loads((folder_run / "results.json").read_text())
+    assert sorted(per_video(results)) == [1, 2, 3, 4, 5, 6]
+
+    again = batch_inference.run_inference(checkpoint, frame_folders, DATASET, out, progress=False)
+    assert again.predicted == 0 and json.loads((out / "results.json").read_text()) == results
+
+
+def test_out_dir_of_another_run_is_refused(checkpoint, folder_run, synth_root, capsys):
+    rc = infer("--checkpoint", str(checkpoint), "--input", str(synth_root / "data/ytvis/valid.json"),
+               "--out", str(folder_run))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "different videos" in err[0]

@@ -1,0 +1,123 @@
+"""Inference inputs and checkpoint loading without Ray: discovery, decoding, one-line errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tmtvis.cli import main
+from tmtvis.data.video_files import decode_video_file, discover, read_video
+from tmtvis.errors import DataError, TmtvisError
+from tmtvis.inference.checkpoint import load_checkpoint
+from tmtvis.pipeline.batch_inference import PREDICTIONS, read_predictions, write_predictions
+
+
+def frames_dir(root: Path, name: str, n: int, size=(24, 32)) -> list[np.ndarray]:
+    (root / name).mkdir(parents=True)
+    frames = [np.full((*size, 3), 30 * i, np.uint8) for i in range(n)]
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(root / name / f"{i:05d}.png")
+    return frames
+
+
+def test_folder_discovery_orders_by_name_and_mixes_kinds(tmp_path):
+    frames_dir(tmp_path, "b_video", 3)
+    frames_dir(tmp_path, "a_video", 2)
+    with av.open(str(tmp_path / "c_clip.mp4"), "w") as c:
+        s = c.add_stream("mpeg4", rate=5)
+        s.width, s.height, s.pix_fmt = 32, 24, "yuv420p"
+        for i in range(5):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.full((24, 32, 3), 40 * i, np.uint8), format="rgb24")))
+        c.mux(s.encode())
+    (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / "empty").mkdir()
+    sources = discover(tmp_path)
+    assert [(s.video_id, s.name, s.kind) for s in sources] == [(1, "a_video", "frames"), (2, "b_video", "frames"),
+                                                                 (3, "c_clip", "file")]
+    assert sources[0].file_names == ["a_video/00000.png", "a_video/00001.png"]
+    assert [f.shape for f in read_video(sources[2])] == [(24, 32, 3)] * 5
+    assert [int(f.mean()) for f in read_video(sources[1])] == [0, 30, 60]
+    assert discover(tmp_path / "c_clip.mp4")[0].kind == "file"
+
+
+def test_json_input_uses_the_files_ids_and_refuses_escaping_names(tiny_dataset, tmp_path):
+    path, images, data = tiny_dataset
+    sources = discover(path)  # default image root: JSON_DIR/JPEGImages
+    assert [s.video_id for s in sources] == [1, 2] and sources[0].height == 24
+    assert len(read_video(sources[0])) == 3
+    data["videos"][0]["file_names"][0] = "../../etc/passwd"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="escapes the image root"):
+        discover(bad, images)
+
+
+def test_broken_inputs_are_one_line_errors(tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(DataError, match="broken.mp4.*cannot decode"):
+        decode_video_file(tmp_path / "broken.mp4")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(TmtvisError, match="no frame folders"):
+        discover(tmp_path / "nothing")
+    with pytest.raises(TmtvisError, match="input not found"):
+        discover(tmp_path / "missing")
+    frames_dir(tmp_path / "mixed", "v", 2)
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "mixed/v/00002.png")
+    with pytest.raises(DataError, match="frame 2.*10x10, not 32x24"):
+        read_video(discover(tmp_path / "mixed")[0])
+
+
+def test_predictions_parquet_round_trip(tmp_path):
+    preds = [{"category_id": 3, "score": 0.123456789012345,
+              "segmentations": [None, {"size": [4, 5], "counts": "abc"}]}]
+    write_predictions(tmp_path / "p.parquet", 7, (4, 5), preds)
+    assert read_predictions(tmp_path / "p.parquet") == [{"video_id": 7, **preds[0]}]
+    write_predictions(tmp_path / "empty.parquet", 8, (4, 5), [])
+    assert read_predictions(tmp_path / "empty.parquet") == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert PREDICTIONS.names[:3] == ["video_id", "category_id", "score"]
+
+
+def test_checkpoint_errors(tmp_path, capsys):
+    with pytest.raises(TmtvisError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nope")
+    (tmp_path / "ck").mkdir()
+    with pytest.raises(TmtvisError, match="missing state.pt, config.yaml, taxonomy.json"):
+        load_checkpoint(tmp_path / "ck")
+    rc = main(["infer", "--checkpoint", str(tmp_path / "ck"), "--input", str(tmp_path), "--dataset", "x",
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not a tmtvis checkpoint" in err[0]
+
+
+def test_unknown_dataset_and_pickles_are_refused(synth_root, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    from helpers import tiny_config
+    from tmtvis.config import to_dict
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "config.yaml").write_text(yaml.safe_dump(to_dict(tiny_config(synth_root))))
+    shutil.copy(synth_root / "prepared/taxonomy.json", ck / "taxonomy.json")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"model": Evil()}, ck / "state.pt")
+    rc = main(["infer", "--checkpoint", str(ck), "--input", str(synth_root / "data/ytvis/valid.json"),
+               "--dataset", "coco", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "dataset 'coco' is not in this checkpoint's taxonomy" in err[0] and "ytvis_synth" in err[0]
+    with pytest.raises(TmtvisError, match="cannot load checkpoint"):
+        load_checkpoint(ck)  # weights_only refuses the pickled callable
+    assert "pwned" not in capsys.readouterr().out
