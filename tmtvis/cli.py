@@ -5,7 +5,6 @@ import argparse
 import logging
 import os
 import sys
-import warnings
 
 from tmtvis.errors import TmtvisError
 
@@ -16,12 +15,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use; set RAY_AUTH_MO
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workflows import data, demo, evaluate, infer, prepare, submit, train, tune
+    from workflows import data, demo, evaluate, infer, prepare, study, submit, train, tune
 
     parser = argparse.ArgumentParser(prog="tmtvis", description="Taxonomy-aware multi-dataset VIS training on Ray.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, Ray worker logs on the console")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, prepare, train, tune, evaluate, infer, submit, demo):
+    for module in (data, prepare, train, tune, evaluate, infer, submit, demo, study):
         module.register(sub)
     return parser
 
@@ -31,10 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verbose:
         os.environ["TMTVIS_RAY_WORKER_LOGS"] = "1"
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # Our own progress at INFO; third-party chatter (open_clip, mlflow) only from WARNING unless -v.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tmtvis").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logging.captureWarnings(True)
-    warnings.simplefilter("default")
     try:
         return int(args.func(args) or 0)
     except TmtvisError as e:

@@ -152,8 +152,10 @@ def _run(sweep_dir: Path, state: dict, address: str | None, max_concurrent: int 
         trainable = tune.with_parameters(_trial, base=_absolute(base), prepared=state["prepared"],
                                          sweep_dir=str(sweep_dir), tracking_uri=state["tracking_uri"],
                                          parent_run_id=state["parent_run_id"])
-        # The trial function only waits on its TorchTrainer; the trainer's workers hold the real resources.
-        trainable = tune.with_resources(trainable, {"CPU": 0.01})
+        # The trial function only waits on its TorchTrainer, whose workers hold the real resources. Tune needs
+        # a non-empty request: even 0.01 CPU here leaves less than the whole CPU a Ray Data decode task takes
+        # beside the workers on a 2-CPU machine, and the trial hangs. One byte of memory requests nothing real.
+        trainable = tune.with_resources(trainable, {"memory": 1})
         if restore:
             tuner = tune.Tuner.restore(str(sweep_dir / "tune"), trainable, resume_unfinished=True)
         else:

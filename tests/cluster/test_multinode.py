@@ -29,11 +29,13 @@ def cluster():
     from ray.job_submission import JobSubmissionClient
 
     port = free_port()
-    temp = tempfile.mkdtemp(prefix="tmtvis-mn-")  # short: Ray's socket paths live under it
-    os.makedirs(os.path.join(temp, "ray"))
+    base = tempfile.mkdtemp(prefix="tmtvis-mn-")  # short: Ray's socket paths live under it
+    temp = os.path.join(base, "ray")
+    os.makedirs(temp)
     with pytest.MonkeyPatch.context() as mp:
-        # the cluster's address file goes here, not to /tmp/ray where a bare ray.init() elsewhere would find it
-        mp.setenv("RAY_TMPDIR", temp)
+        # The cluster's address file goes to RAY_TMPDIR/ray = the nodes' temp dir, where the job supervisor
+        # looks for it: otherwise a job's driver may join whichever other Ray instance runs on this machine.
+        mp.setenv("RAY_TMPDIR", base)
         c = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
             "temp_dir": temp})

@@ -1,0 +1,123 @@
+"""Search space from YAML: parsing, errors, K clipping, trial configs (no Ray)."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from tmtvis.config import load_config, to_dict
+from tmtvis.errors import ConfigError
+from tuning.space import (Dist, Space, check_keys, clip_set_size, load_space, parse_space, sample, space_to_dict,
+                          trial_config)
+from tuning.sweep import TrialRow, best_row, format_table, max_concurrent_trials
+from workflows.tune import default_space
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def base() -> dict:
+    return to_dict(load_config(ROOT / "configs/tiny.yaml"))
+
+
+def test_shipped_default_space_loads_and_fits_the_tiny_config():
+    shipped = ROOT / "tuning/spaces/default.yaml"
+    assert default_space().read_text() == shipped.read_text()  # the packaged copy the CLI uses is the same file
+    space = load_space(shipped)
+    assert space.scheduler.metric == "val.mean_AP" and space.scheduler.mode == "max"
+    assert space.params["model.set_size"] == Dist("choice", [5, 10, 20, 40])
+    assert {"train.lr", "loss.taxonomy_weight", "loss.class_weight", "loss.mask_weight", "loss.dice_weight"} \
+        <= set(space.params)
+    check_keys(space, base())
+    rng = random.Random(0)
+    for _ in range(20):
+        cfg = trial_config(base(), sample(space, rng))
+        assert 1e-4 <= cfg.train.lr <= 1e-3 and 0.1 <= cfg.loss.taxonomy_weight <= 10
+        assert cfg.model.set_size in (5, 10, 20, 40)
+
+
+def test_parse_kinds_and_roundtrip():
+    data = {"params": {"train.lr": {"loguniform": [1e-5, 1e-3]}, "loss.mask_weight": {"uniform": [1, 2]},
+                       "model.set_size": {"grid": [5, 10]}, "train.iterations": 7, "model.tim": {"choice": ["none"]}},
+            "scheduler": {"grace_period": 4, "reduction_factor": 3}}
+    space = parse_space(data)
+    assert space.params["train.iterations"] == Dist("fixed", [7])
+    assert space.params["loss.mask_weight"] == Dist("uniform", [1.0, 2.0])
+    assert space.scheduler.grace_period == 4 and space.scheduler.metric == "val.mean_AP"
+    assert parse_space(space_to_dict(space)) == space
+    point = sample(space, random.Random(1))
+    assert 1e-5 <= point["train.lr"] <= 1e-3 and point["model.set_size"] in (5, 10) and point["train.iterations"] == 7
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"train.lr": {"normal": [0, 1]}}, "expected one of"),
+    ({"train.lr": {"loguniform": [0, 1]}}, "0 < low < high"),
+    ({"train.lr": {"uniform": [2, 1]}}, "low < high"),
+    ({"train.lr": {"uniform": [1]}}, r"\[low, high\]"),
+    ({"train.lr": {"choice": []}}, "non-empty list"),
+    ({}, "non-empty 'params'"),
+])
+def test_bad_space_is_a_one_line_config_error(params, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_space({"params": params}, "space.yaml")
+
+
+def test_bad_scheduler_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="mode must be max or min"):
+        parse_space({"params": {"train.lr": 1e-4}, "scheduler": {"mode": "best"}})
+    with pytest.raises(ConfigError, match="unknown key 'patience'"):
+        parse_space({"params": {"train.lr": 1e-4}, "scheduler": {"patience": 3}})
+    with pytest.raises(ConfigError, match="unknown key 'searcher'"):
+        parse_space({"params": {"train.lr": 1e-4}, "searcher": "optuna"})
+    with pytest.raises(ConfigError, match="not found"):
+        load_space(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("params: [")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_space(tmp_path / "bad.yaml")
+
+
+def test_unknown_key_is_rejected_instead_of_created():
+    space = parse_space({"params": {"train.learning_rate": {"choice": [1e-4]}}})
+    with pytest.raises(ConfigError, match="'train.learning_rate' is not a config key"):
+        check_keys(space, base())
+
+
+def test_set_size_is_clipped_to_the_vocabulary():
+    space = parse_space({"params": {"model.set_size": {"choice": [5, 10, 20, 40]}, "train.lr": 1e-4}})
+    clipped = clip_set_size(space, 18)
+    assert clipped.params["model.set_size"] == Dist("choice", [5, 10, 18])
+    assert space.params["model.set_size"].values == [5, 10, 20, 40]  # the input is left alone
+    assert clip_set_size(parse_space({"params": {"model.set_size": {"uniform": [2, 64]}}}), 30) \
+        .params["model.set_size"] == Dist("uniform", [2.0, 30.0])
+    assert trial_config(base(), {"model.set_size": 7.6}).model.set_size == 8
+
+
+def test_trial_config_sets_values_and_validates():
+    cfg = trial_config(base(), {"train.lr": 0.002, "loss.dice_weight": 3, "data.datasets.0.weight": 2.0})
+    assert cfg.train.lr == 0.002 and cfg.loss.dice_weight == 3.0 and cfg.data.datasets[0].weight == 2.0
+    with pytest.raises(ConfigError, match="set_size must be >= 1"):
+        trial_config(base(), {"model.set_size": 0})
+
+
+def test_concurrency_from_cluster_resources():
+    cfg = load_config(ROOT / "configs/tiny.yaml")  # 2 workers x 0.5 CPU, + 1 CPU for Ray Data
+    assert max_concurrent_trials(cfg, {"CPU": 2.0}) == 1
+    assert max_concurrent_trials(cfg, {"CPU": 1.0}) == 1  # never 0
+    assert max_concurrent_trials(cfg, {"CPU": 16.0}) == 8
+    gpu = load_config(ROOT / "configs/tiny.yaml", ["train.gpus_per_worker=1"])
+    assert max_concurrent_trials(gpu, {"CPU": 16.0, "GPU": 4.0}) == 2
+
+
+def test_table_and_best_trial():
+    rows = [TrialRow("a", {"train.lr": 1e-4}, "finished", 6, 0.0, 0.0, "r1"),
+            TrialRow("b", {"train.lr": 3e-4}, "stopped", 2, 0.2, 0.2, "r2"),
+            TrialRow("c", {"train.lr": 1e-3}, "finished", 6, 0.2, 0.2, "r3"),
+            TrialRow("d", {"train.lr": -1.0}, "failed", 0, None, None, "r4", "boom")]
+    assert best_row(rows, "max").trial == "c"  # tie on the metric: the one that trained longer
+    assert best_row(rows, "min").trial == "a"
+    assert best_row(rows[3:], "max") is None
+    lines = format_table(rows).splitlines()
+    assert lines[0].split() == ["trial", "train.lr", "best", "AP", "iterations", "stopped", "early", "status"]
+    assert lines[3].split() == ["b", "0.0003", "0.2", "2", "yes", "stopped"]
+    assert lines[5].split() == ["d", "-1", "-", "0", "no", "failed"]
+    assert "best train.loss" in format_table(rows, "train.loss").splitlines()[0]
