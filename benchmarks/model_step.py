@@ -1,6 +1,6 @@
 """Forward+backward time per clip, Mask2Former-VIS baseline vs TMT-VIS (tiny and r50), in one run.
 
-    .venv/bin/python benchmarks/model_step.py [--repeats 5] [--threads 2] [--skip-r50]
+    .venv/bin/python benchmarks/model_step.py [--repeats 9] [--threads 2] [--skip-r50]
     .venv/bin/python benchmarks/model_step.py --predict-memory   # peak RSS of windowed inference, 60 vs 300 frames
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from tmtvis.inference import VideoPredictor
 from tmtvis.losses import build_criterion
@@ -31,7 +32,8 @@ def clip_targets(t: int, h: int, w: int, c: int, n: int = 3) -> list[dict]:
 
 
 def step_times(cfgs: dict, loss_cfg: LossConfig, c: int, t: int, h: int, w: int, repeats: int) -> dict:
-    """Median seconds per forward+loss+backward; the configs are interleaved so load changes hit all alike."""
+    """Seconds per forward+loss+backward (wall and process CPU time); the configs are interleaved, alternating
+    their order, so load changes hit all alike. On shared cores CPU time and the minimum are the steadier figures."""
     bank = F.normalize(torch.randn(c, 512, generator=torch.Generator().manual_seed(0)), dim=-1)
     models = {}
     for name, cfg in cfgs.items():
@@ -40,20 +42,29 @@ def step_times(cfgs: dict, loss_cfg: LossConfig, c: int, t: int, h: int, w: int,
     crit = build_criterion(c, loss_cfg)
     frames = torch.rand(1, t, 3, h, w, generator=torch.Generator().manual_seed(1))
     targets = clip_targets(t, h, w, c)
+    flops = {}
+    for name, model in models.items():  # deterministic cost: matmul/conv FLOPs of one step (not grid_sample)
+        with FlopCounterMode(display=False) as counter:
+            crit(model(frames), targets)["loss"].backward()
+        flops[name] = counter.get_total_flops()
+        model.zero_grad(set_to_none=True)
     times = {name: [] for name in cfgs}
+    cpu = {name: [] for name in cfgs}
     for r in range(repeats + 1):  # the first round warms up
         order = list(models.items())
         for name, model in (order if r % 2 else order[::-1]):
             torch.manual_seed(r)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             loss = crit(model(frames), targets)["loss"]
             loss.backward()
-            elapsed = time.perf_counter() - start
+            elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
             model.zero_grad(set_to_none=True)
             if r:
                 times[name].append(elapsed)
-    return {name: {"median_s": statistics.median(v), "params": count_parameters(models[name])}
-            for name, v in times.items()}
+                cpu[name].append(elapsed_cpu)
+    return {name: {"median_s": statistics.median(v), "min_s": min(v), "cpu_s": statistics.median(cpu[name]),
+                   "gflops": flops[name] / 1e9,
+                   "params": count_parameters(models[name])} for name, v in times.items()}
 
 
 def predict_memory_child(t: int, window: int, overlap: int) -> None:
@@ -72,17 +83,14 @@ def predict_memory_child(t: int, window: int, overlap: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--classes", type=int, default=120, help="size of the unified taxonomy")
     ap.add_argument("--skip-r50", action="store_true")
     ap.add_argument("--predict-memory", action="store_true")
-    ap.add_argument("--keep-denormals", action="store_true",
-                    help="do not flush denormals (on CPU they can slow a step down several-fold)")
     ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(not args.keep_denormals)
     if args.child:
         return predict_memory_child(*args.child)
     if args.predict_memory:
@@ -98,14 +106,20 @@ def main() -> None:
     if not args.skip_r50:
         runs.append(("r50", ModelConfig.r50(), LossConfig.r50(), 5, 128, 128))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, C={args.classes} categories, "
-          f"median of {args.repeats} forward+loss+backward steps, batch 1, flush denormals {not args.keep_denormals}")
+          f"{args.repeats} forward+loss+backward steps each, batch 1")
+    print("times in ms: wall min / wall median / process CPU median; the min is the figure least disturbed by "
+          "other processes on shared cores. GFLOP: forward+backward matmul/conv FLOPs, load-independent")
     for name, cfg, loss_cfg, t, h, w in runs:
         res = step_times({"baseline": ModelConfig.baseline(cfg), "tmt-vis": cfg}, loss_cfg, args.classes, t, h, w,
                          args.repeats)
         b, m = res["baseline"], res["tmt-vis"]
-        print(f"{name:5s} clip {t}x{h}x{w}: baseline {b['median_s'] * 1000:8.1f} ms ({b['params']:,} params) | "
-              f"TMT-VIS {m['median_s'] * 1000:8.1f} ms ({m['params']:,} params) | "
-              f"ratio {m['median_s'] / b['median_s']:.3f}")
+        def fmt(r: dict) -> str:
+            return (f"{r['min_s'] * 1e3:.1f} / {r['median_s'] * 1e3:.1f} / {r['cpu_s'] * 1e3:.1f} ms, "
+                    f"{r['gflops']:.2f} GFLOP")
+        print(f"{name} clip {t}x{h}x{w}: baseline {fmt(b)} ({b['params']:,} params) | TMT-VIS {fmt(m)} "
+              f"({m['params']:,} params) | TMT-VIS/baseline: {m['min_s'] / b['min_s']:.3f} (min), "
+              f"{m['median_s'] / b['median_s']:.3f} (median), {m['cpu_s'] / b['cpu_s']:.3f} (CPU), "
+              f"{m['gflops'] / b['gflops']:.4f} (FLOPs)")
 
 
 if __name__ == "__main__":

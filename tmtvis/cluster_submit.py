@@ -20,6 +20,7 @@ from tmtvis.errors import TmtvisError
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout (tmtvis is installed editable)
 DEFAULT_ENV_VARS = {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+AGENT_WAIT_S = 60.0
 
 
 def ignore_patterns(root: Path) -> list[str]:
@@ -75,25 +76,26 @@ def _client(address: str):
 
 def _follow(client, job_id: str, out: TextIO) -> None:
     """Stream the job's logs until it ends; polling get_job_logs if the websocket tail breaks."""
+    shown = 0
+
     async def tail() -> None:
+        nonlocal shown
         async for chunk in client.tail_job_logs(job_id):
             out.write(chunk)
             out.flush()
+            shown += len(chunk)
 
-    shown = 0
     try:
         asyncio.run(tail())
         return
-    except Exception:  # the tail closed early (proxy, restart): fall back to polling
-        shown = -1
+    except Exception:  # the tail closed early (proxy, restart, a very short job): poll from where it stopped
+        pass
     while True:
         status = str(client.get_job_status(job_id))
         logs = client.get_job_logs(job_id)
-        if shown < 0:  # we cannot know what the tail printed; print only what is new from here on
-            shown = len(logs)
         out.write(logs[shown:])
         out.flush()
-        shown = len(logs)
+        shown = max(shown, len(logs))
         if status in TERMINAL:
             return
         time.sleep(1.0)
@@ -110,8 +112,10 @@ def wait_status(client, job_id: str, timeout: float = 60.0) -> str:
 
 
 def submit(address: str, args: list[str], runtime_env_file: str | Path | None = None, wait: bool = True,
-           python: str = "python", working_dir: str | Path = PROJECT_ROOT, out: TextIO = sys.stdout) -> int:
-    """Submit `tmtvis ARGS` as a job; with `wait`, follow it and return 0 if it SUCCEEDED, else 1."""
+           python: str = "python", working_dir: str | Path = PROJECT_ROOT, out: TextIO | None = None) -> int:
+    """Submit `tmtvis ARGS` as a job; with `wait`, follow it (logs to `out`, default stdout) and return 0 if it
+    SUCCEEDED, else 1."""
+    out = out or sys.stdout
     if not args:
         raise TmtvisError("nothing to submit: give a tmtvis command after `--`, e.g. -- train --config CFG")
     if args[0] in ("tmtvis", "tmtvis.cli"):
@@ -119,11 +123,18 @@ def submit(address: str, args: list[str], runtime_env_file: str | Path | None = 
     env = build_runtime_env(runtime_env_file, working_dir)
     client = _client(address)
     job_id = f"tmtvis-{args[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-    try:
-        client.submit_job(entrypoint=entrypoint(args, python), submission_id=job_id, runtime_env=env,
-                          metadata={"tmtvis.command": args[0]})
-    except Exception as e:
-        raise TmtvisError(f"job submission to {address} failed: {str(e).splitlines()[0]}") from None
+    deadline = time.time() + AGENT_WAIT_S
+    while True:
+        try:
+            client.submit_job(entrypoint=entrypoint(args, python), submission_id=job_id, runtime_env=env,
+                              metadata={"tmtvis.command": args[0]})
+            break
+        except Exception as e:
+            # a cluster that has just started answers before its job agents are up
+            if "No available agent" in str(e) and time.time() < deadline:
+                time.sleep(2.0)
+                continue
+            raise TmtvisError(f"job submission to {address} failed: {str(e).splitlines()[0]}") from None
     print(f"submitted job {job_id} to {address}", file=sys.stderr)
     if not wait:
         print(job_id, file=out)

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -161,9 +162,11 @@ def _run(sweep_dir: Path, state: dict, address: str | None, max_concurrent: int 
         else:
             concurrent = max_concurrent or max_concurrent_trials(cfg, ray.cluster_resources())
             log.info("sweep %s: %d sample(s), at most %d trial(s) at a time", sweep_dir, state["num_samples"], concurrent)
+            # stop_last_trials=False: a trial that reaches max_t ends by itself (final checkpoint, run closed)
+            # instead of being killed by ASHA at its last report.
             scheduler = ASHAScheduler(time_attr="iteration", metric=sched.metric, mode=sched.mode,
                                       max_t=cfg.train.iterations, grace_period=sched.grace_period,
-                                      reduction_factor=sched.reduction_factor)
+                                      reduction_factor=sched.reduction_factor, stop_last_trials=False)
             tuner = tune.Tuner(
                 trainable, param_space=tune_space(space),
                 tune_config=tune.TuneConfig(num_samples=state["num_samples"], scheduler=scheduler,
@@ -204,9 +207,20 @@ def _row(result, sweep_dir: Path, space: Space, iterations: int) -> TrialRow:
         status = "finished"
     run_file = sweep_dir / "trials" / trial / "mlflow_run.json"
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
-    error = str(result.error).strip().splitlines()[-1][:300] if result.error is not None else None
+    error = _error_summary(str(result.error)) if result.error is not None else None
     return TrialRow(trial, params, status, done, _best(history.get(AP, []), "max"),
                     _best(history.get(space.scheduler.metric, []), space.scheduler.mode), run_id, error)
+
+
+def _error_summary(text: str) -> str:
+    """The root cause from a trial's chained traceback text: its first 'SomeError: message' line.
+
+    Wrappers (Ray's WorkerGroupError, train()'s TmtvisError) end in ':' and point at the snippet below them.
+    """
+    errors = [line.strip() for line in text.splitlines()
+              if re.match(r"^\s*[\w.]+(Error|Exception): ", line) and not line.rstrip().endswith(":")]
+    lines = text.strip().splitlines()
+    return (errors[0] if errors else lines[-1] if lines else "unknown error")[:300]
 
 
 def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
@@ -234,7 +248,7 @@ def format_table(rows: list[TrialRow], metric: str = AP) -> str:
               "yes" if r.status == "stopped" else "no", r.status] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*x) for x in lines)])
+    return "\n".join(fmt.format(*x).rstrip() for x in [head, ["-" * w for w in widths], *lines])
 
 
 def _csv(rows: list[TrialRow]) -> str:
@@ -259,9 +273,11 @@ def _finish(sweep_dir: Path, state: dict, space: Space, rows: list[TrialRow]) ->
             continue
         child = RunLogger(uri, r.run_id)
         child.tags({"tmtvis.trial_status": r.status})
-        # A trial stopped by ASHA is killed mid-training, so its run never got to close itself.
-        if child.client.get_run(r.run_id).info.status == "RUNNING":
-            child.finish("KILLED" if r.status == "stopped" else "FAILED" if r.status == "failed" else "FINISHED")
+        # ASHA stops a trial by ending its actor mid-training: the run was left RUNNING or marked FAILED.
+        if r.status == "stopped":
+            child.finish("KILLED")
+        elif child.client.get_run(r.run_id).info.status == "RUNNING":
+            child.finish("FAILED" if r.status == "failed" else "FINISHED")
     metric = space.scheduler.metric
     table = format_table(rows, metric)
     (sweep_dir / "trials.txt").write_text(table + "\n")

@@ -15,6 +15,9 @@ from tmtvis.cli import main
 from tmtvis.inference.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.integration
+# Logical CPUs per node. A train worker asks for 2, so no node holds both workers: DDP has to span the two
+# nodes, and each node keeps 1 CPU for the data pipeline's tasks.
+NODE_CPUS = 3
 
 
 def free_port() -> int:
@@ -37,10 +40,10 @@ def cluster():
         # looks for it: otherwise a job's driver may join whichever other Ray instance runs on this machine.
         mp.setenv("RAY_TMPDIR", base)
         c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+            "num_cpus": NODE_CPUS, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
             "temp_dir": temp})
         try:
-            c.add_node(num_cpus=1, temp_dir=temp)
+            c.add_node(num_cpus=NODE_CPUS, temp_dir=temp)
             address = f"http://127.0.0.1:{port}"
             for _ in range(120):  # the dashboard's job module comes up after the node
                 try:
@@ -69,13 +72,18 @@ def test_train_job_on_two_nodes_leaves_checkpoint(cluster, synth_root, tmp_path,
                 "--set", f"taxonomy.clip_model_config={synth_root / 'clip.json'}",
                 "--set", "model.num_queries=6", "--set", "model.dec_layers=2", "--set", "loss.num_points=256",
                 "--set", "train.iterations=4", "--set", "train.checkpoint_every=4", "--set", "train.log_every=2",
-                "--set", "train.val_every=0", "--set", "train.val_max_videos=1")
+                "--set", "train.val_every=0", "--set", "train.val_max_videos=1", "--set", "train.workers=2",
+                "--set", "train.cpus_per_worker=2")
     out, err = capfd.readouterr()
     assert rc == 0, out[-3000:] + err[-3000:]
     assert "SUCCEEDED" in err and "final checkpoint:" in out  # the job's own output, followed live
     ckpt = load_checkpoint(run_dir)  # the run dir's latest checkpoint, weights_only
     assert ckpt.iteration == 4 and ckpt.path.parent.parent == run_dir / "checkpoints"
     assert set(ckpt.taxonomy.datasets) == {"ytvis_synth", "ovis_synth", "uvo_synth"}
+    from ray.util.state import list_actors
+
+    workers = list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker")], detail=True)
+    assert len(workers) == 2 and len({w.node_id for w in workers}) == 2  # one DDP rank per node
 
 
 def test_failing_job_gives_nonzero_exit(cluster, tmp_path, capfd):

@@ -121,3 +121,18 @@ def test_unknown_dataset_and_pickles_are_refused(synth_root, tmp_path, capsys):
     with pytest.raises(TmtvisError, match="cannot load checkpoint"):
         load_checkpoint(ck)  # weights_only refuses the pickled callable
     assert "pwned" not in capsys.readouterr().out
+
+
+def test_a_bad_file_in_a_ray_task_becomes_one_line_error():
+    from tmtvis.pipeline.batch_inference import _user_error
+
+    local = DataError("/v/zz.mp4", "", "cannot decode video (Invalid data)")
+    wrapped = RuntimeError("UDF failed")
+    wrapped.__cause__ = local
+    assert str(_user_error(wrapped)) == "/v/zz.mp4: cannot decode video (Invalid data)"
+    # across processes Ray Data keeps only the remote traceback's text
+    remote = RuntimeError("ray::Map(decode_row)()\n  File ...\ntmtvis.errors.DataError: /v/zz.mp4: cannot decode "
+                          "video (Invalid data)\n\nThe above exception was the direct cause of ...")
+    err = _user_error(remote)
+    assert isinstance(err, TmtvisError) and str(err) == "/v/zz.mp4: cannot decode video (Invalid data)"
+    assert _user_error(RuntimeError("worker died")) is None

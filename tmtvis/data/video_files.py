@@ -111,7 +111,7 @@ def decode_video_file(path: str | Path) -> list[np.ndarray]:
     except FileNotFoundError:
         raise DataError(path, "", "video file not found") from None
     except av.FFmpegError as e:
-        raise DataError(path, "", f"cannot decode video ({e})") from None
+        raise DataError(path, "", f"cannot decode video ({getattr(e, 'strerror', None) or e})") from None
     if not frames:
         raise DataError(path, "", "video has no decodable frames")
     return frames

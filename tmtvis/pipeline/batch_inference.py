@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 import warnings
 import zipfile
@@ -182,14 +183,41 @@ def predict_videos(checkpoint: Path, dataset: str, sources: list[VideoSource], o
                         **({"num_gpus": gpus} if gpus else {}))
     videos = frames = 0
     with tqdm(total=len(rows), desc="inference", unit="video", disable=None if progress is None else not progress) as bar:
-        for row in ds.iter_rows():
-            vid = int(row["video_id"])
-            write_predictions(prediction_file(out_dir, vid), vid, (int(row["height"]), int(row["width"])),
-                              json.loads(row["predictions"]))
-            videos += 1
-            frames += int(row["frames"])
-            bar.update(1)
+        try:
+            for row in ds.iter_rows():
+                vid = int(row["video_id"])
+                write_predictions(prediction_file(out_dir, vid), vid, (int(row["height"]), int(row["width"])),
+                                  json.loads(row["predictions"]))
+                videos += 1
+                frames += int(row["frames"])
+                bar.update(1)
+        except Exception as e:
+            user = _user_error(e)
+            if user is None:
+                raise
+            raise user from None
     return videos, frames
+
+
+def _user_error(e: BaseException) -> TmtvisError | None:
+    """The tmtvis error (a bad input file) that a Ray task failed with, as a plain one-line error."""
+    from tmtvis.errors import DataError
+
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [e]
+    while stack:
+        x = stack.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if type(x) is DataError:
+            return DataError(x.path, x.entry, x.problem)
+        if type(x).__module__ == "tmtvis.errors":
+            return type(x)(str(x).splitlines()[0])
+        stack += [getattr(x, "cause", None), x.__cause__, x.__context__]
+    # Ray Data's UserCodeException keeps only the remote traceback's text
+    found = re.search(r"^tmtvis\.errors\.\w+: (.+)$", str(e), re.M)
+    return TmtvisError(found.group(1)) if found else None
 
 
 def assemble(out_dir: Path, sources: list[VideoSource]) -> tuple[list[dict], Path, Path]:
