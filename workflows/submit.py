@@ -9,8 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="run a tmtvis command as a Ray job on a cluster",
                        description="Submit `tmtvis COMMAND ...` to a Ray cluster with this project as the job's "
                                    "working_dir (.rayignore excludes honoured), follow its logs, and exit 0 if "
-                                   "it SUCCEEDED, 1 otherwise. Inside the job pass --address auto (or rely on "
-                                   "RAY_ADDRESS) so the command joins the cluster.",
+                                   "it SUCCEEDED, 1 otherwise. Inside the job pass --address auto "
+                                   "so that train, tune and infer join the cluster.",
                        usage="tmtvis submit --address http://HEAD:8265 [--runtime-env FILE] [--no-wait] "
                              "-- COMMAND [ARGS ...]")
     p.add_argument("--address", required=True, help="the Ray dashboard (Jobs API), e.g. http://127.0.0.1:8265")

@@ -143,3 +143,12 @@ def test_runtime_env_merges_file_and_rayignore(tmp_path):
     with pytest.raises(TmtvisError, match="must be a mapping"):
         build_runtime_env(bad)
     assert entrypoint(["train", "--config", "a b.yaml"], "python") == "python -m tmtvis.cli train --config 'a b.yaml'"
+
+
+def test_submit_helper_script_wraps_the_cli():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(CLUSTER / "submit.py"), "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "usage: tmtvis submit --address" in out.stdout

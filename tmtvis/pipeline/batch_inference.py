@@ -267,6 +267,8 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
         raise TmtvisError(f"--actors must be at least 1, got {actors}")
     if gpus_per_actor is not None and gpus_per_actor < 0 or cpus_per_actor is not None and cpus_per_actor <= 0:
         raise TmtvisError("--cpus-per-actor must be > 0 and --gpus-per-actor >= 0")
+    if topk < 1 or window is not None and window < 0:
+        raise TmtvisError(f"--topk must be >= 1 and --window >= 0, got {topk} and {window}")
     ckpt = load_checkpoint(checkpoint, with_model=False)
     labels = ckpt.labels(dataset)
     window = ckpt.cfg.train.val_window if window is None else window
@@ -280,6 +282,7 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     predicted = frames = 0
     t0 = time.time()
     if todo:
+        load_checkpoint(ckpt.path)  # a broken state.pt: one line here, not an actor's traceback
         with ray_session(address or os.environ.get("RAY_ADDRESS")):
             predicted, frames = predict_videos(ckpt.path, dataset, todo, out_dir, ckpt.cfg.data.clip.short_edge[0],
                                                window, overlap, topk, actors, cpus_per_actor, gpus_per_actor,
