@@ -115,6 +115,41 @@ def _absolute(base: dict) -> dict:
     return base
 
 
+def _release_placement_group_callback():
+    """A Ray Train callback that frees the trial's worker placement group if ASHA kills the trial.
+
+    Tune stops a trial by ending its actor; the Train controller it owns dies with it, but the placement
+    group holding the workers' CPUs outlives it (placement groups live as long as the job). Ray's own
+    PlacementGroupCleaner polls the State API, which needs the dashboard (off in local runs), so the next
+    trial could wait forever for those CPUs. Here a detached watcher waits for the controller to die.
+    """
+    import ray
+    from ray.train.v2._internal.execution.callback import WorkerGroupCallback  # internal: Ray is pinned
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class Watcher:
+        def watch(self, controller, pg) -> None:
+            from ray.util.placement_group import placement_group_table, remove_placement_group
+
+            while True:
+                try:
+                    ray.get(controller.__ray_ready__.remote())
+                except ray.exceptions.RayActorError:
+                    break
+                time.sleep(2)
+            if placement_group_table(pg).get("state") not in (None, "REMOVED"):
+                remove_placement_group(pg)
+            ray.actor.exit_actor()
+
+    class ReleasePlacementGroup(WorkerGroupCallback):
+        def after_worker_group_start(self, worker_group) -> None:
+            pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
+            controller = ray.get_runtime_context().current_actor
+            Watcher.options(lifetime="detached").remote().watch.remote(controller, pg)
+
+    return ReleasePlacementGroup()
+
+
 def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri: str, parent_run_id: str) -> None:
     """One trial: our Ray Train run, whose rank-0 reports reach Tune (and ASHA) through TuneReportCallback."""
     from ray import tune
@@ -127,7 +162,7 @@ def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri
     cfg.tracking.tracking_uri = tracking_uri
     run_dir = Path(sweep_dir) / "trials" / trial_id
     again = run_dir.is_dir() and any(run_dir.iterdir())  # a resumed sweep: continue from the trial's checkpoint
-    train(cfg, prepared, run_dir, resume=again, callbacks=[TuneReportCallback()], parent_run_id=parent_run_id,
+    train(cfg, prepared, run_dir, resume=again, callbacks=[TuneReportCallback(), _release_placement_group_callback()], parent_run_id=parent_run_id,
           tags={"tmtvis.kind": "trial", "tmtvis.trial": trial_id})
 
 

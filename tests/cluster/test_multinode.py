@@ -41,7 +41,8 @@ def cluster():
         mp.setenv("RAY_TMPDIR", base)
         c = Cluster(initialize_head=True, head_node_args={
             "num_cpus": NODE_CPUS, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
-            "temp_dir": temp})
+            # the job agent's default port (52365) is taken by any other Ray instance on this machine
+            "dashboard_agent_listen_port": free_port(), "temp_dir": temp})
         try:
             c.add_node(num_cpus=NODE_CPUS, temp_dir=temp)
             address = f"http://127.0.0.1:{port}"

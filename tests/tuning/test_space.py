@@ -11,6 +11,7 @@ from tmtvis.errors import ConfigError
 from tuning.space import (Dist, Space, check_keys, clip_set_size, load_space, parse_space, sample, space_to_dict,
                           trial_config)
 from tuning.sweep import TrialRow, best_row, format_table, max_concurrent_trials
+from tmtvis.cli import main
 from workflows.tune import default_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,3 +122,10 @@ def test_table_and_best_trial():
     assert lines[3].split() == ["b", "0.0003", "0.2", "2", "yes", "stopped"]
     assert lines[5].split() == ["d", "-1", "-", "0", "no", "failed"]
     assert "best train.loss" in format_table(rows, "train.loss").splitlines()[0]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["tune", "--resume", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+    assert main(["tune", "--space", str(tmp_path / "space.yaml")]) == 2
+    assert "--config is required" in capsys.readouterr().err

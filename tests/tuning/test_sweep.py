@@ -103,9 +103,3 @@ def test_sweep_asha_failure_mlflow_best_config_and_resume(synth_root, ray_local,
     assert again == {5e-4: "finished", 0.0: "stopped", -1.0: "failed"}
     assert len(client.search_runs([parents[0].info.experiment_id])) == 4
 
-
-def test_resume_and_config_errors_are_one_line(tmp_path, capsys):
-    assert main(["tune", "--resume", str(tmp_path)]) == 2
-    assert "not a sweep directory" in capsys.readouterr().err
-    assert main(["tune", "--space", str(tmp_path / "space.yaml")]) == 2
-    assert "--config is required" in capsys.readouterr().err

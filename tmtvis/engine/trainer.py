@@ -28,12 +28,14 @@ class TrainResult:
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
-    """Connect to `address`, reuse a running session, or start a local Ray instance (stopped at the end)."""
+    """Connect to `address` (or RAY_ADDRESS), reuse a running session, or start a local Ray (stopped at the end)."""
     import ray
 
     if ray.is_initialized():
         yield
         return
+    # Inside a Ray job (or with RAY_ADDRESS exported) connect to that cluster instead of starting one.
+    address = address or os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Worker logs (per-report lines, library warnings) reach the console only with `tmtvis -v`.
     to_driver = os.environ.get("TMTVIS_RAY_WORKER_LOGS") == "1"

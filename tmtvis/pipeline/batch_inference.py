@@ -222,6 +222,10 @@ def _user_error(e: BaseException) -> TmtvisError | None:
 
 def assemble(out_dir: Path, sources: list[VideoSource]) -> tuple[list[dict], Path, Path]:
     """All videos' predictions -> results.json and results.zip (submission format), in video id order."""
+    missing = [s.name for s in sources if not prediction_file(out_dir, s.video_id).is_file()]
+    if missing:
+        raise TmtvisError(f"{out_dir}: no predictions for {len(missing)} videos ({', '.join(missing[:3])}"
+                          f"{', ...' if len(missing) > 3 else ''}); run the command again to complete them")
     results = []
     for s in sorted(sources, key=lambda s: s.video_id):
         results.extend(read_predictions(prediction_file(out_dir, s.video_id)))
