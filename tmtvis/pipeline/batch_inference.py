@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 import warnings
@@ -287,7 +286,7 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     t0 = time.time()
     if todo:
         load_checkpoint(ckpt.path)  # a broken state.pt: one line here, not an actor's traceback
-        with ray_session(address or os.environ.get("RAY_ADDRESS")):
+        with ray_session(address):
             predicted, frames = predict_videos(ckpt.path, dataset, todo, out_dir, ckpt.cfg.data.clip.short_edge[0],
                                                window, overlap, topk, actors, cpus_per_actor, gpus_per_actor,
                                                progress)
