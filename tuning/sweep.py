@@ -27,6 +27,8 @@ from tuning.space import Space, check_keys, clip_set_size, parse_space, space_to
 
 log = logging.getLogger(__name__)
 STATE_FILE = "sweep.json"
+STOP_FILE = "ended_by_tune"  # in a trial's run dir: written by the driver when Tune ends the trial
+PG_FILE = "placement_groups.txt"  # in a trial's run dir: its Train worker placement groups
 AP = "val.mean_AP"
 
 
@@ -115,39 +117,66 @@ def _absolute(base: dict) -> dict:
     return base
 
 
-def _release_placement_group_callback():
-    """A Ray Train callback that frees the trial's worker placement group if ASHA kills the trial.
-
-    Tune stops a trial by ending its actor; the Train controller it owns dies with it, but the placement
-    group holding the workers' CPUs outlives it (placement groups live as long as the job). Ray's own
-    PlacementGroupCleaner polls the State API, which needs the dashboard (off in local runs), so the next
-    trial could wait forever for those CPUs. Here a detached watcher waits for the controller to die.
-    """
-    import ray
+def _record_placement_group_callback(run_dir: Path):
+    """A Ray Train callback that writes the id of each placement group of the trial's workers to its run dir."""
     from ray.train.v2._internal.execution.callback import WorkerGroupCallback  # internal: Ray is pinned
 
-    @ray.remote(num_cpus=0, max_restarts=0)
-    class Watcher:
-        def watch(self, controller, pg) -> None:
-            from ray.util.placement_group import placement_group_table, remove_placement_group
-
-            while True:
-                try:
-                    ray.get(controller.__ray_ready__.remote())
-                except ray.exceptions.RayActorError:
-                    break
-                time.sleep(2)
-            if placement_group_table(pg).get("state") not in (None, "REMOVED"):
-                remove_placement_group(pg)
-            ray.actor.exit_actor()
-
-    class ReleasePlacementGroup(WorkerGroupCallback):
+    class RecordPlacementGroup(WorkerGroupCallback):
         def after_worker_group_start(self, worker_group) -> None:
             pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
-            controller = ray.get_runtime_context().current_actor
-            Watcher.options(lifetime="detached").remote().watch.remote(controller, pg)
+            with open(run_dir / PG_FILE, "a") as f:
+                f.write(pg.id.hex() + "\n")
 
-    return ReleasePlacementGroup()
+    return RecordPlacementGroup()
+
+
+def _release_ended_trials_callback(sweep_dir: Path):
+    """A Tune callback (driver side) that frees the workers of every trial Tune has ended.
+
+    ASHA stops a trial by ending its Tune actor, but the placement group holding its Train workers' CPUs
+    outlives it (placement groups live as long as the job; Ray Train's own cleaner needs the State API, i.e. a
+    dashboard and one Ray instance per machine), so the next trial could wait forever for those CPUs. For a
+    minute after a trial ends (a dying controller may restart its workers once more), its recorded placement
+    groups are removed.
+    """
+    from ray import tune
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    class ReleaseEndedTrials(tune.Callback):
+        def __init__(self) -> None:
+            self.ended: dict[str, float] = {}
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self._end(trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self._end(trial)
+
+        def _end(self, trial) -> None:
+            run_dir = sweep_dir / "trials" / trial.trial_id
+            if run_dir.is_dir():
+                (run_dir / STOP_FILE).touch()
+            self.ended[trial.trial_id] = time.time()
+            self.release()
+
+        def on_step_begin(self, iteration, trials, **info) -> None:
+            self.release()
+
+        def on_experiment_end(self, trials, **info) -> None:
+            self.release()
+
+        def release(self) -> None:
+            for trial_id, t in list(self.ended.items()):
+                ids = sweep_dir / "trials" / trial_id / PG_FILE
+                for h in ids.read_text().split() if ids.is_file() else []:
+                    pg = PlacementGroup(PlacementGroupID(bytes.fromhex(h)))
+                    if placement_group_table(pg).get("state") not in (None, "REMOVED"):
+                        remove_placement_group(pg)
+                if time.time() - t > 60:
+                    del self.ended[trial_id]
+
+    return ReleaseEndedTrials()
 
 
 def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri: str, parent_run_id: str) -> None:
@@ -156,14 +185,22 @@ def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from tmtvis.engine.trainer import train
+    from tmtvis.tracking.mlflow_tracking import RunLogger
 
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(base, params)
     cfg.tracking.tracking_uri = tracking_uri
     run_dir = Path(sweep_dir) / "trials" / trial_id
     again = run_dir.is_dir() and any(run_dir.iterdir())  # a resumed sweep: continue from the trial's checkpoint
-    train(cfg, prepared, run_dir, resume=again, callbacks=[TuneReportCallback(), _release_placement_group_callback()], parent_run_id=parent_run_id,
-          tags={"tmtvis.kind": "trial", "tmtvis.trial": trial_id})
+    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    try:
+        train(cfg, prepared, run_dir, resume=again, callbacks=[TuneReportCallback(), _record_placement_group_callback(
+              run_dir)], parent_run_id=parent_run_id, tags={"tmtvis.kind": "trial", "tmtvis.trial": trial_id})
+    except TmtvisError:
+        if not (run_dir / STOP_FILE).exists():
+            raise
+        # Stopped by ASHA: its workers were released under the run; not a failure.
+        RunLogger(tracking_uri, json.loads((run_dir / "mlflow_run.json").read_text())["run_id"]).finish("KILLED")
 
 
 def _trial_dirname(trial) -> str:
@@ -208,6 +245,7 @@ def _run(sweep_dir: Path, state: dict, address: str | None, max_concurrent: int 
                                             max_concurrent_trials=concurrent, reuse_actors=False,
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1,
+                                          callbacks=[_release_ended_trials_callback(sweep_dir)],
                                           failure_config=tune.FailureConfig(max_failures=0)))
         grid = tuner.fit()
     rows = [_row(r, sweep_dir, space, cfg.train.iterations) for r in grid]
@@ -233,7 +271,10 @@ def _row(result, sweep_dir: Path, space: Space, iterations: int) -> TrialRow:
     df = result.metrics_dataframe
     history = {c: df[c].tolist() for c in df.columns} if df is not None else {}
     done = int(_best(history.get("iteration", []), "max") or 0)
-    params = {k: result.config[k] for k in space.params if k in result.config}
+    config = result.config
+    if not config and (Path(result.path) / "params.json").is_file():  # restored trials that never reported
+        config = json.loads((Path(result.path) / "params.json").read_text())
+    params = {k: config[k] for k in space.params if k in (config or {})}
     if result.error is not None:
         status = "failed"
     elif done < iterations:

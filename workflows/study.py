@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
                                     f"train.iterations={args.iterations}", *args.overrides])
     t0 = time.time()
     table, results = run_study(cfg, out, args.seeds, args.only)
-    command = (f"tmtvis study --config {args.config} --out {args.out} --seeds {' '.join(map(str, args.seeds))} "
+    config = args.config.resolve()
+    config = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
+    command = (f"tmtvis study --config {config} --out {args.out} --seeds {' '.join(map(str, args.seeds))} "
                f"--iterations {args.iterations} --videos {args.videos} --frames {args.frames}"
                + "".join(f" --set {o}" for o in args.overrides))
     print(table)
