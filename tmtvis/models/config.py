@@ -24,7 +24,6 @@ class ModelConfig:
     pixel_decoder_ffn: int = 256  # deformable encoder FFN
     deform_points: int = 4  # sampling points per head and level
     mask_dim: int = 64
-    num_frames: int = 3  # training clip length T (read by the data pipeline; the model takes any T)
     dropout: float = 0.0
     tcm: bool = True  # taxonomy compilation module
     tim: str = "cross_attn"  # taxonomy injection: 'cross_attn' | 'add_mean' | 'none'
@@ -39,7 +38,7 @@ class ModelConfig:
     def r50(cls) -> "ModelConfig":
         return cls(backbone="resnet50", hidden_dim=256, num_queries=100, dec_layers=9,
                    pixel_decoder_layers=6, n_heads=8, dim_feedforward=2048, pixel_decoder_ffn=1024,
-                   deform_points=4, mask_dim=256, num_frames=5, tcm=True, tim="cross_attn", set_size=10)
+                   deform_points=4, mask_dim=256, tcm=True, tim="cross_attn", set_size=10)
 
     @classmethod
     def baseline(cls, base: "ModelConfig | None" = None) -> "ModelConfig":
@@ -54,7 +53,7 @@ class ModelConfig:
         if self.tim != "none" and not self.tcm:
             raise ConfigError("model.tim needs the taxonomy set: set model.tcm: true or model.tim: none")
         for name in ("hidden_dim", "num_queries", "dec_layers", "n_heads", "dim_feedforward",
-                     "pixel_decoder_ffn", "deform_points", "mask_dim", "num_frames", "set_size"):
+                     "pixel_decoder_ffn", "deform_points", "mask_dim", "set_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.pixel_decoder_layers < 0:
