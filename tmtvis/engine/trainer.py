@@ -51,6 +51,14 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.shutdown()
 
 
+def failure_summary(error: BaseException) -> str:
+    """One line naming the root cause of a failed fit(): the first worker's error, not Ray's wrapper text."""
+    failures = getattr(error, "worker_failures", None) or {}
+    cause = next(iter(failures.values()), None) or error
+    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(cause).__name__
+
+
 def latest_checkpoint(storage: Path) -> tuple[Path | None, dict]:
     """The checkpoint with the highest iteration under a Ray Train storage dir, and its meta.json."""
     from tmtvis.engine.train_loop import META_FILE
@@ -154,7 +162,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
         except Exception as e:
             if tracker is not None:
                 tracker.finish("FAILED")
-            raise TmtvisError(f"training failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+            raise TmtvisError(f"training failed: {failure_summary(e)}") from e
         elapsed = time.time() - t0
     checkpoint = Path(result.checkpoint.path) if result.checkpoint else None
     metrics = dict(result.metrics or {})
