@@ -39,3 +39,15 @@ def test_repeat_factor_upsamples_rare_categories():
     assert abs(rare - expected) < 0.02
     shares = expected_category_shares([sources()[1]], 0.5)
     assert shares[2] == pytest.approx(expected)
+
+
+def test_decode_batch_size_bounds_task_output():
+    from tmtvis.data.clips import ClipConfig
+    from tmtvis.pipeline.clip_stream import decode_batch_size
+
+    assert decode_batch_size(ClipConfig(num_frames=3, crop=(64, 64), max_instances=12)) == 64
+    big = ClipConfig(num_frames=5, crop=(384, 640), max_instances=25)
+    assert decode_batch_size(big) == 1
+    mid = ClipConfig(num_frames=5, crop=(192, 192), max_instances=12)
+    n = decode_batch_size(mid)
+    assert 1 < n < 64 and n * 5 * 192 * 192 * 15 <= 64 << 20
