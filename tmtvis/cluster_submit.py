@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-import yaml
-
 from tmtvis.errors import TmtvisError
+from tmtvis.io_utils import read_yaml_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout (tmtvis is installed editable)
 DEFAULT_ENV_VARS = {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
@@ -40,14 +39,7 @@ def build_runtime_env(runtime_env_file: str | Path | None = None, working_dir: s
     if runtime_env_file is None:
         return env
     path = Path(runtime_env_file)
-    try:
-        extra = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise TmtvisError(f"{path}: runtime env file not found") from None
-    except yaml.YAMLError as e:
-        raise TmtvisError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(extra, dict):
-        raise TmtvisError(f"{path}: a runtime env must be a mapping")
+    extra = read_yaml_mapping(path, "runtime env file", TmtvisError)
     for key, value in extra.items():
         if key == "excludes":
             env["excludes"] = env["excludes"] + [p for p in value or [] if p not in env["excludes"]]

@@ -13,6 +13,7 @@ import yaml
 
 from tmtvis.data.clips import ClipConfig
 from tmtvis.errors import ConfigError
+from tmtvis.io_utils import read_yaml_mapping
 from tmtvis.models.config import LossConfig, ModelConfig
 from tmtvis.taxonomy_bank import BankConfig
 
@@ -223,16 +224,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     data: dict = {}
     where = "config"
     if path is not None:
-        path = Path(path)
         where = str(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+        data = read_yaml_mapping(path, "config file", ConfigError)
     data = copy.deepcopy(data)
     for o in overrides:
         apply_override(data, o)
