@@ -108,7 +108,7 @@ def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_pa
 
 def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_path):
     run_dir = tmp_path / "run"
-    cfg = tiny_config(synth_root, "train.iterations=16", "train.checkpoint_every=4", "train.max_failures=1")
+    cfg = tiny_config(synth_root, "train.iterations=24", "train.checkpoint_every=4", "train.max_failures=1")
     killed = {}
 
     def killer():
@@ -121,6 +121,9 @@ def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_p
                 info = json.loads(run_file.read_text())
                 steps = [s for s, _ in history(info["tracking_uri"], info["run_id"], "train.loss")]
                 if steps and max(steps) >= 6:
+                    # The controller registers a reported checkpoint when it next polls the workers:
+                    # give it a few seconds before the kill.
+                    time.sleep(3)
                     pid = int(pid_file.read_text())
                     killed["pid"], killed["after"] = pid, max(steps)
                     os.kill(pid, signal.SIGKILL)
@@ -132,7 +135,7 @@ def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_p
     res = train(cfg, synth_root / "prepared", run_dir)
     thread.join(5)
     assert "pid" in killed, "the worker was never killed"
-    assert res.metrics["iteration"] == 16
+    assert res.metrics["iteration"] == 24
     # the restarted group resumed from a checkpoint taken before or at the kill, not from scratch
-    assert 4 <= res.metrics["train.resumed_from"] < 16
+    assert 4 <= res.metrics["train.resumed_from"] < 24
     assert int((run_dir / "workers" / "rank1.pid").read_text()) != killed["pid"]
