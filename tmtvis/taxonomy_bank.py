@@ -6,7 +6,6 @@ seed (deterministic, but the embeddings then carry no language prior). Nothing h
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -157,13 +156,3 @@ def load_bank(path: str | Path) -> TaxonomyBank:
     return TaxonomyBank(table.column("unified_id").to_pylist(), table.column("name").to_pylist(),
                         table.column("sources").to_pylist(), emb, meta[b"clip_model"].decode(),
                         meta[b"weights_hash"].decode())
-
-
-def bank_matches(bank: TaxonomyBank, taxonomy: UnifiedTaxonomy) -> bool:
-    """True when the bank rows are exactly the taxonomy's categories in order."""
-    return bank.names == list(taxonomy.names)
-
-
-def describe(bank: TaxonomyBank) -> str:
-    return json.dumps({"categories": len(bank.ids), "dim": int(bank.embeddings.shape[1]),
-                       "clip_model": bank.clip_model, "weights_hash": bank.weights_hash[:40]})

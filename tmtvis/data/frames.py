@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -24,13 +23,6 @@ def read_frame(path: str | Path) -> np.ndarray:
         raise DataError(path, "", "not a readable image") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(path, "", f"unreadable or truncated image ({e})") from None
-
-
-def iter_frame_paths(dataset: VisDataset, image_root: str | Path) -> Iterator[tuple[int, int, Path]]:
-    """Yield (video_id, frame index, resolved path) for every frame of the dataset."""
-    for vid, video in dataset.videos.items():
-        for f, name in enumerate(video.file_names):
-            yield vid, f, resolve_frame(image_root, name)
 
 
 def check_video_frames(dataset: VisDataset, video_id: int, image_root: str | Path) -> None:
