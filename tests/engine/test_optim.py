@@ -16,9 +16,25 @@ def test_backbone_gets_the_multiplier():
     model = torch.nn.ModuleDict({"backbone": torch.nn.Linear(2, 2), "head": torch.nn.Linear(2, 2)})
     cfg = TrainConfig(lr=1e-3, backbone_lr_mult=0.1, warmup_iters=0)
     opt = build_optimizer(model, cfg)
-    assert [g["lr"] for g in opt.param_groups] == [1e-3, pytest.approx(1e-4)]
-    assert opt.param_groups[1]["params"][0] is model["backbone"].weight
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(model["backbone"].weight)] == pytest.approx(1e-4)
+    assert lr_of[id(model["head"].weight)] == 1e-3
     sched = build_scheduler(opt, cfg)
     opt.step()
     sched.step()
     assert opt.param_groups[0]["lr"] == 1e-3
+
+
+def test_no_weight_decay_on_norms_embeddings_and_biases():
+    """As in Mask2Former: decay only on weight matrices/kernels."""
+    model = torch.nn.ModuleDict({"backbone": torch.nn.Conv2d(3, 4, 3), "norm": torch.nn.LayerNorm(4),
+                                 "emb": torch.nn.Embedding(5, 4), "fc": torch.nn.Linear(4, 4),
+                                 "gn": torch.nn.GroupNorm(2, 4)})
+    model.register_parameter("scale", torch.nn.Parameter(torch.ones(4)))
+    opt = build_optimizer(model, TrainConfig(lr=1e-3, weight_decay=0.05, warmup_iters=0))
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decay[id(model["fc"].weight)] == 0.05 and decay[id(model["backbone"].weight)] == 0.05
+    for p in (model["fc"].bias, model["backbone"].bias, model["norm"].weight, model["norm"].bias,
+              model["emb"].weight, model["gn"].weight, model.scale):
+        assert decay[id(p)] == 0.0
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))

@@ -1,3 +1,5 @@
+import math
+
 import torch
 
 from tmtvis.losses import build_criterion
@@ -82,7 +84,8 @@ def test_perfect_prediction_has_low_loss():
     out.update(pred_logits=logits, pred_masks=masks)
     crit = build_criterion(C, LossConfig(num_points=256, importance_sample_ratio=0.0))
     losses = crit(out, tg)
-    assert losses["loss_ce"] < 1e-3 and losses["loss_dice"] < 0.25 and losses["loss_mask"] < 2.0
+    # Mask losses are per frame, summed over the T frames of a track (Mask2Former-VIS): bounds scale with T.
+    assert losses["loss_ce"] < 1e-3 and losses["loss_dice"] < 0.25 * T and losses["loss_mask"] < 2.0 * T
     out["pred_masks"] = -out["pred_masks"]
     wrong = crit(out, tg)
     assert wrong["loss_dice"] > 10 * losses["loss_dice"] and wrong["loss_mask"] > 10 * losses["loss_mask"]
@@ -95,3 +98,19 @@ def test_clip_without_instances():
              "valid_classes": torch.tensor([3, 4, 5])}
     losses = crit(outputs(), tg)
     assert torch.isfinite(losses["loss"])
+
+
+def test_mask_losses_are_per_frame_summed_over_frames_divided_by_tracks():
+    """Mask2Former-VIS normalisation: the per-frame point losses are summed over the T frames of each matched
+    track and divided by the number of tracks. Zero logits give BCE log(2) at every point whatever the label."""
+    dice = {}
+    for frames in (1, 3):
+        tg = [{"labels": torch.tensor([1, 2]), "masks": torch.ones(2, frames, 16, 16, dtype=torch.bool)}]
+        out = {"pred_logits": torch.zeros(1, 3, C + 1), "pred_masks": torch.zeros(1, 3, frames, 8, 8)}
+        crit = build_criterion(C, LossConfig(num_points=256, mask_weight=1.0, dice_weight=1.0,
+                                             deep_supervision=False))
+        torch.manual_seed(0)
+        losses = crit(out, tg)
+        assert torch.allclose(losses["loss_mask"], torch.tensor(frames * math.log(2)), atol=1e-5)
+        dice[frames] = float(losses["loss_dice"])
+    assert 2.7 < dice[3] / dice[1] < 3.3  # three frames' dice, not one video-level dice

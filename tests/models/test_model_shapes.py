@@ -50,7 +50,7 @@ def test_r50_forward_backward():
     out = model(torch.rand(1, 2, 3, 64, 64))
     check_outputs(out, 1, 100, c, 2, 64, 64, 256, 9)
     out["pred_masks"].mean().add(out["pred_logits"].mean()).add(out["tcm_scores"].mean()).backward()
-    assert model.tcm.adapter.layers[0].weight.grad is not None
+    assert model.tcm.adapter[0].weight.grad is not None
 
 
 def test_baseline_has_no_tcm_tim_parameters():
@@ -73,8 +73,8 @@ def test_gradients_reach_tcm_adapter_and_tim_attention():
     out = model(torch.rand(1, 2, 3, 64, 64))
     (out["pred_logits"].square().mean() + out["pred_masks"].sigmoid().mean()).backward()
     assert model.tim.cross.attn.in_proj_weight.grad.abs().sum() > 0
-    assert model.tcm.adapter.layers[0].weight.grad.abs().sum() > 0
-    assert model.tcm.cross.attn.in_proj_weight.grad.abs().sum() > 0
+    assert model.tcm.adapter[0].weight.grad.abs().sum() > 0
+    assert model.tcm.attn.in_proj_weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("tim", ["add_mean", "none"])
@@ -127,11 +127,17 @@ def test_taxonomy_loss_alone_trains_the_tcm():
     from tmtvis.losses import taxonomy_loss
     model = build_model(ModelConfig.tiny(), bank())
     out = model(torch.rand(1, 2, 3, 32, 32))
-    taxonomy_loss(out["tcm_scores"], [{"labels": torch.tensor([2]), "valid_classes": torch.arange(6)}]).backward()
-    assert model.tcm.adapter.layers[0].weight.grad.abs().sum() > 0
-    assert model.tcm.score_proj.weight.grad.abs().sum() > 0
-    assert model.backbone.layers[3][0].conv1.weight.grad.abs().sum() > 0  # the clip's features learn too
+    target = [{"labels": torch.tensor([2]), "valid_classes": torch.arange(6)}]
+    taxonomy_loss(out["tcm_scores"], target).backward()
+    # The score keys start at zero (the ranking starts as the prior): they get the first gradient.
+    assert model.tcm.score_key.weight.grad.abs().sum() > 0
     assert model.tim.cross.attn.in_proj_weight.grad is None  # TIM is not on this path
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad()
+    out = model(torch.rand(1, 2, 3, 32, 32))
+    taxonomy_loss(out["tcm_scores"], target).backward()
+    assert model.tcm.score_query.weight.grad.abs().sum() > 0
+    assert model.backbone.layers[3][0].conv1.weight.grad.abs().sum() > 0  # the clip's features learn too
 
 
 def test_mixed_precision_forward_loss_and_inference():

@@ -8,15 +8,24 @@ import torch
 from tmtvis.config import TrainConfig
 
 
+def no_decay(name: str, p: torch.nn.Parameter, modules: dict[str, torch.nn.Module]) -> bool:
+    """Norm weights, embeddings, biases and other vectors/scalars get no weight decay (as in Mask2Former)."""
+    owner = modules.get(name.rsplit(".", 1)[0])
+    return p.ndim <= 1 or isinstance(owner, (torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.GroupNorm))
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    backbone, rest = [], []
+    """AdamW groups: (backbone | rest) x (decay | no decay); the backbone at lr x backbone_lr_mult."""
+    modules = dict(model.named_modules())
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (backbone if name.startswith("backbone.") else rest).append(p)
-    groups = [{"params": rest, "lr": cfg.lr}]
-    if backbone:
-        groups.append({"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult})
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            key = (name.startswith("backbone."), no_decay(name, p, modules))
+            groups.setdefault(key, []).append(p)
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": cfg.lr * (cfg.backbone_lr_mult if bb else 1.0),
+          "weight_decay": 0.0 if nd else cfg.weight_decay}
+         for (bb, nd), ps in sorted(groups.items())], lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(iteration: int, cfg: TrainConfig) -> float:

@@ -21,8 +21,11 @@ from tmtvis.data.manifest import read_manifest
 from tmtvis.data.frames import read_frame
 from tmtvis.data.ytvis_format import read_json, resolve_frame
 from tmtvis.engine.optim import build_optimizer, build_scheduler
-from tmtvis.engine.validate import evaluate_rows, predict_rows
+from tmtvis.engine.validate import annotated, evaluate_rows, predict_rows
+from tmtvis.eval.taxonomy_diagnostics import LabelStats, label_stats, summarize
+from tmtvis.inference.taxonomy_probe import probe_clip
 from tmtvis.losses.criterion import SetCriterion
+from tmtvis.models.tcm import oracle_ids
 from tmtvis.models.tmtvis_model import build_model
 from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
@@ -67,11 +70,21 @@ def _param_checksum(model: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum() for p in _unwrap(model).parameters()))
 
 
-class Validator:
-    """Validation AP per dataset; videos are split over the ranks and gathered on rank 0."""
+def training_label_stats(cfg: Config, prepared: Path, taxonomy: UnifiedTaxonomy) -> LabelStats:
+    """Which unified categories each training video annotates, within its source taxonomy."""
+    videos = []
+    for ds in cfg.data.splits("train"):
+        source = taxonomy.datasets[ds.name].unified_ids
+        for row in read_manifest(prepared / "manifests" / f"{ds.name}_{ds.split}.parquet"):
+            videos.append((annotated(row), source))
+    return label_stats(videos, len(taxonomy))
 
-    def __init__(self, cfg: Config, prepared: Path, taxonomy: UnifiedTaxonomy) -> None:
-        self.cfg, self.taxonomy = cfg, taxonomy
+
+class Validator:
+    """Validation AP per dataset and the TCM diagnostics; videos are split over the ranks, gathered on rank 0."""
+
+    def __init__(self, cfg: Config, prepared: Path, taxonomy: UnifiedTaxonomy, stats: LabelStats) -> None:
+        self.cfg, self.taxonomy, self.stats = cfg, taxonomy, stats
         self.splits = []
         for ds in cfg.data.splits("valid"):
             rows = read_manifest(prepared / "manifests" / f"{ds.name}_valid.parquet")
@@ -79,15 +92,32 @@ class Validator:
                 rows = rows[:cfg.train.val_max_videos]
             self.splits.append((ds, rows, read_json(cfg.data.resolve(ds.annotations))))
 
+    def _oracle(self, row: dict, generator: torch.Generator) -> torch.Tensor | None:
+        if self.cfg.model.tcm_set != "oracle":
+            return None
+        return oracle_ids([torch.tensor(sorted(annotated(row)), dtype=torch.long)], len(self.taxonomy),
+                          self.cfg.model.set_size, generator)
+
     def run(self, model: torch.nn.Module, rank: int, world: int) -> tuple[dict[str, float], dict]:
         cfg = self.cfg
         short = cfg.data.clip.short_edge[0]
         window = cfg.train.val_window or None
         was_training = model.training
+        net = _unwrap(model)
+        generator = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
         local = {}
         for ds, rows, _ in self.splits:
-            local[ds.name] = predict_rows(_unwrap(model), rows[rank::world], self.taxonomy.datasets[ds.name], short,
-                                          window=window, overlap=max(0, (window or 0) // 4))
+            source = self.taxonomy.datasets[ds.name].unified_ids
+            records: list[dict] = []
+
+            def probe(row: dict, frames: torch.Tensor) -> None:
+                rec = probe_clip(net, frames[:window] if window else frames, self._oracle(row, generator), generator)
+                records.append({**rec, "present": annotated(row), "valid": source})
+
+            results = predict_rows(net, rows[rank::world], self.taxonomy.datasets[ds.name], short, window=window,
+                                   overlap=max(0, (window or 0) // 4), set_ids=lambda r: self._oracle(r, generator),
+                                   probe=probe if net.tcm is not None else None)
+            local[ds.name] = (results, records)
         model.train(was_training)
         gathered = [None] * world
         if world > 1:
@@ -96,14 +126,23 @@ class Validator:
             gathered = [local]
         if rank != 0:
             return {}, {}
-        metrics, details = {}, {}
+        metrics, details, all_records = {}, {}, []
         for ds, rows, gt in self.splits:
-            results = [r for part in gathered for r in part[ds.name]]
+            results = [r for part in gathered for r in part[ds.name][0]]
+            records = [r for part in gathered for r in part[ds.name][1]]
+            all_records += records
             res = evaluate_rows(gt, rows, results)
             for k, v in res.stats.items():
                 metrics[f"val.{ds.name}.{k}"] = v
+            if records:
+                diag = summarize(records, self.stats, cfg.model.set_size)
+                metrics[f"val.{ds.name}.tcm_recall_at_k"] = diag["recall_at_k"]
+                metrics[f"val.{ds.name}.prior_recall_at_k"] = diag["prior_recall_at_k"]
             details[ds.name] = {"per_category": {res.category_names[c]: ap for c, ap in res.per_category.items()},
                                 "results": results, "rows": rows}
+        if all_records:
+            metrics.update({f"val.tcm.{k}": v for k, v in summarize(all_records, self.stats,
+                                                                     cfg.model.set_size).items()})
         aps = [metrics[f"val.{ds.name}.AP"] for ds, _, _ in self.splits if metrics[f"val.{ds.name}.AP"] >= 0]
         metrics["val.mean_AP"] = float(np.mean(aps)) if aps else -1.0
         return metrics, details
@@ -144,6 +183,9 @@ def train_loop_per_worker(config: dict) -> None:
     bank = torch.from_numpy(load_bank(prepared / "bank.parquet").embeddings)
     device = ray.train.torch.get_device()
     model = build_model(cfg.model, bank).to(device)
+    stats = training_label_stats(cfg, prepared, taxonomy)
+    if model.tcm is not None:  # a checkpoint restores the same buffer
+        model.tcm.set_prior(torch.from_numpy(stats.base_rate()))
     criterion = SetCriterion(len(taxonomy), cfg.loss).to(device)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
@@ -168,7 +210,7 @@ def train_loop_per_worker(config: dict) -> None:
         from tmtvis.tracking.mlflow_tracking import RunLogger
 
         tracker = RunLogger(config["tracking_uri"], config["run_id"])
-    validator = Validator(cfg, prepared, taxonomy) if cfg.data.splits("valid") else None
+    validator = Validator(cfg, prepared, taxonomy, stats) if cfg.data.splits("valid") else None
     cfg_yaml = (run_dir / "config.yaml").read_text()
     use_amp = cfg.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -185,8 +227,10 @@ def train_loop_per_worker(config: dict) -> None:
             break
         frames = batch["frames"].to(device).permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W) uint8
         targets = to_targets(batch, device)
+        set_ids = (oracle_ids([t["labels"] for t in targets], num_classes, cfg.model.set_size)
+                   if cfg.model.tcm_set == "oracle" else None)
         with torch.autocast(device.type, enabled=use_amp):
-            outputs = model(frames)
+            outputs = model(frames) if set_ids is None else model(frames, set_ids=set_ids)
             losses = criterion(outputs, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()

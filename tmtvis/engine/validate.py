@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,16 +34,28 @@ def load_video(row: dict, short_edge: int) -> torch.Tensor:
     return resize_frames(frames, short_edge)
 
 
+def annotated(row: dict) -> set[int]:
+    """Unified ids of the non-crowd categories annotated in a manifest row."""
+    return {int(i["category_id"]) for i in row["instances"] if not i["iscrowd"]}
+
+
 def predict_rows(model: torch.nn.Module, rows: list[dict], labels: DatasetLabels, short_edge: int,
-                 window: int | None = None, overlap: int = 0, topk: int = 10) -> list[dict]:
-    """Submission-format predictions (the dataset's own category ids) for manifest rows."""
+                 window: int | None = None, overlap: int = 0, topk: int = 10,
+                 set_ids: Callable[[dict], torch.Tensor | None] | None = None,
+                 probe: Callable[[dict, torch.Tensor], None] | None = None) -> list[dict]:
+    """Submission-format predictions (the dataset's own category ids) for manifest rows.
+
+    set_ids(row) gives a forced taxonomy set (the oracle control); probe(row, frames) sees every decoded video."""
     predictor = VideoPredictor(model, window=window, overlap=overlap, topk=topk)
     classes = labels.unified_ids
     results = []
     for row in rows:
         frames = load_video(row, short_edge)
-        for r in predictor.predict(frames, (row["height"], row["width"]), classes, labels.from_unified):
+        forced = set_ids(row) if set_ids is not None else None
+        for r in predictor.predict(frames, (row["height"], row["width"]), classes, labels.from_unified, forced):
             results.append({"video_id": int(row["video_id"]), **r})
+        if probe is not None:
+            probe(row, frames)
     return results
 
 

@@ -66,8 +66,11 @@ class VideoPredictor:
         self.model, self.window, self.overlap, self.topk, self.frame_chunk = model, window, overlap, topk, frame_chunk
 
     @torch.no_grad()
-    def run_windows(self, frames: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames (T, 3, H, W) -> class probs (Q, Cd) averaged over windows, mask logits (Q, T, H/4, W/4) float16."""
+    def run_windows(self, frames: torch.Tensor, classes: torch.Tensor, set_ids: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (T, 3, H, W) -> class probs (Q, Cd) averaged over windows, mask logits (Q, T, H/4, W/4) float16.
+
+        set_ids (1, K) forces the taxonomy set (the oracle control)."""
         self.model.eval()
         device = next(self.model.parameters()).device
         t = frames.shape[0]
@@ -78,7 +81,8 @@ class VideoPredictor:
         pending: dict[int, tuple[torch.Tensor, int]] = {}  # frame -> (mask logit sum, count)
         for w, s in enumerate(starts):
             e = min(s + window, t)
-            out = self.model(frames[None, s:e].to(device))
+            out = self.model(frames[None, s:e].to(device)) if set_ids is None else \
+                self.model(frames[None, s:e].to(device), set_ids=set_ids)
             next_start = starts[w + 1] if w + 1 < len(starts) else t
             with no_autocast():
                 prob_sum, prev_emb = self._accumulate(out, s, e, classes, prob_sum, prev_emb, pending)
@@ -107,13 +111,13 @@ class VideoPredictor:
 
     @torch.no_grad()
     def predict(self, frames: torch.Tensor, orig_size: tuple[int, int], dataset_classes: list[int],
-                to_dataset_id: dict[int, int]) -> list[dict]:
+                to_dataset_id: dict[int, int], set_ids: torch.Tensor | None = None) -> list[dict]:
         """frames (T, 3, H, W) uint8 or 0..1 float at model input size -> [{category_id, score, segmentations}],
         segmentations one compressed RLE (str counts) or None per frame, at orig_size (h, w); sorted by score."""
         classes = torch.as_tensor(list(dataset_classes), dtype=torch.long)
         was_training = self.model.training
         try:
-            probs, masks = self.run_windows(frames, classes)  # (Q, Cd), (Q, T, h, w)
+            probs, masks = self.run_windows(frames, classes, set_ids)  # (Q, Cd), (Q, T, h, w)
         finally:
             self.model.train(was_training)  # validation inside a training loop leaves the mode as it was
         with no_autocast():

@@ -41,8 +41,9 @@ class SetCriterion(nn.Module):
       ignores categories outside it; with `mask_foreign_classes` their class logits are masked out of CE and matching.
 
     Returns weighted losses: loss_ce, loss_mask, loss_dice, their deep-supervision copies loss_ce_{i}, ...,
-    loss_taxonomy (when the outputs carry tcm_scores) and `loss`, the total. Mask losses are video-level:
-    points are importance-sampled per frame, then BCE and dice run over all T*P points of an instance.
+    loss_taxonomy (when the outputs carry tcm_scores) and `loss`, the total. The matching is video-level (one
+    cost per track over all frames); the mask losses are Mask2Former-VIS's: points importance-sampled per frame,
+    BCE and dice per frame over its P points, summed over the N x T frames and divided by the number of tracks.
     """
 
     def __init__(self, num_classes: int, cfg: LossConfig | None = None) -> None:
@@ -68,13 +69,12 @@ class SetCriterion(nn.Module):
             return zero, zero
         tgt = torch.cat([targets[b]["masks"].to(masks.device)[ti.to(masks.device)].float()
                          for b, (_, ti) in enumerate(indices)])  # (N, T, H, W)
-        n, t = src.shape[:2]
         src, tgt = src.flatten(0, 1)[:, None].float(), tgt.flatten(0, 1)[:, None]  # (N*T, 1, ., .)
         cfg = self.cfg
         coords = uncertain_points(src, cfg.num_points, cfg.oversample_ratio, cfg.importance_sample_ratio)
         with torch.no_grad():
-            labels = point_sample(tgt, coords).view(n, -1)  # (N, T*P)
-        logits = point_sample(src, coords).view(n, -1)
+            labels = point_sample(tgt, coords).flatten(1)  # (N*T, P)
+        logits = point_sample(src, coords).flatten(1)
         return sigmoid_ce(logits, labels, num_masks), dice(logits, labels, num_masks)
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:

@@ -7,6 +7,8 @@ from tmtvis.errors import ConfigError
 
 BACKBONES = ("resnet18", "resnet50")
 TIM_MODES = ("cross_attn", "add_mean", "none")
+TCM_SETS = ("predicted", "oracle", "random")
+TCM_STRIDES = (8, 16, 32)
 
 
 @dataclass
@@ -28,6 +30,8 @@ class ModelConfig:
     tcm: bool = True  # taxonomy compilation module
     tim: str = "cross_attn"  # taxonomy injection: 'cross_attn' | 'add_mean' | 'none'
     set_size: int = 10  # top-K categories kept in the taxonomy set (clipped to C)
+    tcm_set: str = "predicted"  # 'predicted' (TCM's top-K) | 'oracle' (annotated categories) | 'random' (controls)
+    tcm_stride: int = 8  # feature level TCM reads: 8 | 16 | 32 (on 64x64 tiny input, 32 is 2x2 tokens per frame)
     text_classifier: bool = False  # cosine similarity to the bank instead of a linear class head
 
     @classmethod
@@ -50,6 +54,10 @@ class ModelConfig:
             raise ConfigError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.tim not in TIM_MODES:
             raise ConfigError(f"model.tim must be one of {TIM_MODES}, got {self.tim!r}")
+        if self.tcm_set not in TCM_SETS:
+            raise ConfigError(f"model.tcm_set must be one of {TCM_SETS}, got {self.tcm_set!r}")
+        if self.tcm_stride not in TCM_STRIDES:
+            raise ConfigError(f"model.tcm_stride must be one of {TCM_STRIDES}, got {self.tcm_stride!r}")
         if self.tim != "none" and not self.tcm:
             raise ConfigError("model.tim needs the taxonomy set: set model.tcm: true or model.tim: none")
         for name in ("hidden_dim", "num_queries", "dec_layers", "n_heads", "dim_feedforward",

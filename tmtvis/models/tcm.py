@@ -1,36 +1,121 @@
-"""Taxonomy Compilation Module: scores every category of the bank against the clip, keeps the top-K."""
+"""Taxonomy Compilation Module: scores every category of the bank against the clip, keeps the top-K.
+
+Why it is built this way (each point fixes a measured collapse of the first version, see README "TCM design"):
+- The bank is centred and re-normalised first: CLIP-style text embeddings share a large common component
+  (mean pairwise cosine 0.9999 for a random tower), which carries no category identity.
+- The adapter is a bias-free linear map + LayerNorm: every category embedding has the same scale
+  (~sqrt(hidden)) and no shared offset.
+- Cross-attention and FFN are pre-norm residual branches scaled by a learnable LayerScale that starts at 0.1:
+  the visual memory (token norm ~11) cannot wash out the category's own embedding at init, yet the branch can
+  grow as much as training wants. The set embedding stays specific to the category and to the clip.
+- The presence score is evidence pooled over the clip: a category query is compared with every
+  spatio-temporal token's content (scaled dot product, no positional encoding: presence does not depend on
+  where) and the similarities are pooled with a sharp log-mean-exp (a soft max: an object present somewhere
+  in one frame is enough). Measured on frozen features: mean pooling did not learn, plain log-mean-exp or
+  keys with positions learned half as fast. The score is that evidence plus a per-category prior
+  logit set from the training data (`set_prior`), so at init the ranking is the frequency prior and training
+  only has to learn clip-specific deviations from it.
+"""
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from tmtvis.models.video_decoder import MLP, CrossAttentionLayer, FFNLayer
+SET_MODES = ("predicted", "oracle", "random")
+POOL_TEMPERATURE = 0.1
 
 
 class TCM(nn.Module):
-    def __init__(self, text_dim: int, hidden: int, n_heads: int, ffn: int, set_size: int, dropout: float = 0.0,
-                 prior_prob: float = 0.01) -> None:
+    def __init__(self, text_dim: int, hidden: int, n_heads: int, ffn: int, set_size: int, num_classes: int,
+                 dropout: float = 0.0, layer_scale: float = 0.1, set_mode: str = "predicted") -> None:
         super().__init__()
-        self.adapter = MLP(text_dim, hidden, hidden, 2)
-        self.cross = CrossAttentionLayer(hidden, n_heads, dropout)
-        self.ffn = FFNLayer(hidden, ffn, dropout)
-        self.score_proj = nn.Linear(hidden, hidden)
-        # Most categories are absent from a clip: start the scores at a low presence prior.
-        self.score_bias = nn.Parameter(torch.tensor(-math.log((1 - prior_prob) / prior_prob)))
-        self.set_size = set_size
+        # Linear without bias: a shared bias (or a GELU's positive mean) would add one common direction to
+        # every category embedding, which is the collapse we are avoiding.
+        self.adapter = nn.Sequential(nn.Linear(text_dim, hidden, bias=False), nn.LayerNorm(hidden))
+        self.mem_norm = nn.LayerNorm(hidden)
+        self.attn_norm = nn.LayerNorm(hidden)
+        self.attn = nn.MultiheadAttention(hidden, n_heads, dropout=dropout)
+        self.attn_scale = nn.Parameter(torch.full((hidden,), layer_scale))
+        self.ffn_norm = nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(nn.Linear(hidden, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, hidden))
+        self.ffn_scale = nn.Parameter(torch.full((hidden,), layer_scale))
+        self.out_norm = nn.LayerNorm(hidden)
+        self.score_query = nn.Linear(hidden, hidden)
+        self.score_key = nn.Linear(hidden, hidden)
+        self.score_bias = nn.Parameter(torch.zeros(()))
+        # Zero keys: at init every category's evidence is equal, so the ranking is exactly the prior; the keys
+        # still get gradient through the (non-zero) category queries.
+        nn.init.zeros_(self.score_key.weight)
+        nn.init.zeros_(self.score_key.bias)
+        # Per-category presence prior (logits); `set_prior` fills it from the training data.
+        self.register_buffer("prior_logit", torch.full((num_classes,), -math.log(1 / 0.3 - 1)))
+        self.set_size, self.set_mode = set_size, set_mode
 
-    def forward(self, bank: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """bank (C, D), memory/pos (S, B, hidden) over all T frames -> scores (B, C), set (K, B, hidden), ids (B, K)."""
-        b = memory.shape[1]
-        adapted = self.adapter(bank)  # (C, hidden)
+    def set_prior(self, rates: torch.Tensor) -> None:
+        """Presence base rates (C,) in [0, 1] (e.g. P(category in clip | in its source taxonomy)) -> prior logits."""
+        p = rates.detach().float().clamp(0.01, 0.99).to(self.prior_logit.device)
+        self.prior_logit = torch.log(p / (1 - p))
+
+    def embed_categories(self, bank: torch.Tensor) -> torch.Tensor:
+        """bank (C, D) -> adapted category embeddings (C, hidden): centred, normalised, adapted."""
+        if bank.shape[0] > 1:
+            bank = bank - bank.mean(0, keepdim=True)
+        return self.adapter(F.normalize(bank, dim=-1))
+
+    def forward(self, bank: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
+                set_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """bank (C, D), memory/pos (S, B, hidden) over all T frames; set_ids (B, K) to force the set (oracle).
+
+        -> scores (B, C) logits, ids (B, K), set (K, B, hidden), modulated (C, B, hidden) for every category."""
+        s, b = memory.shape[:2]
+        adapted = self.embed_categories(bank)  # (C, hidden)
+        mem = self.mem_norm(memory)
         tgt = adapted[:, None].expand(-1, b, -1)  # (C, B, hidden)
-        modulated = self.ffn(self.cross(tgt, memory, pos=pos))  # (C, B, hidden)
-        scores = (self.score_proj(adapted)[:, None] * modulated).sum(-1).T / math.sqrt(modulated.shape[-1])
-        scores = scores + self.score_bias  # (B, C)
-        k = min(self.set_size, bank.shape[0])
-        ids = scores.detach().topk(k, dim=1).indices  # (B, K)
-        taxonomy_set = modulated.transpose(0, 1).gather(1, ids[..., None].expand(-1, -1, modulated.shape[-1]))
-        return scores, taxonomy_set.transpose(0, 1), ids  # set: (K, B, hidden)
+        attn = self.attn(self.attn_norm(tgt), mem + pos, mem, need_weights=False)[0]
+        x = tgt + self.attn_scale * attn
+        x = x + self.ffn_scale * self.ffn(self.ffn_norm(x))
+        modulated = self.out_norm(x)  # (C, B, hidden)
+
+        q = self.score_query(adapted)  # (C, hidden)
+        k = self.score_key(mem)  # (S, B, hidden); no positions: presence does not depend on where
+        sim = torch.einsum("ch,sbh->bcs", q, k) / math.sqrt(q.shape[-1])  # (B, C, S)
+
+        # Soft max over the clip's tokens (log-mean-exp at temperature 0.1): one location is enough evidence.
+        evidence = POOL_TEMPERATURE * (torch.logsumexp(sim / POOL_TEMPERATURE, dim=-1) - math.log(s))
+        scores = evidence + self.score_bias + self.prior_logit.to(evidence.dtype)  # (B, C)
+
+        kk = min(self.set_size, bank.shape[0])
+        if set_ids is None and self.set_mode == "oracle":
+            raise ValueError("model.tcm_set=oracle needs the clip's annotated categories (set_ids)")
+        if set_ids is None and self.set_mode == "random":
+            set_ids = torch.stack([torch.randperm(bank.shape[0], device=bank.device)[:kk] for _ in range(b)])
+        ids = scores.detach().topk(kk, dim=1).indices if set_ids is None else set_ids.to(bank.device)  # (B, K)
+        taxonomy_set = gather_set(modulated, ids)
+        return {"scores": scores, "ids": ids, "set": taxonomy_set, "modulated": modulated}
+
+
+def gather_set(modulated: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """modulated (C, B, hidden), ids (B, K) -> the set (K, B, hidden)."""
+    per_clip = modulated.transpose(0, 1)  # (B, C, hidden)
+    return per_clip.gather(1, ids[..., None].expand(-1, -1, per_clip.shape[-1])).transpose(0, 1)
+
+
+def oracle_ids(present: list[torch.Tensor], num_classes: int, k: int,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """The oracle control set: each clip's annotated categories, padded with random absent ones to K -> (B, K).
+
+    A clip with more than K annotated categories keeps K of them at random."""
+    k = min(k, num_classes)
+    rows = []
+    for labels in present:
+        labels = torch.unique(labels.cpu())
+        labels = labels[torch.randperm(len(labels), generator=generator)][:k]
+        absent = torch.ones(num_classes, dtype=torch.bool)
+        absent[labels] = False
+        pool = absent.nonzero()[:, 0]
+        pad = pool[torch.randperm(len(pool), generator=generator)[:k - len(labels)]]
+        rows.append(torch.cat([labels, pad]))
+    return torch.stack(rows)

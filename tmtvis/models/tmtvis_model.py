@@ -14,6 +14,7 @@ from tmtvis.models.video_decoder import VideoDecoder
 
 PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
+TCM_LEVELS = {32: 0, 16: 1, 8: 2}  # stride -> index in the decoder memory (lowest resolution first)
 
 
 class TMTVIS(nn.Module):
@@ -41,8 +42,9 @@ class TMTVIS(nn.Module):
         self.decoder = VideoDecoder(cfg.hidden_dim, cfg.num_queries, cfg.n_heads, cfg.dim_feedforward, cfg.dec_layers,
                                     cfg.mask_dim, self.num_classes, text_dim, cfg.text_classifier, cfg.dropout)
         # Baseline (tcm off, tim none) creates no TCM/TIM modules at all: exactly Mask2Former-VIS.
-        self.tcm = (TCM(text_dim, cfg.hidden_dim, cfg.n_heads, cfg.dim_feedforward, cfg.set_size, cfg.dropout)
-                    if cfg.tcm else None)
+        self.tcm = (TCM(text_dim, cfg.hidden_dim, cfg.n_heads, cfg.dim_feedforward, cfg.set_size, self.num_classes,
+                        cfg.dropout, set_mode=cfg.tcm_set) if cfg.tcm else None)
+        self.tcm_level = TCM_LEVELS[cfg.tcm_stride]
         self.tim = TIM(cfg.tim, cfg.hidden_dim, cfg.n_heads, cfg.dropout) if cfg.tim != "none" else None
 
     def set_bank(self, bank: torch.Tensor) -> None:
@@ -51,24 +53,36 @@ class TMTVIS(nn.Module):
             raise ConfigError(f"bank text dim {bank.shape[1]} != model's {self.bank.shape[1]}")
         if not self.cfg.text_classifier and bank.shape[0] != self.num_classes:
             raise ConfigError("a bank with a different number of categories needs model.text_classifier: true")
+        if self.tcm is not None and bank.shape[0] != self.num_classes:
+            # No training statistics for a new vocabulary: every category gets the old mean prior.
+            self.tcm.prior_logit = self.tcm.prior_logit.mean().expand(bank.shape[0]).clone()
         self.bank = bank.detach().float().to(self.bank.device)
         self.num_classes = bank.shape[0]
 
-    def forward(self, frames: torch.Tensor) -> dict:
+    def encode(self, frames: torch.Tensor) -> tuple[list, torch.Tensor]:
+        """frames (B, T, 3, H, W) -> decoder memory (3 levels) and mask features (B, T, mask_dim, H/4, W/4)."""
         b, t = frames.shape[:2]
         x = frames.flatten(0, 1)  # (B*T, 3, H, W)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         x = (x - self.pixel_mean) / self.pixel_std
         mask_features, scales = self.pixel_decoder(self.backbone(x))  # (B*T, mask_dim, H/4, W/4), 3 x (B*T, C, h, w)
-        memory = self.decoder.memory(scales, b, t)
+        return self.decoder.memory(scales, b, t), mask_features.view(b, t, *mask_features.shape[1:])
+
+    def compile_taxonomy(self, memory: list, set_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """TCM over the configured memory level: scores (B, C), ids (B, K), set (K, B, hidden), modulated."""
+        src, pos, _ = memory[self.tcm_level]
+        return self.tcm(self.bank, src, pos, set_ids)
+
+    def forward(self, frames: torch.Tensor, set_ids: torch.Tensor | None = None) -> dict:
+        """set_ids (B, K): force the taxonomy set (the oracle control); otherwise TCM's top-K (or random)."""
+        memory, mask_features = self.encode(frames)
         inject, extra = None, {}
         if self.tcm is not None:
-            src, pos, _ = memory[0]  # lowest resolution (stride 32) tokens of all T frames
-            scores, taxonomy_set, ids = self.tcm(self.bank, src, pos)
-            extra = {"tcm_scores": scores, "taxonomy_ids": ids}
+            tcm = self.compile_taxonomy(memory, set_ids)
+            extra = {"tcm_scores": tcm["scores"], "taxonomy_ids": tcm["ids"]}
             if self.tim is not None:
-                inject = lambda q, qpos: self.tim(q, qpos, taxonomy_set)  # noqa: E731
-        out = self.decoder(memory, mask_features.view(b, t, *mask_features.shape[1:]), self.bank, inject)
+                inject = lambda q, qpos: self.tim(q, qpos, tcm["set"])  # noqa: E731
+        out = self.decoder(memory, mask_features, self.bank, inject)
         out.update(extra)
         return out
 

@@ -1,0 +1,38 @@
+"""Per-clip TCM/TIM measurements for the diagnostics: scores, the set, its cosine, TIM's sensitivity to it."""
+from __future__ import annotations
+
+import torch
+
+from tmtvis.eval.taxonomy_diagnostics import mean_pairwise_cosine
+from tmtvis.models.tcm import gather_set
+
+
+@torch.no_grad()
+def probe_clip(model: torch.nn.Module, frames: torch.Tensor, set_ids: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> dict:
+    """frames (T, 3, H, W) -> {scores (C,), ids (K,), set_cosine, tim_sensitivity}.
+
+    TIM sensitivity: ||TIM(q, set) - TIM(q, random set)|| / ||TIM(q, set)|| for the learned queries q, with
+    K random categories' modulated embeddings of the same clip as the random set."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        memory, _ = model.encode(frames[None].to(device))
+        tcm = model.compile_taxonomy(memory, set_ids)
+        ids = tcm["ids"]
+        out = {"scores": tcm["scores"][0].float().cpu().numpy(), "ids": ids[0].cpu().numpy(),
+               "set_cosine": mean_pairwise_cosine(tcm["set"][:, 0].float().cpu().numpy()),
+               "tim_sensitivity": float("nan")}
+        if model.tim is not None:
+            q = model.decoder.query_feat.weight[:, None]  # (Q, 1, hidden)
+            qpos = model.decoder.query_embed.weight[:, None]
+            rand = torch.randperm(model.num_classes, generator=generator)[:ids.shape[1]].to(device)
+            a = model.tim(q, qpos, tcm["set"])
+            b = model.tim(q, qpos, gather_set(tcm["modulated"], rand[None]))
+            out["tim_sensitivity"] = float((a - b).norm() / a.norm().clamp(min=1e-12))
+        return out
+    finally:
+        model.train(was_training)
+
+
