@@ -1,7 +1,7 @@
 """A sweep's search space and ASHA settings, read from YAML (no Ray here).
 
     params:                                  # dotted config key -> distribution (or a fixed value)
-      model.set_size: {choice: [5, 10, 20, 40]}   # K, clipped to the vocabulary size
+      model.set_size: {choice: [0.1, 0.25, 0.5, all]}  # K: fractions of the vocabulary, or 'all'
       loss.taxonomy_weight: {loguniform: [0.1, 10.0]}
       train.lr: {grid: [1.0e-4, 3.0e-4]}          # every value, each --num-samples times
     scheduler: {metric: val.mean_AP, mode: max, grace_period: 50, reduction_factor: 2}
@@ -99,18 +99,35 @@ def space_to_dict(space: Space) -> dict:
     return {"params": params, "scheduler": dict(vars(space.scheduler))}
 
 
+def set_size_value(value: Any, vocab_size: int, where: str = "space") -> int:
+    """One K choice over a vocabulary of C: an int is K (clipped to C), a float in (0, 1) a fraction of C
+    (at least 1), 'all' is C. Fractions spread the sweep over any vocabulary size."""
+    if value == "all":
+        return vocab_size
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: params.{SET_SIZE}: expected an int, a fraction in (0, 1) or 'all', got {value!r}")
+    if isinstance(value, float):
+        if not 0.0 < value < 1.0:
+            raise ConfigError(f"{where}: params.{SET_SIZE}: a float is a fraction of the vocabulary and must be in "
+                              f"(0, 1), got {value!r}")
+        return max(1, round(value * vocab_size))
+    if value < 1:
+        raise ConfigError(f"{where}: params.{SET_SIZE}: K must be >= 1, got {value!r}")
+    return min(int(value), vocab_size)
+
+
 def clip_set_size(space: Space, vocab_size: int) -> Space:
-    """K larger than the unified vocabulary means 'all categories': clip it, dropping duplicates."""
+    """Resolve the K choices (ints, fractions of the vocabulary, 'all') to set sizes, dropping duplicates;
+    a uniform/loguniform range of K is clipped to the vocabulary."""
     dist = space.params.get(SET_SIZE)
     if dist is None:
         return space
     space = copy.deepcopy(space)
     if dist.kind in ("choice", "grid", "fixed"):
-        values = [min(int(v), vocab_size) for v in dist.values]
-        dist = Dist(dist.kind, list(dict.fromkeys(values)))
-    else:
-        dist = Dist(dist.kind, [min(v, vocab_size) for v in dist.values])
-    space.params[SET_SIZE] = dist
+        values = [set_size_value(v, vocab_size) for v in dist.values]
+        space.params[SET_SIZE] = Dist(dist.kind, list(dict.fromkeys(values)))
+    else:  # a continuous range of K (rounded per trial), clipped to the vocabulary
+        space.params[SET_SIZE] = Dist(dist.kind, [min(v, vocab_size) for v in dist.values])
     return space
 
 

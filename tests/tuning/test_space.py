@@ -26,15 +26,16 @@ def test_shipped_default_space_loads_and_fits_the_tiny_config():
     assert default_space().read_text() == shipped.read_text()  # the packaged copy the CLI uses is the same file
     space = load_space(shipped)
     assert space.scheduler.metric == "val.mean_AP" and space.scheduler.mode == "max"
-    assert space.params["model.set_size"] == Dist("choice", [5, 10, 20, 40])
+    assert space.params["model.set_size"] == Dist("choice", [0.1, 0.25, 0.5, "all"])
     assert {"train.lr", "loss.taxonomy_weight", "loss.class_weight", "loss.mask_weight", "loss.dice_weight"} \
         <= set(space.params)
     check_keys(space, base())
     rng = random.Random(0)
+    resolved = clip_set_size(space, 16)  # the embedded default's vocabulary
     for _ in range(20):
-        cfg = trial_config(base(), sample(space, rng))
+        cfg = trial_config(base(), sample(resolved, rng))
         assert 1e-4 <= cfg.train.lr <= 1e-3 and 0.1 <= cfg.loss.taxonomy_weight <= 10
-        assert cfg.model.set_size in (5, 10, 20, 40)
+        assert cfg.model.set_size in (2, 4, 8, 16)
 
 
 def test_parse_kinds_and_roundtrip():
@@ -88,6 +89,16 @@ def test_set_size_is_clipped_to_the_vocabulary():
     clipped = clip_set_size(space, 18)
     assert clipped.params["model.set_size"] == Dist("choice", [5, 10, 18])
     assert space.params["model.set_size"].values == [5, 10, 20, 40]  # the input is left alone
+
+
+def test_set_size_fractions_spread_over_any_vocabulary():
+    space = parse_space({"params": {"model.set_size": {"choice": [0.1, 0.25, 0.5, "all"]}}})
+    assert clip_set_size(space, 16).params["model.set_size"].values == [2, 4, 8, 16]
+    assert clip_set_size(space, 106).params["model.set_size"].values == [11, 26, 53, 106]
+    assert clip_set_size(space, 3).params["model.set_size"].values == [1, 2, 3]
+    for bad in ([1.5], [0], ["most"], [True]):
+        with pytest.raises(ConfigError):
+            clip_set_size(parse_space({"params": {"model.set_size": {"choice": bad}}}), 16)
     assert clip_set_size(parse_space({"params": {"model.set_size": {"uniform": [2, 64]}}}), 30) \
         .params["model.set_size"] == Dist("uniform", [2.0, 30.0])
     assert trial_config(base(), {"model.set_size": 7.6}).model.set_size == 8

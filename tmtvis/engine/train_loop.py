@@ -21,7 +21,7 @@ from tmtvis.data.manifest import read_manifest
 from tmtvis.data.frames import read_frame
 from tmtvis.data.ytvis_format import read_json, resolve_frame
 from tmtvis.engine.optim import build_optimizer, build_scheduler
-from tmtvis.engine.validate import annotated, evaluate_rows, predict_rows
+from tmtvis.engine.validate import annotated, class_agnostic, evaluate_rows, predict_rows
 from tmtvis.eval.taxonomy_diagnostics import LabelStats, label_stats, summarize
 from tmtvis.inference.taxonomy_probe import probe_clip
 from tmtvis.losses.criterion import SetCriterion
@@ -134,6 +134,8 @@ class Validator:
             res = evaluate_rows(gt, rows, results)
             for k, v in res.stats.items():
                 metrics[f"val.{ds.name}.{k}"] = v
+            agnostic_gt, agnostic_results = class_agnostic(gt, results)
+            metrics[f"val.{ds.name}.agnostic_AP"] = evaluate_rows(agnostic_gt, rows, agnostic_results).stats["AP"]
             if records:
                 diag = summarize(records, self.stats, cfg.model.set_size)
                 metrics[f"val.{ds.name}.tcm_recall_at_k"] = diag["recall_at_k"]
