@@ -66,6 +66,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.05
     backbone_lr_mult: float = 0.1
+    tcm_lr_mult: float = 3.0            # TCM learns presence from scratch: measured lr-limited at the base lr
     warmup_iters: int = 10
     lr_steps: tuple[int, ...] = ()      # iterations at which lr is multiplied by lr_gamma
     lr_gamma: float = 0.1

@@ -38,3 +38,12 @@ def test_no_weight_decay_on_norms_embeddings_and_biases():
               model["emb"].weight, model["gn"].weight, model.scale):
         assert decay[id(p)] == 0.0
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_tcm_gets_its_multiplier_and_base_group_comes_first():
+    model = torch.nn.ModuleDict({"backbone": torch.nn.Linear(2, 2), "tcm": torch.nn.Linear(2, 2),
+                                 "head": torch.nn.Linear(2, 2)})
+    opt = build_optimizer(model, TrainConfig(lr=1e-3, backbone_lr_mult=0.1, tcm_lr_mult=3.0, warmup_iters=0))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(model["tcm"].weight)] == pytest.approx(3e-3) and lr_of[id(model["tcm"].bias)] == pytest.approx(3e-3)
+    assert opt.param_groups[0]["lr"] == 1e-3 and opt.param_groups[0]["weight_decay"] == 0.05

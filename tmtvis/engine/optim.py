@@ -14,18 +14,26 @@ def no_decay(name: str, p: torch.nn.Parameter, modules: dict[str, torch.nn.Modul
     return p.ndim <= 1 or isinstance(owner, (torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.GroupNorm))
 
 
+def lr_mult(name: str, cfg: TrainConfig) -> float:
+    if name.startswith("backbone."):
+        return cfg.backbone_lr_mult
+    return cfg.tcm_lr_mult if name.startswith("tcm.") else 1.0
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW groups: (backbone | rest) x (decay | no decay); the backbone at lr x backbone_lr_mult."""
+    """AdamW groups by (lr multiplier, decay or not): the backbone at lr x backbone_lr_mult, TCM at
+    lr x tcm_lr_mult, the rest at lr; no decay on norms, embeddings and biases."""
     modules = dict(model.named_modules())
-    groups: dict[tuple[bool, bool], list] = {}
+    groups: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            key = (name.startswith("backbone."), no_decay(name, p, modules))
+            key = (lr_mult(name, cfg), no_decay(name, p, modules))
             groups.setdefault(key, []).append(p)
+    # The base-lr decayed group first: its lr is what the logs report as train.lr.
+    order = sorted(groups, key=lambda k: (k != (1.0, False), k))
     return torch.optim.AdamW(
-        [{"params": ps, "lr": cfg.lr * (cfg.backbone_lr_mult if bb else 1.0),
-          "weight_decay": 0.0 if nd else cfg.weight_decay}
-         for (bb, nd), ps in sorted(groups.items())], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        [{"params": groups[k], "lr": cfg.lr * k[0], "weight_decay": 0.0 if k[1] else cfg.weight_decay}
+         for k in order], lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(iteration: int, cfg: TrainConfig) -> float:

@@ -92,11 +92,13 @@ class Validator:
                 rows = rows[:cfg.train.val_max_videos]
             self.splits.append((ds, rows, read_json(cfg.data.resolve(ds.annotations))))
 
-    def _oracle(self, row: dict, generator: torch.Generator) -> torch.Tensor | None:
+    def _oracle(self, row: dict, source: list[int], generator: torch.Generator) -> torch.Tensor | None:
         if self.cfg.model.tcm_set != "oracle":
             return None
+        candidates = torch.zeros(1, len(self.taxonomy), dtype=torch.bool)
+        candidates[0, source] = True
         return oracle_ids([torch.tensor(sorted(annotated(row)), dtype=torch.long)], len(self.taxonomy),
-                          self.cfg.model.set_size, generator)
+                          self.cfg.model.set_size, candidates, generator)
 
     def run(self, model: torch.nn.Module, rank: int, world: int) -> tuple[dict[str, float], dict]:
         cfg = self.cfg
@@ -111,11 +113,13 @@ class Validator:
             records: list[dict] = []
 
             def probe(row: dict, frames: torch.Tensor) -> None:
-                rec = probe_clip(net, frames[:window] if window else frames, self._oracle(row, generator), generator)
+                rec = probe_clip(net, frames[:window] if window else frames, source,
+                                 self._oracle(row, source, generator), generator)
                 records.append({**rec, "present": annotated(row), "valid": source})
 
             results = predict_rows(net, rows[rank::world], self.taxonomy.datasets[ds.name], short, window=window,
-                                   overlap=max(0, (window or 0) // 4), set_ids=lambda r: self._oracle(r, generator),
+                                   overlap=max(0, (window or 0) // 4),
+                                   set_ids=lambda r: self._oracle(r, source, generator),
                                    probe=probe if net.tcm is not None else None)
             local[ds.name] = (results, records)
         model.train(was_training)
@@ -229,10 +233,11 @@ def train_loop_per_worker(config: dict) -> None:
             break
         frames = batch["frames"].to(device).permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W) uint8
         targets = to_targets(batch, device)
-        set_ids = (oracle_ids([t["labels"] for t in targets], num_classes, cfg.model.set_size)
+        candidates = batch["valid_classes"].to(device).bool()  # (B, C): each clip's source taxonomy
+        set_ids = (oracle_ids([t["labels"] for t in targets], num_classes, cfg.model.set_size, candidates)
                    if cfg.model.tcm_set == "oracle" else None)
         with torch.autocast(device.type, enabled=use_amp):
-            outputs = model(frames) if set_ids is None else model(frames, set_ids=set_ids)
+            outputs = model(frames, set_ids=set_ids, candidates=candidates)
             losses = criterion(outputs, targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()

@@ -36,10 +36,11 @@ def label_stats(videos: list[tuple[set[int], list[int]]], num_classes: int) -> L
     return LabelStats(present, valid, len(videos))
 
 
-def frequency_prior_set(stats: LabelStats, k: int) -> list[int]:
-    """The constant top-K set by training label frequency (ties by id)."""
-    order = sorted(range(len(stats.present)), key=lambda c: (-stats.present[c], c))
-    return order[:k]
+def frequency_prior_set(stats: LabelStats, k: int, within: list[int] | None = None) -> list[int]:
+    """The constant top-K set by training label frequency (ties by id), among `within` (a dataset's taxonomy,
+    the same candidates TCM chooses from) or all categories."""
+    pool = range(len(stats.present)) if within is None else within
+    return sorted(pool, key=lambda c: (-stats.present[c], c))[:k]
 
 
 def recall_at_k(sets: list[list[int]], present: list[set[int]]) -> float:
@@ -83,14 +84,16 @@ def mean_pairwise_cosine(embeddings: np.ndarray) -> float:
 
 
 def summarize(records: list[dict], stats: LabelStats, k: int) -> dict[str, float]:
-    """records: per clip {scores (C,), ids (K,), present set, valid list, set_cosine, tim_sensitivity}."""
-    prior = frequency_prior_set(stats, k)
+    """records: per clip {scores (C,), ids (K,), present set, valid list, set_cosine, tim_sensitivity}.
+
+    The frequency prior is each clip's dataset's most frequent K categories: TCM chooses among the same ones."""
     present = [r["present"] for r in records]
     sets = [list(r["ids"]) for r in records]
+    prior_sets = [frequency_prior_set(stats, k, list(r["valid"])) for r in records]
     prior_scores = stats.frequency()
     return {
         "recall_at_k": recall_at_k(sets, present),
-        "prior_recall_at_k": recall_at_k([prior] * len(records), present),
+        "prior_recall_at_k": recall_at_k(prior_sets, present),
         "presence_map": presence_map([r["scores"] for r in records], present, [r["valid"] for r in records]),
         "prior_presence_map": presence_map([prior_scores] * len(records), present, [r["valid"] for r in records]),
         "distinct_sets": distinct_fraction(sets),

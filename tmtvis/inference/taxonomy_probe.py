@@ -8,9 +8,9 @@ from tmtvis.models.tcm import gather_set
 
 
 @torch.no_grad()
-def probe_clip(model: torch.nn.Module, frames: torch.Tensor, set_ids: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> dict:
-    """frames (T, 3, H, W) -> {scores (C,), ids (K,), set_cosine, tim_sensitivity}.
+def probe_clip(model: torch.nn.Module, frames: torch.Tensor, candidates: list[int] | None = None,
+               set_ids: torch.Tensor | None = None, generator: torch.Generator | None = None) -> dict:
+    """frames (T, 3, H, W), the categories the set may hold -> {scores (C,), ids (K,), set_cosine, tim_sensitivity}.
 
     TIM sensitivity: ||TIM(q, set) - TIM(q, random set)|| / ||TIM(q, set)|| for the learned queries q, with
     K random categories' modulated embeddings of the same clip as the random set."""
@@ -19,7 +19,11 @@ def probe_clip(model: torch.nn.Module, frames: torch.Tensor, set_ids: torch.Tens
     try:
         device = next(model.parameters()).device
         memory, _ = model.encode(frames[None].to(device))
-        tcm = model.compile_taxonomy(memory, set_ids)
+        allowed = None
+        if candidates is not None:
+            allowed = torch.zeros(1, model.num_classes, dtype=torch.bool, device=device)
+            allowed[0, list(candidates)] = True
+        tcm = model.compile_taxonomy(memory, set_ids, allowed)
         ids = tcm["ids"]
         out = {"scores": tcm["scores"][0].float().cpu().numpy(), "ids": ids[0].cpu().numpy(),
                "set_cosine": mean_pairwise_cosine(tcm["set"][:, 0].float().cpu().numpy()),

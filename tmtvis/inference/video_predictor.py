@@ -70,19 +70,23 @@ class VideoPredictor:
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """frames (T, 3, H, W) -> class probs (Q, Cd) averaged over windows, mask logits (Q, T, H/4, W/4) float16.
 
-        set_ids (1, K) forces the taxonomy set (the oracle control)."""
+        The taxonomy set is chosen among the target dataset's categories; set_ids (1, K) forces it (oracle)."""
         self.model.eval()
         device = next(self.model.parameters()).device
         t = frames.shape[0]
         window = t if self.window is None else self.window
         starts = window_starts(t, window, self.overlap)
+        taxonomy = {}  # TMT-VIS chooses its taxonomy set among the target dataset's categories
+        if getattr(self.model, "tcm", None) is not None:
+            candidates = torch.zeros(1, self.model.num_classes, dtype=torch.bool, device=device)
+            candidates[0, classes.to(device)] = True
+            taxonomy = {"set_ids": set_ids, "candidates": candidates}
         prob_sum, prev_emb = None, None
         done: list[torch.Tensor] = []  # finished frames, each (Q, h, w) float16
         pending: dict[int, tuple[torch.Tensor, int]] = {}  # frame -> (mask logit sum, count)
         for w, s in enumerate(starts):
             e = min(s + window, t)
-            out = self.model(frames[None, s:e].to(device)) if set_ids is None else \
-                self.model(frames[None, s:e].to(device), set_ids=set_ids)
+            out = self.model(frames[None, s:e].to(device), **taxonomy)
             next_start = starts[w + 1] if w + 1 < len(starts) else t
             with no_autocast():
                 prob_sum, prev_emb = self._accumulate(out, s, e, classes, prob_sum, prev_emb, pending)

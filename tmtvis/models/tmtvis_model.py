@@ -68,17 +68,20 @@ class TMTVIS(nn.Module):
         mask_features, scales = self.pixel_decoder(self.backbone(x))  # (B*T, mask_dim, H/4, W/4), 3 x (B*T, C, h, w)
         return self.decoder.memory(scales, b, t), mask_features.view(b, t, *mask_features.shape[1:])
 
-    def compile_taxonomy(self, memory: list, set_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def compile_taxonomy(self, memory: list, set_ids: torch.Tensor | None = None,
+                         candidates: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """TCM over the configured memory level: scores (B, C), ids (B, K), set (K, B, hidden), modulated."""
         src, pos, _ = memory[self.tcm_level]
-        return self.tcm(self.bank, src, pos, set_ids)
+        return self.tcm(self.bank, src, pos, set_ids, candidates)
 
-    def forward(self, frames: torch.Tensor, set_ids: torch.Tensor | None = None) -> dict:
-        """set_ids (B, K): force the taxonomy set (the oracle control); otherwise TCM's top-K (or random)."""
+    def forward(self, frames: torch.Tensor, set_ids: torch.Tensor | None = None,
+                candidates: torch.Tensor | None = None) -> dict:
+        """set_ids (B, K): force the taxonomy set (the oracle control); otherwise TCM's top-K (or random) among
+        candidates (B, C) bool, the clip's source taxonomy or the dataset predicted for (all when None)."""
         memory, mask_features = self.encode(frames)
         inject, extra = None, {}
         if self.tcm is not None:
-            tcm = self.compile_taxonomy(memory, set_ids)
+            tcm = self.compile_taxonomy(memory, set_ids, candidates)
             extra = {"tcm_scores": tcm["scores"], "taxonomy_ids": tcm["ids"]}
             if self.tim is not None:
                 inject = lambda q, qpos: self.tim(q, qpos, tcm["set"])  # noqa: E731

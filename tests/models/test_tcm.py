@@ -1,0 +1,93 @@
+"""TCM keeps category identity, chooses clip-specific sets among candidates, and learns presence."""
+import numpy as np
+import pytest
+import torch
+
+from tcm_harness import correlated_bank, evaluate_tcm, make_clips, tcm_model, train_tcm
+from tmtvis.eval.taxonomy_diagnostics import label_stats, mean_pairwise_cosine
+from tmtvis.models.config import ModelConfig
+from tmtvis.models.tcm import oracle_ids
+from tmtvis.models.tmtvis_model import build_model
+
+NAMES = ["person", "sedan", "ape", "dog", "snake", "cat", "horse", "motorbike", "poultry", "vehicle", "airplane",
+         "bus", "traffic light", "fire hydrant", "stop sign", "elephant"]
+
+
+def set_cosine_at_init(bank: torch.Tensor, k: int = 8) -> tuple[float, float]:
+    """(mean pairwise cosine of the set, TIM sensitivity) of an untrained model on a random clip."""
+    from tmtvis.inference.taxonomy_probe import probe_clip
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(set_size=k), bank)
+    rec = probe_clip(model, torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8),
+                     generator=torch.Generator().manual_seed(0))
+    return rec["set_cosine"], rec["tim_sensitivity"]
+
+
+def test_set_keeps_identity_at_init_with_a_random_tower_bank():
+    from tmtvis.taxonomy_bank import BankConfig, encode_names
+
+    emb, _ = encode_names(NAMES, BankConfig(clip_model="ViT-S-32-alt", seed=0))  # the demo's random tower
+    bank = torch.from_numpy(emb)
+    assert mean_pairwise_cosine(emb) > 0.99  # the bank itself is nearly collinear
+    cosine, sensitivity = set_cosine_at_init(bank)
+    assert cosine < 0.3, cosine  # the first TCM gave 0.99996 here
+    assert sensitivity > 0.1, sensitivity  # another set changes TIM's queries (the first TCM: 0.002)
+
+
+def test_set_keeps_identity_with_orthogonal_and_correlated_banks():
+    assert set_cosine_at_init(torch.eye(16, 32))[0] < 0.3
+    assert set_cosine_at_init(correlated_bank(16))[0] < 0.3
+
+
+def test_scores_start_at_the_prior_and_the_set_respects_candidates():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(set_size=3), correlated_bank(8)).eval()
+    rates = torch.tensor([0.95, 0.05, 0.9, 0.05, 0.85, 0.1, 0.2, 0.05])
+    model.tcm.set_prior(rates)
+    frames = torch.rand(2, 2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(frames)
+        assert [sorted(r) for r in out["taxonomy_ids"].tolist()] == [[0, 2, 4]] * 2  # small keys: the prior's order
+        allowed = torch.zeros(2, 8, dtype=torch.bool)
+        allowed[:, [1, 3, 5, 7]] = True
+        ids = model(frames, candidates=allowed)["taxonomy_ids"]
+    assert [sorted(r) for r in ids.tolist()] == [[1, 3, 5]] * 2
+
+
+def test_control_sets():
+    torch.manual_seed(0)
+    allowed = torch.zeros(2, 10, dtype=torch.bool)
+    allowed[:, :5] = True
+    ids = oracle_ids([torch.tensor([3, 1]), torch.tensor([4, 4])], 10, 4, allowed, torch.Generator().manual_seed(0))
+    assert {3, 1} <= set(ids[0].tolist()) and 4 in ids[1].tolist()
+    assert all(len(set(r)) == 4 and set(r) <= set(range(5)) for r in ids.tolist())  # padded from the candidates
+    assert set(oracle_ids([torch.tensor([0])], 10, 8, allowed[:1])[0].tolist()) >= set(range(5))  # too few: all
+    model = build_model(ModelConfig(set_size=3, tcm_set="random"), correlated_bank(10)).eval()
+    with torch.no_grad():
+        sets = {tuple(sorted(model(torch.rand(1, 2, 3, 32, 32), candidates=allowed[:1])["taxonomy_ids"][0].tolist()))
+                for _ in range(8)}
+    assert len(sets) > 1 and all(set(s) <= set(range(5)) for s in sets)
+    oracle = build_model(ModelConfig(set_size=3, tcm_set="oracle"), correlated_bank(10))
+    with pytest.raises(ValueError, match="oracle"):
+        oracle(torch.rand(1, 2, 3, 32, 32))
+    forced = oracle(torch.rand(1, 2, 3, 32, 32), set_ids=torch.tensor([[7, 8, 9]]))["taxonomy_ids"]
+    assert forced.tolist() == [[7, 8, 9]]
+
+
+@pytest.mark.slow
+def test_tcm_learns_presence_beyond_the_frequency_prior():
+    """Backbone + pixel decoder + TCM on the taxonomy loss alone, clips whose categories look distinct."""
+    torch.set_num_threads(2)
+    c, k = 12, 2
+    train, held_out = make_clips(200, c, seed=0), make_clips(60, c, seed=1)
+    model = tcm_model(c, k)
+    train_tcm(model, train, c, steps=TRAIN_STEPS)
+    diag = evaluate_tcm(model, train, held_out, c)
+    print(diag)
+    assert diag["recall_at_k"] >= diag["prior_recall_at_k"] + 0.1
+    assert diag["presence_map"] >= diag["prior_presence_map"] + 0.1
+    assert diag["distinct_sets"] >= 0.15  # the set follows the clip (the prior gives one set: 1/60)
+
+
+TRAIN_STEPS = 300
