@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
             generate(data_root / preset, preset, videos=args.videos, frames=args.frames, size=size, seed=0,
                      val_fraction=0.2, show_progress=True)
     print(f"[demo] synthetic datasets in {data_root} ({time.time() - t0:.0f} s)")
-    cfg = load_config(args.config, [f"data.root={data_root}", f"output_dir={out}", *args.overrides])
+    # Validate every 300 iterations: the TCM diagnostics over iterations (printed below, plotted in MLflow).
+    cfg = load_config(args.config, [f"data.root={data_root}", f"output_dir={out}", "train.val_every=300",
+                                    *args.overrides])
     prepared = prepare(cfg, out / "prepared", show_progress=True)
     print(f"[demo] prepared: {len(prepared.taxonomy)} unified categories, "
           f"{sum(prepared.rows.values())} videos in manifests ({time.time() - t0:.0f} s)")
@@ -47,5 +49,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"[demo] trained {cfg.train.iterations} iterations with {cfg.train.workers} Ray Train workers "
           f"in {result.metrics.get('train.wall_seconds', 0):.0f} s; validation AP per dataset (%):")
     print_summary(cfg, result)
+    print_tcm_history(result)
     print(f"[demo] total {time.time() - t0:.0f} s")
     return 0
+
+
+def print_tcm_history(result) -> None:
+    """recall@K of TCM's set vs the frequency prior at each validation, from the run's MLflow history."""
+    if not result.tracking_uri or "val.tcm.recall_at_k" not in result.metrics:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(result.tracking_uri)
+    history = {k: {m.step: m.value for m in client.get_metric_history(result.run_id, f"val.tcm.{k}")}
+               for k in ("recall_at_k", "prior_recall_at_k", "distinct_sets")}
+    steps = sorted(history["recall_at_k"])
+    print("[demo] TCM over iterations: " + "; ".join(
+        f"{s}: recall@K {100 * history['recall_at_k'][s]:.1f}% (prior {100 * history['prior_recall_at_k'][s]:.1f}%, "
+        f"distinct {100 * history['distinct_sets'].get(s, float('nan')):.0f}%)" for s in steps))

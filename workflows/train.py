@@ -59,6 +59,9 @@ def print_summary(cfg, result) -> None:
             table[ds.name] = {m: result.metrics[f"val.{ds.name}.{m}"] for m in METRICS}
     if table:
         print(format_datasets_table(table))
+    line = tcm_line(cfg, result.metrics)
+    if line:
+        print(line)
     print(f"run directory: {result.run_dir}")
     if result.checkpoint:
         print(f"final checkpoint: {result.checkpoint}")
@@ -66,3 +69,14 @@ def print_summary(cfg, result) -> None:
         print(f"MLflow: {result.tracking_uri} (run {result.run_id})")
         if result.tracking_uri.startswith("sqlite:"):
             print(f"  view with: mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1")
+
+
+def tcm_line(cfg, metrics: dict) -> str | None:
+    """The TCM diagnostics of the last validation, in one line (None without TCM)."""
+    if "val.tcm.recall_at_k" not in metrics:
+        return None
+    m = {k[len("val.tcm."):]: v for k, v in metrics.items() if k.startswith("val.tcm.")}
+    return (f"TCM (K={cfg.model.set_size}, set: {cfg.model.tcm_set}): recall@K {100 * m['recall_at_k']:.1f}% vs "
+            f"frequency prior {100 * m['prior_recall_at_k']:.1f}%; presence mAP {100 * m['presence_map']:.1f}% vs "
+            f"prior {100 * m['prior_presence_map']:.1f}%; distinct sets {100 * m['distinct_sets']:.0f}% of clips; "
+            f"set cosine {m['set_cosine']:.2f}; TIM sensitivity {m['tim_sensitivity']:.2f}")

@@ -73,6 +73,10 @@ def test_ddp_trains_logs_to_mlflow_server(synth_root, ray_local, mlflow_server, 
     assert run.data.params["train.workers"] == "2" and run.data.params["model.tim"] == "cross_attn"
     for ds in ("ytvis_synth", "ovis_synth", "uvo_synth"):
         assert f"val.{ds}.AP" in run.data.metrics and f"seen.dataset.{ds}" in run.data.metrics
+        assert 0 <= run.data.metrics[f"val.{ds}.agnostic_AP"] <= 1
+    for key in ("recall_at_k", "prior_recall_at_k", "presence_map", "prior_presence_map", "distinct_sets",
+                "set_cosine", "tim_sensitivity"):  # the TCM diagnostics, at every validation
+        assert f"val.tcm.{key}" in run.data.metrics, key
     files = artifacts(mlflow_server, res.run_id)
     assert {"config/config.yaml", "taxonomy/taxonomy.json", "plots/loss_curve.png",
             "data/expected_category_shares.json", "checkpoint/state.pt"} <= files
@@ -139,3 +143,13 @@ def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_p
     # the restarted group resumed from a checkpoint taken before or at the kill, not from scratch
     assert 4 <= res.metrics["train.resumed_from"] < 24
     assert int((run_dir / "workers" / "rank1.pid").read_text()) != killed["pid"]
+
+
+def test_oracle_control_set_in_training_and_validation(synth_root, ray_local, tmp_path):
+    """model.tcm_set=oracle: the set is the clip's annotated categories (padded), in training and validation,
+    so its recall@K is 1 when K covers every clip's categories."""
+    cfg = tiny_config(synth_root, "train.iterations=2", "train.checkpoint_every=2", "model.tcm_set=oracle",
+                      "model.set_size=12")
+    res = train(cfg, synth_root / "prepared", tmp_path / "run")
+    assert res.metrics["val.tcm.recall_at_k"] == 1.0
+    assert res.metrics["val.tcm.prior_recall_at_k"] <= 1.0

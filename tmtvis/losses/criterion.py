@@ -8,7 +8,7 @@ from torch import nn
 
 from tmtvis.losses.matcher import HungarianMatcher
 from tmtvis.losses.point_sampling import point_sample, uncertain_points
-from tmtvis.losses.taxonomy_loss import taxonomy_loss
+from tmtvis.losses.taxonomy_loss import dense_taxonomy_loss, taxonomy_loss
 from tmtvis.models.config import LossConfig
 
 
@@ -41,7 +41,8 @@ class SetCriterion(nn.Module):
       ignores categories outside it; with `mask_foreign_classes` their class logits are masked out of CE and matching.
 
     Returns weighted losses: loss_ce, loss_mask, loss_dice, their deep-supervision copies loss_ce_{i}, ...,
-    loss_taxonomy (when the outputs carry tcm_scores) and `loss`, the total. The matching is video-level (one
+    loss_taxonomy (when the outputs carry tcm_scores), loss_taxonomy_dense (TCM's token logits vs the objects'
+    coverage of each token) and `loss`, the total. The matching is video-level (one
     cost per track over all frames); the mask losses are Mask2Former-VIS's: points importance-sampled per frame,
     BCE and dice per frame over its P points, summed over the N x T frames and divided by the number of tracks.
     """
@@ -97,5 +98,8 @@ class SetCriterion(nn.Module):
             losses["loss_dice" + suffix] = cfg.dice_weight * loss_dice
         if outputs.get("tcm_scores") is not None:
             losses["loss_taxonomy"] = cfg.taxonomy_weight * taxonomy_loss(outputs["tcm_scores"], targets)
+        if outputs.get("tcm_token_logits") is not None and cfg.taxonomy_dense_weight > 0:
+            losses["loss_taxonomy_dense"] = cfg.taxonomy_dense_weight * dense_taxonomy_loss(
+                outputs["tcm_token_logits"], outputs["tcm_token_size"], targets)
         losses["loss"] = sum(losses.values())
         return losses

@@ -27,3 +27,29 @@ def taxonomy_loss(scores: torch.Tensor, targets: list[dict]) -> torch.Tensor:
     present, valid = taxonomy_targets(targets, scores.shape[1], scores.device)
     loss = F.binary_cross_entropy_with_logits(scores.float(), present, reduction="none")
     return torch.where(valid, loss, 0.0).sum() / valid.sum().clamp(min=1)
+
+
+def token_targets(targets: list[dict], num_classes: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """(B, C, T*h*w) soft targets: the share of each token (frame t, cell y, x) covered by an annotated
+    object of each category (the max over that category's instances)."""
+    out = []
+    for t in targets:
+        masks = t["masks"].to(device).float()  # (n, T, H, W)
+        frames = masks.shape[1] if masks.ndim == 4 else 1
+        y = torch.zeros(num_classes, frames * size[0] * size[1], device=device)
+        if len(t["labels"]):
+            labels = t["labels"].to(device)
+            cover = F.adaptive_avg_pool2d(masks.flatten(0, 1), size).view(masks.shape[0], -1)  # (n, T*h*w)
+            for c in labels.unique():
+                y[c] = cover[labels == c].amax(0)
+        out.append(y)
+    return torch.stack(out)
+
+
+def dense_taxonomy_loss(token_logits: torch.Tensor, size: tuple[int, int], targets: list[dict]) -> torch.Tensor:
+    """BCE of TCM's token logits (B, C, S) vs the tokens' coverage by each category's objects, within each
+    clip's source taxonomy (other categories are unknown there, not negative); mean over valid entries."""
+    _, valid = taxonomy_targets(targets, token_logits.shape[1], token_logits.device)
+    y = token_targets(targets, token_logits.shape[1], size, token_logits.device)
+    loss = F.binary_cross_entropy_with_logits(token_logits.float(), y, reduction="none").mean(-1)  # (B, C)
+    return torch.where(valid, loss, 0.0).sum() / valid.sum().clamp(min=1)

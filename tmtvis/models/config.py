@@ -84,6 +84,7 @@ class LossConfig:
     mask_weight: float = 5.0
     dice_weight: float = 5.0
     taxonomy_weight: float = 1.0
+    taxonomy_dense_weight: float = 1.0  # TCM's token-level category targets from the instance masks
     no_object_weight: float = 0.1
     cost_class: float = 2.0
     cost_mask: float = 5.0
@@ -103,7 +104,8 @@ class LossConfig:
         return cls(num_points=12544)
 
     def validate(self) -> "LossConfig":
-        for name in ("class_weight", "mask_weight", "dice_weight", "taxonomy_weight", "no_object_weight",
+        for name in ("class_weight", "mask_weight", "dice_weight", "taxonomy_weight", "taxonomy_dense_weight",
+                     "no_object_weight",
                      "cost_class", "cost_mask", "cost_dice"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)!r}")

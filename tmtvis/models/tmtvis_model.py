@@ -22,7 +22,8 @@ class TMTVIS(nn.Module):
 
     Output dict: pred_logits (B, Q, C+1; last = no-object), pred_masks (B, Q, T, H/4, W/4) logits,
     pred_embeds (B, Q, hidden), aux_outputs [{pred_logits, pred_masks}] for layers 0..L-1, and with TCM on
-    tcm_scores (B, C) logits and taxonomy_ids (B, K). H and W should be multiples of 32.
+    tcm_scores (B, C) logits, taxonomy_ids (B, K), tcm_token_logits (B, C, T*h*w) over TCM's feature level of
+    size tcm_token_size (h, w). H and W should be multiples of 32.
     """
 
     def __init__(self, cfg: ModelConfig, bank: torch.Tensor) -> None:
@@ -82,7 +83,8 @@ class TMTVIS(nn.Module):
         inject, extra = None, {}
         if self.tcm is not None:
             tcm = self.compile_taxonomy(memory, set_ids, candidates)
-            extra = {"tcm_scores": tcm["scores"], "taxonomy_ids": tcm["ids"]}
+            extra = {"tcm_scores": tcm["scores"], "taxonomy_ids": tcm["ids"], "tcm_token_logits": tcm["token_logits"],
+                     "tcm_token_size": memory[self.tcm_level][2]}
             if self.tim is not None:
                 inject = lambda q, qpos: self.tim(q, qpos, tcm["set"])  # noqa: E731
         out = self.decoder(memory, mask_features, self.bank, inject)
