@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--single", default="ytvis_synth", help="dataset of the single-dataset cell (a)")
     p.add_argument("--only", nargs="*", default=None, help="run only cells whose name starts with one of these")
     p.add_argument("--update-readme", action="store_true", help="write the table into README.md's Results section")
+    p.add_argument("--report-only", action="store_true", help="only write the table and plot of the finished runs")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=run)
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                                     f"train.iterations={args.iterations}", f"train.lr_steps=[{int(0.8 * args.iterations)}]",
                                     "train.val_max_videos=0", *args.overrides])
     t0 = time.time()
-    table, results = run_study(cfg, out, args.seeds, args.single, args.only)
+    table, results = run_study(cfg, out, args.seeds, args.single, args.only, report_only=args.report_only)
     config = args.config.resolve()
     config = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
     classes = ",".join(f"{k}={v}" for k, v in args.classes.items())

@@ -7,6 +7,7 @@ AP and the TCM diagnostics, each as mean ± std over seeds.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -150,9 +151,10 @@ def plot(results: list[RunResult], cells: list[Cell], datasets: list[str], path:
     plt.close(fig)
 
 
-def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list[str] | None = None
-              ) -> tuple[str, list[RunResult]]:
-    """Run every cell x seed (resumable: finished runs are read back from results.jsonl)."""
+def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list[str] | None = None,
+              report_only: bool = False) -> tuple[str, list[RunResult]]:
+    """Run every cell x seed (resumable: finished runs are read back from results.jsonl); report_only writes
+    the table and plot from the finished runs without training."""
     from tmtvis.engine.trainer import ray_session, train
     from tmtvis.prepare import prepare
 
@@ -170,7 +172,9 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
         if results_file.exists() else []
     finished = {(r.cell, r.seed) for r in done}
     todo = [(c, s) for s in seeds for c in cells if (c.name, s) not in finished]  # seed-major: pairs finish together
-    with ray_session(None):
+    if report_only:
+        todo = []
+    with ray_session(None) if todo else contextlib.nullcontext():
         for n, (cell, seed) in enumerate(todo, 1):
             cfg = cell_config(base, cell, seed)
             prepared = prepared_joint.out_dir if cell.dataset is None else \
@@ -185,6 +189,7 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
             done.append(r)
             with results_file.open("a") as f:
                 f.write(json.dumps(r.__dict__) + "\n")
+    done = [r for r in done if r.seed in seeds]
     cells_run = [c for c in cells if any(r.cell == c.name for r in done)]
     table = summarize(done, cells_run, datasets)
     plot(done, cells_run, datasets, out / "method_study.png")
