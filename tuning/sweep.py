@@ -86,7 +86,7 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
     `sweep_dir` may be an object-storage URI (s3://...; tracking then needs a server). `trial_resource`: a
     custom resource each trial's driver asks a little of, to pin the drivers to the nodes that advertise it.
     """
-    from tmtvis.engine.trainer import check_cluster, ray_session, tracking_configured
+    from tmtvis.engine.trainer import check_cluster, local_root, ray_session, tracking_configured
     from tmtvis.prepare import prepare
     from tmtvis.tracking.mlflow_tracking import resolve_tracking_uri, start_run
 
@@ -111,8 +111,8 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
         if not storage.is_uri(sweep_dir):
             sweep_dir.mkdir(parents=True, exist_ok=True)
         tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, sweep_dir)
-        parent = start_run(tracking_uri, cfg.tracking.experiment, sweep_dir, storage.name(sweep_dir),
-                           tags={"tmtvis.kind": "sweep"})
+        parent = start_run(tracking_uri, cfg.tracking.experiment, local_root(sweep_dir, tracking_uri),
+                           storage.name(sweep_dir), tags={"tmtvis.kind": "sweep"})
         state = {"base": base, "space": space_to_dict(space), "num_samples": num_samples,
                  "prepared": str(prepared.out_dir.resolve()), "tracking_uri": tracking_uri,
                  "parent_run_id": parent.run_id, "trial_resource": trial_resource}

@@ -146,11 +146,15 @@ def children(tracking_uri: str) -> tuple[list, list]:
 
 
 def grid_sweep(synth_root: Path, tmp_path: Path, lrs: list[float], *overrides: str) -> list[str]:
+    """A sweep over learning rates that ASHA never stops. Its metric is train.resumed_from (mode min): 0 for every
+    trial that was not interrupted (ties: ASHA never stops on a tie), and a trial that resumed reaches each rung
+    before the trials queued behind it."""
     cfg = tiny_config(synth_root, f"output_dir={synth_root}", "train.val_every=0", "train.max_failures=0",
                       "train.log_every=1", *overrides)
     save_config(cfg, tmp_path / "base.yaml")
     space = {"params": {"train.lr": {"grid": lrs}, "model.set_size": 40},
-             "scheduler": {"metric": "train.lr", "mode": "max", "grace_period": 100, "reduction_factor": 2}}
+             "scheduler": {"metric": "train.resumed_from", "mode": "min", "grace_period": 2,
+                           "reduction_factor": 2}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     return ["tune", "--config", str(tmp_path / "base.yaml"), "--space", str(tmp_path / "space.yaml"),
             "--num-samples", "1"]

@@ -68,6 +68,13 @@ def tracking_configured(cfg: Config) -> bool:
     return bool(cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
 
 
+def local_root(run_dir: Path | str, tracking_uri: str) -> Path:
+    """Where a SQLite store's artifacts go: beside the run, or beside the database when the run is in a bucket."""
+    if storage.is_uri(run_dir) and tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).parent
+    return Path(run_dir) if not storage.is_uri(run_dir) else Path.cwd()  # a server picks its own artifact root
+
+
 def worker_resources(cfg: Config) -> dict[str, float]:
     """What one Ray Train worker asks for."""
     resources = {"CPU": cfg.train.cpus_per_worker}
@@ -232,7 +239,8 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
                 run_id = json.loads(storage.read_text(run_file))["run_id"]
                 tracker = RunLogger(tracking_uri, run_id)
             else:
-                tracker = start_run(tracking_uri, cfg.tracking.experiment, run_dir, storage.name(run_dir),
+                tracker = start_run(tracking_uri, cfg.tracking.experiment, local_root(run_dir, tracking_uri),
+                                    storage.name(run_dir),
                                     tags={"tmtvis.kind": "train", **(tags or {})}, parent_run_id=parent_run_id)
                 run_id = tracker.run_id
                 storage.write_text(run_file, json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}))
