@@ -229,8 +229,9 @@ def test_two_node_sweep_runs_two_trials_at_once(synth_root, two_nodes, tmp_path)
     refused = subprocess.run([sys.executable, "-m", "tmtvis.cli", *args, "--address", c.address],
                              capture_output=True, text=True, timeout=300,
                              env={**os.environ, **env, "PYTHONPATH": str(ROOT)})
-    assert refused.returncode == 2 and "2 nodes and no MLflow tracking URI" in refused.stderr, refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1
+    err = [line for line in refused.stderr.splitlines() if line.startswith("tmtvis: error")]
+    assert refused.returncode == 2 and len(err) == 1 and "2 nodes and no MLflow tracking URI" in err[0], refused.stderr
+    assert not (tmp_path / "sweep").exists()
 
     sweep_dir, uri = tmp_path / "sweep", f"sqlite:///{tmp_path / 'mlflow.db'}"
     log = tmp_path / "tune.log"
