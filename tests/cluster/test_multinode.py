@@ -1,6 +1,7 @@
 """Several Ray nodes on one machine (ray.cluster_utils.Cluster: a head with the dashboard + a worker node):
-`tmtvis submit` ships this project as the job's working_dir, a tiny `tmtvis train` job reaches SUCCEEDED and
-leaves a loadable checkpoint, and a failing job makes `tmtvis submit` exit non-zero."""
+`tmtvis submit` ships this project as the job's working_dir, a tiny `tmtvis train` job (tracked by a real MLflow
+server) reaches SUCCEEDED and leaves a loadable checkpoint, a failing job makes `tmtvis submit` exit non-zero, and
+`train` on the two nodes refuses to start without a tracking URI and reports what it waits for."""
 from __future__ import annotations
 
 import os
@@ -59,11 +60,38 @@ def cluster():
             c.shutdown()
 
 
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow server on 127.0.0.1, as a cluster has one (several nodes refuse to train without it)."""
+    import subprocess
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
+                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
+                             str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"))
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the MLflow server did not come up")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def submit(address: str, *args: str) -> int:
     return main(["submit", "--address", address, "--python", sys.executable, "--", *args])
 
 
-def test_train_job_on_two_nodes_leaves_checkpoint(cluster, synth_root, tmp_path, capfd):
+def test_train_job_on_two_nodes_leaves_checkpoint(cluster, mlflow_server, synth_root, tmp_path, capfd):
     c, address, _ = cluster
     assert len([n for n in c.list_all_nodes()]) == 2
     run_dir = tmp_path / "run"
@@ -74,7 +102,7 @@ def test_train_job_on_two_nodes_leaves_checkpoint(cluster, synth_root, tmp_path,
                 "--set", "model.num_queries=6", "--set", "model.dec_layers=2", "--set", "loss.num_points=256",
                 "--set", "train.iterations=4", "--set", "train.checkpoint_every=4", "--set", "train.log_every=2",
                 "--set", "train.val_every=0", "--set", "train.val_max_videos=1", "--set", "train.workers=2",
-                "--set", "train.cpus_per_worker=2", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+                "--set", "train.cpus_per_worker=2", "--tracking-uri", mlflow_server)
     out, err = capfd.readouterr()
     assert rc == 0, out[-3000:] + err[-3000:]
     assert "SUCCEEDED" in err and "final checkpoint:" in out  # the job's own output, followed live
