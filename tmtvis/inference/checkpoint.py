@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from tmtvis import storage
 from tmtvis.config import Config, load_config
 from tmtvis.errors import TmtvisError
 from tmtvis.taxonomy import DatasetLabels, UnifiedTaxonomy
@@ -35,10 +36,8 @@ class LoadedCheckpoint:
 
 def resolve_checkpoint(path: str | Path) -> Path | str:
     """A checkpoint dir, or a training run dir (-> its latest checkpoint); local or an object-storage URI."""
-    from tmtvis import storage
-
     path = storage.resolve(path)
-    if not storage.is_uri(path) and not path.exists() or storage.is_uri(path) and storage.is_empty_dir(path):
+    if storage.is_empty_dir(path) if storage.is_uri(path) else not path.exists():
         raise TmtvisError(f"{path}: checkpoint not found")
     if not storage.is_file(storage.join(path, STATE_FILE)) and storage.is_dir(storage.join(path, "checkpoints")):
         from tmtvis.engine.trainer import latest_checkpoint
@@ -56,8 +55,6 @@ def resolve_checkpoint(path: str | Path) -> Path | str:
 def load_checkpoint(path: str | Path, with_model: bool = True, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Config + taxonomy (cheap) and, with `with_model`, the model in eval mode with the trained weights."""
     from tmtvis.models.tmtvis_model import build_model
-
-    from tmtvis import storage
 
     source = resolve_checkpoint(path)
     path = storage.local_copy(source)  # a checkpoint on object storage: downloaded once per machine
