@@ -105,6 +105,12 @@ def read_text(location: Location) -> str:
         raise TmtvisError(f"{location}: {_first_line(e)}") from None
 
 
+def _parent_dir(fs: pafs.FileSystem, path: str) -> None:
+    """Hierarchical filesystems need the parent directory; object stores have no directories to make."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+
+
 def write_text(location: Location, text: str) -> None:
     """Write a small file whole (locally atomic; an object store's PUT is atomic by itself)."""
     if not is_uri(location):
@@ -114,6 +120,7 @@ def write_text(location: Location, text: str) -> None:
         return
     fs, path = filesystem(location)
     try:
+        _parent_dir(fs, path)
         with fs.open_output_stream(path) as f:
             f.write(text.encode("utf-8"))
     except OSError as e:
@@ -124,6 +131,7 @@ def upload(local: Path, location: Location) -> None:
     """Copy a local file or directory tree to `location`."""
     fs, path = filesystem(location)
     try:
+        _parent_dir(fs, path)
         pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     except OSError as e:
         raise TmtvisError(f"{location}: upload failed ({_first_line(e)})") from None
