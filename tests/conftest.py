@@ -42,12 +42,12 @@ def synth_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A local 2-CPU Ray started the way `tmtvis` starts one (dashboard on 127.0.0.1: Ray Train's own
-    placement group cleaner needs it when Tune stops a trial)."""
+    """A local 2-CPU Ray started the way `tmtvis tune` starts one (with the dashboard on 127.0.0.1: Ray Train's
+    own placement group cleaner needs it when Tune stops a trial)."""
     import ray
 
     from tmtvis.engine.trainer import ray_session
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    with ray_session(num_cpus=2):
+    with ray_session(num_cpus=2, dashboard=True):
         yield ray

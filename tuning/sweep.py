@@ -6,6 +6,7 @@ training run directory per trial (trials/<trial id>/), trials.{txt,csv,json} and
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -102,7 +103,7 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
     if not cfg.train.val_every or cfg.train.val_every > space.scheduler.grace_period:
         log.warning("train.val_every=%d, ASHA grace_period=%d: validate at least once per grace period or ASHA "
                     "has no %s to compare before the end", cfg.train.val_every, space.scheduler.grace_period, AP)
-    with ray_session(address):
+    with ray_session(address, dashboard=True):
         check_cluster(cfg, _can_grow(address))  # before anything is written
         prepared = prepare(cfg, out / "prepared", show_progress=False)
         space = clip_set_size(space, len(prepared.taxonomy))
@@ -136,7 +137,7 @@ def resume(sweep_dir: str | Path, address: str | None = None) -> SweepResult:
     if not storage.is_file(storage.join(sweep_dir, STATE_FILE)) or not storage.is_dir(storage.join(sweep_dir, "tune")):
         raise TmtvisError(f"{sweep_dir}: not a sweep directory (no {STATE_FILE} or tune/)")
     state = json.loads(storage.read_text(storage.join(sweep_dir, STATE_FILE)))
-    with ray_session(address):
+    with ray_session(address, dashboard=True):
         base = dict(state["base"], tracking={**state["base"]["tracking"], "tracking_uri": state["tracking_uri"]})
         check_cluster(from_dict(Config, base), _can_grow(address))
         return _run(sweep_dir, state, address, None, restore=True)
@@ -186,7 +187,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tmtvis.engine.trainer import ray_session
+    from tmtvis.engine.trainer import ray_session, report_pending
 
     base = state["base"]
     cfg = from_dict(Config, base)
@@ -196,7 +197,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
     # ASHA simply skips those. Tune's strict check would fail the trial instead.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     fs, fs_path = storage.filesystem(sweep_dir)
-    with ray_session(address):
+    with ray_session(address, dashboard=True):
         trainable = tune.with_parameters(_trial, base=_absolute(base), prepared=state["prepared"],
                                          sweep_dir=str(sweep_dir), tracking_uri=state["tracking_uri"],
                                          parent_run_id=state["parent_run_id"])
@@ -225,7 +226,9 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name="tune", storage_path=fs_path, storage_filesystem=fs, verbose=1,
                                           failure_config=tune.FailureConfig(max_failures=0)))
-        grid = tuner.fit()
+        # on a cluster that may grow, say every 30 s which trials' worker groups wait for resources
+        with report_pending() if _can_grow(address) else contextlib.nullcontext():
+            grid = tuner.fit()
     rows = [_row(r, sweep_dir, space, cfg.train.iterations) for r in grid]
     rows.sort(key=lambda r: r.trial)
     return _finish(sweep_dir, state, space, rows)

@@ -28,8 +28,13 @@ class TrainResult:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
-    """Connect to `address` (or RAY_ADDRESS), reuse a running session, or start a local Ray (stopped at the end)."""
+def ray_session(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> Iterator[None]:
+    """Connect to `address` (or RAY_ADDRESS), reuse a running session, or start a local Ray (stopped at the end).
+
+    `dashboard`: the local Ray runs the dashboard (on 127.0.0.1). Sweeps need it: when Tune stops a trial, Ray
+    Train frees the placement group of its dead controller from a cleaner actor that asks the State API. It
+    costs a few processes at start, so plain training and inference go without.
+    """
     import ray
 
     if ray.is_initialized():
@@ -46,14 +51,15 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         tmp = tempfile.mkdtemp(prefix="tmtvis-ray-")
-        # Ray Train frees the placement group of a run whose controller died (a trial Tune stopped) from a
-        # cleaner actor that asks the State API: that needs the dashboard (bound to 127.0.0.1 only) and, as
-        # `ray start` leaves it, this instance's address in RAY_TMPDIR/ray/ray_current_cluster, which the
-        # workers find through the RAY_TMPDIR they inherit, whatever other Ray instances run on the machine.
-        os.environ["RAY_TMPDIR"] = tmp
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=0, _temp_dir=os.path.join(tmp, "ray"), log_to_driver=to_driver)
-        Path(tmp, "ray", "ray_current_cluster").write_text(ray.get_runtime_context().gcs_address)
+        if dashboard:
+            # The cleaner finds its cluster, as after `ray start`, from RAY_TMPDIR/ray/ray_current_cluster: the
+            # workers inherit RAY_TMPDIR, so other Ray instances on the machine cannot confuse it.
+            os.environ["RAY_TMPDIR"] = tmp
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
+                 **({"dashboard_host": "127.0.0.1", "dashboard_port": 0} if dashboard else {}),
+                 _temp_dir=os.path.join(tmp, "ray"), log_to_driver=to_driver)
+        if dashboard:
+            Path(tmp, "ray", "ray_current_cluster").write_text(ray.get_runtime_context().gcs_address)
     try:
         yield
     finally:
