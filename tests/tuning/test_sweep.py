@@ -246,3 +246,14 @@ def test_two_node_sweep_runs_two_trials_at_once(synth_root, two_nodes, tmp_path)
         spans.append((min(stamps), max(stamps)))
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"the trials trained one after the other: {spans}"  # both trained at once
+
+
+def test_tuning_uses_no_ray_internals():
+    import ast
+
+    for path in (ROOT / "tuning").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert "._internal" not in name and "_raylet" not in name and "._private" not in name, (path, name)
