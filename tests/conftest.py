@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -43,10 +42,12 @@ def synth_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
+    """A local 2-CPU Ray started the way `tmtvis tune` starts one (with the dashboard on 127.0.0.1: Ray Train's
+    own placement group cleaner needs it when Tune stops a trial)."""
     import ray
 
+    from tmtvis.engine.trainer import ray_session
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="tmtvis-ray-"),
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    with ray_session(num_cpus=2, dashboard=True):
+        yield ray

@@ -6,6 +6,7 @@ training run directory per trial (trials/<trial id>/), trials.{txt,csv,json} and
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -21,14 +22,14 @@ from typing import Any
 
 import yaml
 
-from tmtvis.config import Config, from_dict, save_config, to_dict
+from tmtvis import storage
+from tmtvis.config import Config, from_dict, to_dict
 from tmtvis.errors import TmtvisError
 from tuning.space import Space, check_keys, clip_set_size, parse_space, space_to_dict, trial_config
 
 log = logging.getLogger(__name__)
 STATE_FILE = "sweep.json"
-STOP_FILE = "ended_by_tune"  # in a trial's run dir: written by the driver when Tune ends the trial
-PG_FILE = "placement_groups.txt"  # in a trial's run dir: its Train worker placement groups
+TRIAL_RESOURCE_AMOUNT = 0.01  # of --trial-resource per trial driver: a node with {NAME: 1} hosts up to 100
 AP = "val.mean_AP"
 
 
@@ -46,10 +47,10 @@ class TrialRow:
 
 @dataclass
 class SweepResult:
-    sweep_dir: Path
+    sweep_dir: Path | str               # str: a URI on object storage
     rows: list[TrialRow]
     best: TrialRow | None
-    best_config: Path | None
+    best_config: Path | str | None
     tracking_uri: str
     parent_run_id: str
     metric: str = AP
@@ -64,48 +65,87 @@ def max_concurrent_trials(cfg: Config, resources: dict[str, float]) -> int:
     return max(1, n)
 
 
+def trial_concurrency(cfg: Config, max_concurrent: int | None, can_grow: bool,
+                      resources: dict[str, float]) -> int | None:
+    """How many trials Tune may run at once (None: all).
+
+    On a cluster that may grow, every trial starts and its Train worker group queues for resources in Ray,
+    so an autoscaler sees the whole demand; --max-concurrent is then only an upper bound. A local Ray never
+    grows: trials beyond what fits would take the CPUs the running trials' data pipelines need.
+    """
+    if can_grow:
+        return max_concurrent
+    fit = max_concurrent_trials(cfg, resources)
+    return min(fit, max_concurrent) if max_concurrent else fit
+
+
 def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | None = None,
-          address: str | None = None, max_concurrent: int | None = None) -> SweepResult:
-    """Prepare once, open the parent MLflow run and run the trials."""
+          address: str | None = None, max_concurrent: int | None = None,
+          trial_resource: str | None = None) -> SweepResult:
+    """Prepare once, open the parent MLflow run and run the trials.
+
+    `sweep_dir` may be an object-storage URI (s3://...; tracking then needs a server). `trial_resource`: a
+    custom resource each trial's driver asks a little of, to pin the drivers to the nodes that advertise it.
+    """
+    from tmtvis.engine.trainer import check_cluster, local_root, ray_session, tracking_configured
     from tmtvis.prepare import prepare
     from tmtvis.tracking.mlflow_tracking import resolve_tracking_uri, start_run
 
     if num_samples < 1:
         raise TmtvisError(f"--num-samples must be >= 1, got {num_samples}")
     out = Path(cfg.output_dir).resolve()
-    sweep_dir = Path(sweep_dir or out / f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}").resolve()
-    if sweep_dir.exists() and any(sweep_dir.iterdir()):
+    sweep_dir = storage.resolve(sweep_dir or out / f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+    if storage.is_uri(sweep_dir) and not tracking_configured(cfg):
+        raise TmtvisError(f"{sweep_dir}: a sweep directory on object storage needs an MLflow server: pass "
+                          "--tracking-uri http://HOST:PORT (or set tracking.tracking_uri / MLFLOW_TRACKING_URI)")
+    if not storage.is_empty_dir(sweep_dir):
         raise TmtvisError(f"{sweep_dir}: sweep directory exists; continue it with --resume {sweep_dir}")
     if not cfg.train.val_every or cfg.train.val_every > space.scheduler.grace_period:
         log.warning("train.val_every=%d, ASHA grace_period=%d: validate at least once per grace period or ASHA "
                     "has no %s to compare before the end", cfg.train.val_every, space.scheduler.grace_period, AP)
-    prepared = prepare(cfg, out / "prepared", show_progress=False)
-    space = clip_set_size(space, len(prepared.taxonomy))
-    base = to_dict(cfg)
-    check_keys(space, base)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, sweep_dir)
-    parent = start_run(tracking_uri, cfg.tracking.experiment, sweep_dir, sweep_dir.name, tags={"tmtvis.kind": "sweep"})
-    state = {"base": base, "space": space_to_dict(space), "num_samples": num_samples,
-             "prepared": str(prepared.out_dir.resolve()), "tracking_uri": tracking_uri, "parent_run_id": parent.run_id}
-    (sweep_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
-    (sweep_dir / "space.yaml").write_text(yaml.safe_dump(state["space"], sort_keys=False))
-    save_config(cfg, sweep_dir / "base_config.yaml")
-    parent.params({"num_samples": num_samples, "vocab_size": len(prepared.taxonomy),
-                   **{f"space.{k}": v for k, v in state["space"]["params"].items()},
-                   **{f"scheduler.{k}": v for k, v in state["space"]["scheduler"].items()}})
-    parent.artifact(sweep_dir / "space.yaml", "sweep")
-    parent.artifact(sweep_dir / "base_config.yaml", "sweep")
-    return _run(sweep_dir, state, address, max_concurrent, restore=False)
+    with ray_session(address, dashboard=True):
+        check_cluster(cfg, _can_grow(address))  # before anything is written
+        prepared = prepare(cfg, out / "prepared", show_progress=False)
+        space = clip_set_size(space, len(prepared.taxonomy))
+        base = to_dict(cfg)
+        check_keys(space, base)
+        if not storage.is_uri(sweep_dir):
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+        tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, sweep_dir)
+        parent = start_run(tracking_uri, cfg.tracking.experiment, local_root(sweep_dir, tracking_uri),
+                           storage.name(sweep_dir), tags={"tmtvis.kind": "sweep"})
+        state = {"base": base, "space": space_to_dict(space), "num_samples": num_samples,
+                 "prepared": str(prepared.out_dir.resolve()), "tracking_uri": tracking_uri,
+                 "parent_run_id": parent.run_id, "trial_resource": trial_resource}
+        texts = {"space.yaml": yaml.safe_dump(state["space"], sort_keys=False),
+                 "base_config.yaml": yaml.safe_dump(base, sort_keys=False)}
+        storage.write_text(storage.join(sweep_dir, STATE_FILE), json.dumps(state, indent=1))
+        parent.params({"num_samples": num_samples, "vocab_size": len(prepared.taxonomy),
+                       **{f"space.{k}": v for k, v in state["space"]["params"].items()},
+                       **{f"scheduler.{k}": v for k, v in state["space"]["scheduler"].items()}})
+        for name, text in texts.items():
+            storage.write_text(storage.join(sweep_dir, name), text)
+            parent.text(text, f"sweep/{name}")
+        return _run(sweep_dir, state, address, max_concurrent, restore=False)
 
 
 def resume(sweep_dir: str | Path, address: str | None = None) -> SweepResult:
     """Continue an interrupted sweep: unfinished trials go on from their last training checkpoint."""
-    sweep_dir = Path(sweep_dir).resolve()
-    if not (sweep_dir / STATE_FILE).is_file() or not (sweep_dir / "tune").is_dir():
+    from tmtvis.engine.trainer import check_cluster, ray_session
+
+    sweep_dir = storage.resolve(sweep_dir)
+    if not storage.is_file(storage.join(sweep_dir, STATE_FILE)) or not storage.is_dir(storage.join(sweep_dir, "tune")):
         raise TmtvisError(f"{sweep_dir}: not a sweep directory (no {STATE_FILE} or tune/)")
-    state = json.loads((sweep_dir / STATE_FILE).read_text())
-    return _run(sweep_dir, state, address, None, restore=True)
+    state = json.loads(storage.read_text(storage.join(sweep_dir, STATE_FILE)))
+    with ray_session(address, dashboard=True):
+        base = dict(state["base"], tracking={**state["base"]["tracking"], "tracking_uri": state["tracking_uri"]})
+        check_cluster(from_dict(Config, base), _can_grow(address))
+        return _run(sweep_dir, state, address, None, restore=True)
+
+
+def _can_grow(address: str | None) -> bool:
+    """Whether the cluster may gain nodes: a local Ray never does; of a cluster Ray's API cannot tell us."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
 
 
 def _absolute(base: dict) -> dict:
@@ -117,123 +157,63 @@ def _absolute(base: dict) -> dict:
     return base
 
 
-def _record_placement_group_callback(run_dir: Path):
-    """A Ray Train callback that writes the id of each placement group of the trial's workers to its run dir."""
-    from ray.train.v2._internal.execution.callback import WorkerGroupCallback  # internal: Ray is pinned
-
-    class RecordPlacementGroup(WorkerGroupCallback):
-        def after_worker_group_start(self, worker_group) -> None:
-            pg = worker_group.get_worker_group_state().placement_group_handle.placement_group
-            with open(run_dir / PG_FILE, "a") as f:
-                f.write(pg.id.hex() + "\n")
-
-    return RecordPlacementGroup()
-
-
-def _release_ended_trials_callback(sweep_dir: Path):
-    """A Tune callback (driver side) that frees the workers of every trial Tune has ended.
-
-    ASHA stops a trial by ending its Tune actor, but the placement group holding its Train workers' CPUs
-    outlives it (placement groups live as long as the job; Ray Train's own cleaner needs the State API, i.e. a
-    dashboard and one Ray instance per machine), so the next trial could wait forever for those CPUs. For a
-    minute after a trial ends (a dying controller may restart its workers once more), its recorded placement
-    groups are removed.
-    """
-    from ray import tune
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
-
-    class ReleaseEndedTrials(tune.Callback):
-        def __init__(self) -> None:
-            self.ended: dict[str, float] = {}
-
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self._end(trial)
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self._end(trial)
-
-        def _end(self, trial) -> None:
-            run_dir = sweep_dir / "trials" / trial.trial_id
-            if run_dir.is_dir():
-                (run_dir / STOP_FILE).touch()
-            self.ended[trial.trial_id] = time.time()
-            self.release()
-
-        def on_step_begin(self, iteration, trials, **info) -> None:
-            self.release()
-
-        def on_experiment_end(self, trials, **info) -> None:
-            self.release()
-
-        def release(self) -> None:
-            for trial_id, t in list(self.ended.items()):
-                ids = sweep_dir / "trials" / trial_id / PG_FILE
-                for h in ids.read_text().split() if ids.is_file() else []:
-                    pg = PlacementGroup(PlacementGroupID(bytes.fromhex(h)))
-                    if placement_group_table(pg).get("state") not in (None, "REMOVED"):
-                        remove_placement_group(pg)
-                if time.time() - t > 60:
-                    del self.ended[trial_id]
-
-    return ReleaseEndedTrials()
-
-
 def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri: str, parent_run_id: str) -> None:
-    """One trial: our Ray Train run, whose rank-0 reports reach Tune (and ASHA) through TuneReportCallback."""
+    """One trial: our Ray Train run, whose rank-0 reports reach Tune (and ASHA) through TuneReportCallback.
+
+    When ASHA stops a trial, Tune ends this actor; Ray ends the Train controller it owns, and Ray Train's own
+    placement group cleaner frees the workers (see ray_session for what that needs on a local Ray).
+    """
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from tmtvis.engine.trainer import train
-    from tmtvis.tracking.mlflow_tracking import RunLogger
 
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(base, params)
     cfg.tracking.tracking_uri = tracking_uri
-    run_dir = Path(sweep_dir) / "trials" / trial_id
-    again = run_dir.is_dir() and any(run_dir.iterdir())  # a resumed sweep: continue from the trial's checkpoint
-    (run_dir / STOP_FILE).unlink(missing_ok=True)
-    try:
-        train(cfg, prepared, run_dir, resume=again, callbacks=[TuneReportCallback(), _record_placement_group_callback(
-              run_dir)], parent_run_id=parent_run_id, tags={"tmtvis.kind": "trial", "tmtvis.trial": trial_id})
-    except TmtvisError:
-        if not (run_dir / STOP_FILE).exists():
-            raise
-        # Stopped by ASHA: its workers were released under the run; not a failure.
-        RunLogger(tracking_uri, json.loads((run_dir / "mlflow_run.json").read_text())["run_id"]).finish("KILLED")
+    run_dir = storage.join(sweep_dir, "trials", trial_id)
+    again = not storage.is_empty_dir(run_dir)  # a resumed sweep: continue from the trial's checkpoint
+    train(cfg, prepared, run_dir, resume=again, callbacks=[TuneReportCallback()], parent_run_id=parent_run_id,
+          tags={"tmtvis.kind": "trial", "tmtvis.trial": trial_id})
 
 
 def _trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def _run(sweep_dir: Path, state: dict, address: str | None, max_concurrent: int | None, restore: bool) -> SweepResult:
+def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent: int | None,
+         restore: bool) -> SweepResult:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tmtvis.engine.trainer import ray_session
+    from tmtvis.engine.trainer import ray_session, report_pending
 
     base = state["base"]
     cfg = from_dict(Config, base)
-    space = parse_space(state["space"], str(sweep_dir / STATE_FILE))
+    space = parse_space(state["space"], str(storage.join(sweep_dir, STATE_FILE)))
     sched = space.scheduler
     # Train reports validation AP only every train.val_every iterations; the other reports lack it, and
     # ASHA simply skips those. Tune's strict check would fail the trial instead.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    with ray_session(address):
+    fs, fs_path = storage.filesystem(sweep_dir)
+    with ray_session(address, dashboard=True):
         trainable = tune.with_parameters(_trial, base=_absolute(base), prepared=state["prepared"],
                                          sweep_dir=str(sweep_dir), tracking_uri=state["tracking_uri"],
                                          parent_run_id=state["parent_run_id"])
         # The trial function only waits on its TorchTrainer, whose workers hold the real resources. Tune needs
         # a non-empty request: even 0.01 CPU here leaves less than the whole CPU a Ray Data decode task takes
         # beside the workers on a 2-CPU machine, and the trial hangs. One byte of memory requests nothing real.
-        trainable = tune.with_resources(trainable, {"memory": 1})
+        request: dict[str, float] = {"memory": 1}
+        if state.get("trial_resource"):
+            request[state["trial_resource"]] = TRIAL_RESOURCE_AMOUNT
+        trainable = tune.with_resources(trainable, request)
         if restore:
-            tuner = tune.Tuner.restore(str(sweep_dir / "tune"), trainable, resume_unfinished=True)
+            tuner = tune.Tuner.restore(f"{fs_path}/tune", trainable, resume_unfinished=True, storage_filesystem=fs)
         else:
-            concurrent = max_concurrent or max_concurrent_trials(cfg, ray.cluster_resources())
-            log.info("sweep %s: %d sample(s), at most %d trial(s) at a time", sweep_dir, state["num_samples"], concurrent)
+            concurrent = trial_concurrency(cfg, max_concurrent, _can_grow(address), ray.cluster_resources())
+            log.info("sweep %s: %d sample(s), at most %s trial(s) at a time", sweep_dir, state["num_samples"],
+                     concurrent or "all")
             # stop_last_trials=False: a trial that reaches max_t ends by itself (final checkpoint, run closed)
             # instead of being killed by ASHA at its last report.
             scheduler = ASHAScheduler(time_attr="iteration", metric=sched.metric, mode=sched.mode,
@@ -244,10 +224,11 @@ def _run(sweep_dir: Path, state: dict, address: str | None, max_concurrent: int 
                 tune_config=tune.TuneConfig(num_samples=state["num_samples"], scheduler=scheduler,
                                             max_concurrent_trials=concurrent, reuse_actors=False,
                                             trial_dirname_creator=_trial_dirname),
-                run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1,
-                                          callbacks=[_release_ended_trials_callback(sweep_dir)],
+                run_config=tune.RunConfig(name="tune", storage_path=fs_path, storage_filesystem=fs, verbose=1,
                                           failure_config=tune.FailureConfig(max_failures=0)))
-        grid = tuner.fit()
+        # on a cluster that may grow, say every 30 s which trials' worker groups wait for resources
+        with report_pending() if _can_grow(address) else contextlib.nullcontext():
+            grid = tuner.fit()
     rows = [_row(r, sweep_dir, space, cfg.train.iterations) for r in grid]
     rows.sort(key=lambda r: r.trial)
     return _finish(sweep_dir, state, space, rows)
@@ -266,14 +247,15 @@ def _best(values: list, mode: str) -> float | None:
     return (max(values) if mode == "max" else min(values)) if values else None
 
 
-def _row(result, sweep_dir: Path, space: Space, iterations: int) -> TrialRow:
-    trial = Path(result.path).name
+def _row(result, sweep_dir: Path | str, space: Space, iterations: int) -> TrialRow:
+    trial = storage.name(result.path)
+    where = storage.to_location(result.filesystem, result.path) if result.filesystem else result.path
     df = result.metrics_dataframe
     history = {c: df[c].tolist() for c in df.columns} if df is not None else {}
     done = int(_best(history.get("iteration", []), "max") or 0)
     config = result.config
-    if not config and (Path(result.path) / "params.json").is_file():  # restored trials that never reported
-        config = json.loads((Path(result.path) / "params.json").read_text())
+    if not config and storage.is_file(storage.join(where, "params.json")):  # restored trials that never reported
+        config = json.loads(storage.read_text(storage.join(where, "params.json")))
     params = {k: config[k] for k in space.params if k in (config or {})}
     if result.error is not None:
         status = "failed"
@@ -281,8 +263,8 @@ def _row(result, sweep_dir: Path, space: Space, iterations: int) -> TrialRow:
         status = "stopped"
     else:
         status = "finished"
-    run_file = sweep_dir / "trials" / trial / "mlflow_run.json"
-    run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
+    run_file = storage.join(sweep_dir, "trials", trial, "mlflow_run.json")
+    run_id = json.loads(storage.read_text(run_file))["run_id"] if storage.is_file(run_file) else None
     error = _error_summary(str(result.error)) if result.error is not None else None
     return TrialRow(trial, params, status, done, _best(history.get(AP, []), "max"),
                     _best(history.get(space.scheduler.metric, []), space.scheduler.mode), run_id, error)
@@ -338,7 +320,7 @@ def _csv(rows: list[TrialRow]) -> str:
     return buf.getvalue()
 
 
-def _finish(sweep_dir: Path, state: dict, space: Space, rows: list[TrialRow]) -> SweepResult:
+def _finish(sweep_dir: Path | str, state: dict, space: Space, rows: list[TrialRow]) -> SweepResult:
     """Close the child runs ASHA killed, write the table and the best config, log them to the parent run."""
     from tmtvis.tracking.mlflow_tracking import RunLogger
 
@@ -356,18 +338,18 @@ def _finish(sweep_dir: Path, state: dict, space: Space, rows: list[TrialRow]) ->
             child.finish("FAILED" if r.status == "failed" else "FINISHED")
     metric = space.scheduler.metric
     table = format_table(rows, metric)
-    (sweep_dir / "trials.txt").write_text(table + "\n")
-    (sweep_dir / "trials.csv").write_text(_csv(rows))
-    (sweep_dir / "trials.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
-    for name in ("trials.txt", "trials.csv", "trials.json"):
-        parent.artifact(sweep_dir / name, "sweep")
+    texts = {"trials.txt": table + "\n", "trials.csv": _csv(rows),
+             "trials.json": json.dumps([asdict(r) for r in rows], indent=1)}
     best = best_row(rows, space.scheduler.mode)
     best_config = None
     if best is not None:
         # The user's config (paths as they wrote them) with the best values: `tmtvis train --config` takes it.
-        best_config = sweep_dir / "best_config.yaml"
-        save_config(trial_config(state["base"], best.params), best_config)
-        parent.artifact(best_config, "sweep")
+        best_config = storage.join(sweep_dir, "best_config.yaml")
+        texts["best_config.yaml"] = yaml.safe_dump(to_dict(trial_config(state["base"], best.params)), sort_keys=False)
+    for name, text in texts.items():
+        storage.write_text(storage.join(sweep_dir, name), text)
+        parent.text(text, f"sweep/{name}")
+    if best is not None:
         parent.metrics({f"best.{metric}": best.best_metric}, step=best.iterations)
         parent.tags({"tmtvis.best_trial": best.trial, "tmtvis.best_run_id": best.run_id or ""})
     counts = {s: sum(r.status == s for r in rows) for s in ("finished", "stopped", "failed")}

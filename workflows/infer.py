@@ -11,13 +11,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Parquet file per video under OUT/predictions, then OUT/results.json and "
                                    "OUT/results.zip in the YouTube-VIS submission format. Re-running with the "
                                    "same arguments skips videos already predicted.")
-    p.add_argument("--checkpoint", type=Path, required=True,
-                   help="checkpoint dir (state.pt, config.yaml, taxonomy.json) or a training run dir (latest)")
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint dir (state.pt, config.yaml, taxonomy.json) or a training run dir (latest); "
+                        "local or s3://bucket/prefix")
     p.add_argument("--input", type=Path, required=True,
                    help="YouTube-VIS JSON (frames under --images), a folder of frame folders and/or video files "
                         "(.mp4 .avi .mov .mkv .webm), or one video file")
     p.add_argument("--dataset", required=True, help="the label space of the results: a dataset of the checkpoint")
-    p.add_argument("--out", type=Path, required=True, help="output directory (re-use it to resume)")
+    p.add_argument("--out", required=True,
+                   help="output directory, local or s3://bucket/prefix (re-use it to resume)")
     p.add_argument("--images", type=Path, default=None, help="image root for a JSON input (default: JSON_DIR/JPEGImages)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--actors", type=int, default=1, help="predictor actors, each holding one model (default 1)")
@@ -44,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{s.frames} frames in {s.seconds:.1f} s ({s.frames_per_second:.2f} frames/s)")
     print(f"results: {s.results_json} ({s.predictions} predictions), {s.results_zip}")
     if s.visualisations:
-        print(f"overlays: {s.visualisations[0].parent} ({len(s.visualisations)} GIFs)")
+        print(f"overlays: {str(s.visualisations[0]).rsplit('/', 1)[0]} ({len(s.visualisations)} GIFs)")
     return 0

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train on the configured datasets with Ray Train")
     add_common(p)
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (overrides train.workers)")
-    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: OUTPUT_DIR/train-<time>)")
+    p.add_argument("--run-dir", default=None,
+                   help="run directory, local or s3://bucket/prefix (default: OUTPUT_DIR/train-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.set_defaults(func=run)
 

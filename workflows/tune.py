@@ -21,10 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a base config value, e.g. --set train.val_every=50")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--max-concurrent", type=int, default=None,
-                   help="trials at a time (default: what the cluster's CPUs/GPUs fit)")
+                   help="upper bound on trials at a time (default: on a cluster, all trials start and queue for "
+                        "resources, so an autoscaler grows into the sweep; on a local Ray, what its CPUs/GPUs fit)")
+    p.add_argument("--trial-resource", default=None, metavar="NAME",
+                   help="pin each trial's driver to nodes that advertise the custom resource NAME "
+                        "(ray start --resources '{\"NAME\": 1}': up to 100 drivers per node)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite in the sweep dir)")
-    p.add_argument("--sweep-dir", type=Path, default=None, help="sweep directory (default: OUTPUT_DIR/tune-<time>-<id>)")
-    p.add_argument("--resume", type=Path, default=None, metavar="DIR", help="continue the interrupted sweep in DIR")
+    p.add_argument("--sweep-dir", default=None,
+                   help="sweep directory, local or s3://bucket/prefix (default: OUTPUT_DIR/tune-<time>-<id>)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the interrupted sweep in DIR")
     p.set_defaults(func=run)
 
 
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise TmtvisError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     if args.resume is not None:
-        if args.config or args.space or args.overrides or args.tracking_uri or args.sweep_dir:
+        if args.config or args.space or args.overrides or args.tracking_uri or args.sweep_dir or args.trial_resource:
             raise TmtvisError("--resume takes the config and space stored in the sweep directory; drop the other options")
         result = resume(args.resume, address=args.address)
     else:
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
         space = load_space(args.space or default_space())
         result = sweep(cfg, space, args.num_samples, sweep_dir=args.sweep_dir, address=args.address,
-                       max_concurrent=args.max_concurrent)
+                       max_concurrent=args.max_concurrent, trial_resource=args.trial_resource)
     print(format_table(result.rows, result.metric))
     print(f"sweep directory: {result.sweep_dir}")
     if result.best_config:

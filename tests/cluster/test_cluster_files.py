@@ -58,7 +58,7 @@ def check_command(args: list[str]) -> None:
 def test_the_expected_files_are_there():
     names = {p.relative_to(CLUSTER).as_posix() for p in FILES}
     assert {"aws.yaml", "local.yaml", "runtime_env.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob-train.yaml",
-            "kuberay/rayjob-tune.yaml", "kuberay/rayjob-infer.yaml"} <= names
+            "kuberay/rayjob-tune.yaml", "kuberay/rayjob-infer.yaml", "kuberay/postgres/mlflow.yaml"} <= names
     assert (ROOT / ".rayignore").is_file() and (CLUSTER / "Dockerfile").is_file()
 
 
@@ -99,22 +99,126 @@ def test_rayjob_entrypoints_are_real_commands(kind):
     check_command(commands[0])
 
 
+def kuberay_manifests() -> list[dict]:
+    return [d for p in sorted((CLUSTER / "kuberay").rglob("*.yaml")) for d in docs(p)]
+
+
+def ray_cluster_specs(manifests: list[dict]) -> list[dict]:
+    specs = [d["spec"] for d in manifests if d["kind"] == "RayCluster"]
+    return specs + [d["spec"]["rayClusterSpec"] for d in manifests
+                    if d["kind"] == "RayJob" and "rayClusterSpec" in d["spec"]]
+
+
+def pod_templates(manifests: list[dict]) -> list[dict]:
+    """Every pod template in the KubeRay kinds (head, worker groups, job submitters)."""
+    out = []
+    for spec in ray_cluster_specs(manifests):
+        out += [spec["headGroupSpec"]["template"], *(g["template"] for g in spec["workerGroupSpecs"])]
+    out += [d["spec"]["submitterPodTemplate"] for d in manifests
+            if d["kind"] == "RayJob" and "submitterPodTemplate" in d["spec"]]
+    return out
+
+
+def containers(manifests: list[dict]) -> list[dict]:
+    out = [c for t in pod_templates(manifests) for c in t["spec"]["containers"]]
+    for d in manifests:
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            out += d["spec"]["template"]["spec"]["containers"]
+    return out
+
+
+def test_core_kinds_validate_against_the_kubernetes_schema():
+    import kubernetes_validate
+
+    version = kubernetes_validate.latest_version()
+    core = [d for d in kuberay_manifests() if not d["apiVersion"].startswith("ray.io/")]
+    assert {d["kind"] for d in core} >= {"Deployment", "Service", "Secret", "PersistentVolumeClaim", "StatefulSet"}
+    for d in core:
+        kubernetes_validate.validate(d, version, strict=True)
+    # the pods KubeRay makes from the Ray kinds' templates: validated as the core PodTemplate they are
+    for i, template in enumerate(pod_templates(kuberay_manifests())):
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"t{i}"},
+                                      "template": template}, version, strict=True)
+
+
+def test_kuberay_kinds_have_their_required_fields():
+    manifests = kuberay_manifests()
+    for d in manifests:
+        if d["apiVersion"].startswith("ray.io/"):
+            assert d["apiVersion"] == "ray.io/v1" and d["kind"] in ("RayCluster", "RayJob")
+            assert d["metadata"]["name"]
+    for spec in ray_cluster_specs(manifests):
+        assert spec["rayVersion"] == "2.60.0"
+        assert isinstance(spec["headGroupSpec"]["rayStartParams"], dict)
+        assert spec["headGroupSpec"]["template"]["spec"]["containers"]
+        assert spec["authOptions"] == {"mode": "token", "secretName": "tmtvis-ray-token"}
+        for g in spec["workerGroupSpecs"]:
+            assert g["groupName"] and isinstance(g["rayStartParams"], dict) and g["template"]["spec"]["containers"]
+            assert all(isinstance(g[k], int) for k in ("replicas", "minReplicas", "maxReplicas"))
+            assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+        if spec.get("enableInTreeAutoscaling"):
+            assert any(g["minReplicas"] < g["maxReplicas"] for g in spec["workerGroupSpecs"])
+    jobs = [d for d in manifests if d["kind"] == "RayJob"]
+    assert len(jobs) == 3
+    for job in jobs:
+        spec = job["spec"]
+        assert spec["entrypoint"] and ("rayClusterSpec" in spec) != ("clusterSelector" in spec)
+        runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])  # KubeRay passes it as the job's runtime_env
+        assert isinstance(runtime_env, dict) and runtime_env["env_vars"]["HF_HUB_OFFLINE"] == "1"
+        assert all(isinstance(v, str) for v in runtime_env["env_vars"].values())
+        if "tmtvis.cli infer" not in spec["entrypoint"]:
+            assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://tmtvis-mlflow:5000"
+
+
 def test_kuberay_clusters_are_private_and_token_authenticated():
     manifests = [d for p in (CLUSTER / "kuberay").glob("*.yaml") for d in docs(p)]
-    clusters = [d["spec"] for d in manifests if d["kind"] == "RayCluster"]
-    clusters += [d["spec"]["rayClusterSpec"] for d in manifests if d["kind"] == "RayJob" and "rayClusterSpec" in d["spec"]]
-    assert len(clusters) == 2
-    for spec in clusters:
-        for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
-            for container in group["template"]["spec"]["containers"]:
-                env = {e["name"]: e for e in container["env"]}
+    assert len(ray_cluster_specs(manifests)) == 2
+    (secret,) = [d for d in manifests if d["kind"] == "Secret" and d["metadata"]["name"] == "tmtvis-ray-token"]
+    assert set(secret["stringData"]) == {"auth_token"}  # the key KubeRay's authOptions reads
+    for template in pod_templates(manifests):
+        for container in template["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            if "RAY_AUTH_TOKEN" in env:  # submitters: the same Secret and key
+                assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "tmtvis-ray-token",
+                                                                              "key": "auth_token"}
                 assert env["RAY_AUTH_MODE"]["value"] == "token"
-                assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "tmtvis-ray-token"
     for d in manifests:
         if d["kind"] == "Service":
             assert d["spec"].get("type", "ClusterIP") == "ClusterIP"
         if d["kind"] == "RayCluster":
             assert d["spec"]["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
+
+
+def test_images_are_pinned_and_pulled_only_if_absent():
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for c in containers(kuberay_manifests()):
+        name, _, tag = c["image"].rpartition(":")
+        assert name and tag and tag != "latest", c["image"]
+        assert c["imagePullPolicy"] == "IfNotPresent", c["name"]
+        if name.endswith("tmtvis"):
+            assert tag == version  # what `docker build -t tmtvis:VERSION` in cluster/Dockerfile makes
+    assert f"-t tmtvis:{version} " in (CLUSTER / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize("path", ["kuberay/mlflow.yaml", "kuberay/postgres/mlflow.yaml"])
+def test_mlflow_servers_accept_the_ray_pods(path):
+    """MLflow refuses requests whose Host header it does not know: the pods call it as tmtvis-mlflow:5000."""
+    from urllib.parse import urlparse
+
+    pod_uri = next(e["value"] for c in containers(kuberay_manifests()) for e in c.get("env", [])
+                   if e["name"] == "MLFLOW_TRACKING_URI")
+    (deployment,) = [d for d in docs(CLUSTER / path) if d["kind"] == "Deployment"]
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    allowed = command[command.index("--allowed-hosts") + 1].split(",")
+    assert urlparse(pod_uri).netloc in allowed and "localhost:5000" in allowed and "*" not in allowed
+    store = command[command.index("--backend-store-uri") + 1]
+    if "postgres" in path:
+        assert store.startswith("postgresql://") and ":" not in urlparse(store).netloc.split("@")[0]  # no password
+        assert "--workers" in command
+    else:
+        assert store.startswith("sqlite:///") and command[command.index("--workers") + 1] == "1"  # one writer
 
 
 def test_dockerfile_copies_existing_paths():

@@ -3,12 +3,20 @@ the exported best config trained with `tmtvis train`, and --resume of the finish
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from helpers import tiny_config
+from helpers import ROOT, tiny_config
 from tmtvis.cli import main
 from tmtvis.config import load_config, save_config
 from tmtvis.engine.trainer import latest_checkpoint
@@ -103,3 +111,149 @@ def test_sweep_asha_failure_mlflow_best_config_and_resume(synth_root, ray_local,
     assert again == {5e-4: "finished", 0.0: "stopped", -1.0: "failed"}
     assert len(client.search_runs([parents[0].info.experiment_id])) == 4
 
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tmtvis(*args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """`tmtvis ARGS` as a user runs it: its own process (and process group), output to `log`."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "w") as f:
+        return subprocess.Popen([sys.executable, "-m", "tmtvis.cli", *args], env=env, stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, log: Path, seconds: float = 600) -> str:
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    out = log.read_text()
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def children(tracking_uri: str) -> tuple[list, list]:
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if r.data.tags.get("tmtvis.kind") == "sweep"]
+    return parents, [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+
+
+def grid_sweep(synth_root: Path, tmp_path: Path, lrs: list[float], *overrides: str) -> list[str]:
+    """A sweep over learning rates that ASHA never stops. Its metric is train.resumed_from (mode min): 0 for every
+    trial that was not interrupted (ties: ASHA never stops on a tie), and a trial that resumed reaches each rung
+    before the trials queued behind it."""
+    cfg = tiny_config(synth_root, f"output_dir={synth_root}", "train.val_every=0", "train.max_failures=0",
+                      "train.log_every=1", *overrides)
+    save_config(cfg, tmp_path / "base.yaml")
+    space = {"params": {"train.lr": {"grid": lrs}, "model.set_size": 40},
+             "scheduler": {"metric": "train.resumed_from", "mode": "min", "grace_period": 2,
+                           "reduction_factor": 2}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    return ["tune", "--config", str(tmp_path / "base.yaml"), "--space", str(tmp_path / "space.yaml"),
+            "--num-samples", "1"]
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_the_running_trial_from_its_checkpoint(synth_root, tmp_path):
+    """SIGKILL the sweep driver while its first trial trains; `tune --resume` continues that trial from its last
+    checkpoint, runs the other, and MLflow keeps exactly one child run per trial."""
+    sweep_dir = tmp_path / "sweep"
+    args = grid_sweep(synth_root, tmp_path, [5e-4, 1e-4], "train.iterations=16", "train.checkpoint_every=2",
+                      "train.workers=1", "train.cpus_per_worker=1")
+    proc = tmtvis(*args, "--sweep-dir", str(sweep_dir), "--max-concurrent", "1", log=tmp_path / "first.log")
+    deadline, at = time.time() + 480, 0
+    while time.time() < deadline and proc.poll() is None:
+        trials = sorted((sweep_dir / "trials").glob("*/checkpoints")) if (sweep_dir / "trials").is_dir() else []
+        at = max([latest_checkpoint(t)[1].get("iteration", 0) for t in trials] or [0])
+        if at >= 4 and list((sweep_dir / "tune").glob("experiment_state*.json")):
+            time.sleep(3)  # the Train controller registers a reported checkpoint at its next poll
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the sweep ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (killed,) = [t.parent.name for t in (sweep_dir / "trials").glob("*/checkpoints")]
+    at = latest_checkpoint(sweep_dir / "trials" / killed / "checkpoints")[1]["iteration"]
+    assert 4 <= at < 16
+
+    out = finish(tmtvis("tune", "--resume", str(sweep_dir), log=tmp_path / "resume.log"), tmp_path / "resume.log")
+    rows = {r["trial"]: r for r in json.loads((sweep_dir / "trials.json").read_text())}
+    assert len(rows) == 2 and all((r["status"], r["iterations"]) == ("finished", 16) for r in rows.values()), out
+    uri = f"sqlite:///{sweep_dir / 'mlflow.db'}"
+    parents, kids = children(uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(k.info.run_id for k in kids) == sorted(r["run_id"] for r in rows.values())  # one per trial
+    assert all(k.info.status == "FINISHED" for k in kids)
+    client = MlflowClient(uri)
+    resumed = [m.value for m in client.get_metric_history(rows[killed]["run_id"], "train.resumed_from")]
+    assert resumed[0] == 0 and 2 <= resumed[-1] <= at  # the killed trial went on from a checkpoint, not from 0
+
+
+@pytest.fixture
+def two_nodes(tmp_path):
+    """A head and a worker node of 3 CPUs each on this machine, the head with its dashboard on 127.0.0.1."""
+    from ray.cluster_utils import Cluster
+
+    base = tempfile.mkdtemp(prefix="tmtvis-2n-")  # short: Ray's socket paths live under it
+    temp = os.path.join(base, "ray")
+    os.makedirs(temp)
+    with pytest.MonkeyPatch.context() as mp:
+        # The address file goes to RAY_TMPDIR/ray, where the nodes' workers (Ray Train's placement group
+        # cleaner) look for their cluster, whatever other Ray instances run on this machine.
+        mp.setenv("RAY_TMPDIR", base)
+        c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 3, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port(),
+            "dashboard_agent_listen_port": free_port(), "temp_dir": temp})
+        try:
+            c.add_node(num_cpus=3, temp_dir=temp)
+            c.wait_for_nodes()
+            yield c, base
+        finally:
+            c.shutdown()
+
+
+@pytest.mark.slow
+def test_two_node_sweep_runs_two_trials_at_once(synth_root, two_nodes, tmp_path):
+    c, base = two_nodes
+    env = {"RAY_TMPDIR": base}
+    # one trial's worker (2 CPUs) fits a node and leaves a CPU there for its data pipeline: room for two trials
+    args = grid_sweep(synth_root, tmp_path, [5e-4, 1e-4], "train.iterations=8", "train.checkpoint_every=8",
+                      "train.workers=1", "train.cpus_per_worker=2")
+    refused = subprocess.run([sys.executable, "-m", "tmtvis.cli", *args, "--address", c.address],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, **env, "PYTHONPATH": str(ROOT)})
+    err = [line for line in refused.stderr.splitlines() if line.startswith("tmtvis: error")]
+    assert refused.returncode == 2 and len(err) == 1 and "2 nodes and no MLflow tracking URI" in err[0], refused.stderr
+    assert not (tmp_path / "sweep").exists()
+
+    sweep_dir, uri = tmp_path / "sweep", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = tmp_path / "tune.log"
+    finish(tmtvis(*args, "--address", c.address, "--sweep-dir", str(sweep_dir), "--tracking-uri", uri, log=log,
+                  env=env), log)
+    rows = json.loads((sweep_dir / "trials.json").read_text())
+    assert [r["status"] for r in rows] == ["finished", "finished"]
+    client = MlflowClient(uri)
+    spans = []
+    for r in rows:
+        stamps = [m.timestamp for m in client.get_metric_history(r["run_id"], "train.loss")]
+        spans.append((min(stamps), max(stamps)))
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1, f"the trials trained one after the other: {spans}"  # both trained at once
+
+
+def test_tuning_uses_no_ray_internals():
+    import ast
+
+    for path in (ROOT / "tuning").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert "._internal" not in name and "_raylet" not in name and "._private" not in name, (path, name)

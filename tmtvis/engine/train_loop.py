@@ -173,15 +173,16 @@ def _log_validation(tracker, details: dict, taxonomy: UnifiedTaxonomy, cfg: Conf
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point. config: {"cfg": Config as dict, "prepared": dir, "run_dir": dir,
-    "tracking_uri": str|None, "run_id": str|None}."""
+    """Ray Train entry point. config: {"cfg": Config as dict, "prepared": dir, "run_dir": dir or URI,
+    "cfg_yaml": the config as saved in checkpoints, "tracking_uri": str|None, "run_id": str|None}."""
     cfg: Config = from_dict(Config, config["cfg"])
     prepared, run_dir = Path(config["prepared"]), Path(config["run_dir"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.train.threads_per_worker)
-    (run_dir / "workers").mkdir(parents=True, exist_ok=True)
-    (run_dir / "workers" / f"rank{rank}.pid").write_text(str(os.getpid()))
+    if "://" not in config["run_dir"]:  # a local (or shared) run dir: where each rank's process is, for tests/ops
+        (run_dir / "workers").mkdir(parents=True, exist_ok=True)
+        (run_dir / "workers" / f"rank{rank}.pid").write_text(str(os.getpid()))
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
 
@@ -217,7 +218,7 @@ def train_loop_per_worker(config: dict) -> None:
 
         tracker = RunLogger(config["tracking_uri"], config["run_id"])
     validator = Validator(cfg, prepared, taxonomy, stats) if cfg.data.splits("valid") else None
-    cfg_yaml = (run_dir / "config.yaml").read_text()
+    cfg_yaml = config["cfg_yaml"]
     use_amp = cfg.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from tmtvis.config import Config, save_config, to_dict
+from tmtvis import storage
+from tmtvis.config import Config, to_dict
 from tmtvis.errors import TmtvisError
 
 log = logging.getLogger(__name__)
@@ -19,16 +20,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    run_dir: Path
-    checkpoint: Path | None
+    run_dir: Path | str                 # a URI for a run on object storage
+    checkpoint: Path | str | None
     metrics: dict = field(default_factory=dict)
     tracking_uri: str | None = None
     run_id: str | None = None
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
-    """Connect to `address` (or RAY_ADDRESS), reuse a running session, or start a local Ray (stopped at the end)."""
+def ray_session(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> Iterator[None]:
+    """Connect to `address` (or RAY_ADDRESS), reuse a running session, or start a local Ray (stopped at the end).
+
+    `dashboard`: the local Ray runs the dashboard (on 127.0.0.1). Sweeps need it: when Tune stops a trial, Ray
+    Train frees the placement group of its dead controller from a cleaner actor that asks the State API. It
+    costs a few processes at start, so plain training and inference go without.
+    """
     import ray
 
     if ray.is_initialized():
@@ -39,16 +45,112 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Worker logs (per-report lines, library warnings) reach the console only with `tmtvis -v`.
     to_driver = os.environ.get("TMTVIS_RAY_WORKER_LOGS") == "1"
+    saved_tmpdir = os.environ.get("RAY_TMPDIR")
     if address:
         ray.init(address=address, log_to_driver=to_driver)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         tmp = tempfile.mkdtemp(prefix="tmtvis-ray-")
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=tmp, log_to_driver=to_driver)
+        if dashboard:
+            # The cleaner finds its cluster, as after `ray start`, from RAY_TMPDIR/ray/ray_current_cluster: the
+            # workers inherit RAY_TMPDIR, so other Ray instances on the machine cannot confuse it.
+            os.environ["RAY_TMPDIR"] = tmp
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
+                 **({"dashboard_host": "127.0.0.1", "dashboard_port": 0} if dashboard else {}),
+                 _temp_dir=os.path.join(tmp, "ray"), log_to_driver=to_driver)
+        if dashboard:
+            Path(tmp, "ray", "ray_current_cluster").write_text(ray.get_runtime_context().gcs_address)
     try:
         yield
     finally:
         ray.shutdown()
+        if saved_tmpdir is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved_tmpdir
+
+
+def tracking_configured(cfg: Config) -> bool:
+    return bool(cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def local_root(run_dir: Path | str, tracking_uri: str) -> Path:
+    """Where a SQLite store's artifacts go: beside the run, or beside the database when the run is in a bucket."""
+    if storage.is_uri(run_dir) and tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).parent
+    return Path(run_dir) if not storage.is_uri(run_dir) else Path.cwd()  # a server picks its own artifact root
+
+
+def worker_resources(cfg: Config) -> dict[str, float]:
+    """What one Ray Train worker asks for."""
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if cfg.train.gpus_per_worker > 0:
+        resources["GPU"] = cfg.train.gpus_per_worker
+    return resources
+
+
+def check_cluster(cfg: Config, can_grow: bool, track: bool = True) -> None:
+    """Refuse, in one line and before anything starts, what this cluster can never run.
+
+    Several nodes and no tracking server: the default SQLite store would be written from two machines.
+    Workers that fit no node: without an autoscaler Ray Train would wait for them forever.
+    """
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if track and len(nodes) > 1 and not tracking_configured(cfg):
+        raise TmtvisError(f"this Ray cluster has {len(nodes)} nodes and no MLflow tracking URI is set: start "
+                          "`mlflow server` where every node can reach it and pass --tracking-uri http://HOST:PORT "
+                          "(or set tracking.tracking_uri / MLFLOW_TRACKING_URI)")
+    if can_grow:
+        return
+    need, workers = worker_resources(cfg), cfg.train.workers
+    fit = sum(min(int(n["Resources"].get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0) for n in nodes)
+    if fit >= workers:
+        return
+    total = ray.cluster_resources()
+    if "GPU" in need and total.get("GPU", 0.0) < need["GPU"] * workers:
+        raise TmtvisError(f"train.gpus_per_worker={need['GPU']:g}: {workers} workers need "
+                          f"{need['GPU'] * workers:g} GPUs and this Ray cluster has {total.get('GPU', 0.0):g} "
+                          "and no autoscaler (set train.gpus_per_worker=0 to train on CPUs)")
+    raise TmtvisError(f"train.workers={workers} x train.cpus_per_worker={need['CPU']:g}: only {fit} such workers "
+                      f"fit this Ray cluster ({total.get('CPU', 0.0):g} CPUs, no autoscaler); lower them")
+
+
+@contextlib.contextmanager
+def report_pending(every_s: float | None = None) -> Iterator[None]:
+    """While the block runs, a console line every `every_s` seconds (default 30) on the placement groups that
+    wait for resources: on an autoscaling cluster training starts only once new nodes have joined."""
+    import threading
+
+    import ray
+    from ray.util import placement_group_table
+
+    every_s = every_s or float(os.environ.get("TMTVIS_PENDING_REPORT_S", "30"))
+    stop = threading.Event()
+
+    def watch() -> None:
+        waited = 0.0
+        while not stop.wait(every_s):
+            waited += every_s
+            try:
+                pending = [pg for pg in placement_group_table().values() if pg.get("state") == "PENDING"]
+                free, total = ray.available_resources(), ray.cluster_resources()
+            except Exception:  # the session is closing
+                return
+            if not pending:
+                continue
+            shapes = "; ".join(f"{len(pg['bundles'])} x {dict(pg['bundles'][0])}" for pg in pending[:3])
+            have = ", ".join(f"{k} {free.get(k, 0.0):g}/{total[k]:g}" for k in ("CPU", "GPU") if k in total)
+            log.info("waiting %.0f s for resources: %d placement group(s) pending (%s); free/total: %s",
+                     waited, len(pending), shapes, have or "none")
+
+    thread = threading.Thread(target=watch, name="tmtvis-pending", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def failure_summary(error: BaseException) -> str:
@@ -59,15 +161,17 @@ def failure_summary(error: BaseException) -> str:
     return lines[-1] if lines else type(cause).__name__
 
 
-def latest_checkpoint(storage: Path) -> tuple[Path | None, dict]:
-    """The checkpoint with the highest iteration under a Ray Train storage dir, and its meta.json."""
+def latest_checkpoint(root: str | Path) -> tuple[Path | str | None, dict]:
+    """The checkpoint with the highest iteration under a Ray Train storage dir (local or a URI), and its meta.json."""
     from tmtvis.engine.train_loop import META_FILE
 
     best, meta = None, {}
-    for m in storage.glob(f"*/checkpoint_*/{META_FILE}"):
-        data = json.loads(m.read_text())
-        if best is None or data["iteration"] > meta["iteration"]:
-            best, meta = m.parent, data
+    for rel in storage.files(root):
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[1].startswith("checkpoint_") and parts[2] == META_FILE:
+            data = json.loads(storage.read_text(storage.join(root, rel)))
+            if best is None or data["iteration"] > meta["iteration"]:
+                best, meta = storage.join(root, parts[0], parts[1]), data
     return best, meta
 
 
@@ -76,9 +180,13 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
           parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> TrainResult:
     """Train `cfg` on the outputs of `prepare` in `run_dir` (resuming from its latest checkpoint when asked).
 
-    Inside a running Ray session (a Tune trial) the session is reused; `callbacks` go to the Ray Train
-    RunConfig (e.g. Tune's TuneReportCallback) and `parent_run_id` makes the MLflow run a child run.
+    `run_dir` is a local path or an object-storage URI (s3://bucket/prefix: checkpoints go there through Ray
+    Train's storage; tracking then needs a server). Inside a running Ray session (a Tune trial) the session is
+    reused; `callbacks` go to the Ray Train RunConfig (e.g. Tune's TuneReportCallback) and `parent_run_id`
+    makes the MLflow run a child run.
     """
+    import ray
+    import yaml
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -88,16 +196,19 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     from tmtvis.taxonomy import UnifiedTaxonomy
     from tmtvis.tracking.mlflow_tracking import RunLogger, flatten, resolve_tracking_uri, start_run
 
-    prepared, run_dir = Path(prepared).resolve(), Path(run_dir).resolve()
+    prepared, run_dir = Path(prepared).resolve(), storage.resolve(run_dir)
+    remote = storage.is_uri(run_dir)
     for needed in ("taxonomy.json", "bank.parquet"):
         if not (prepared / needed).is_file():
             raise TmtvisError(f"{prepared}: missing {needed}; run `tmtvis prepare` first")
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+    if track and remote and not tracking_configured(cfg):
+        raise TmtvisError(f"{run_dir}: a run directory on object storage needs an MLflow server: pass "
+                          "--tracking-uri http://HOST:PORT (or set tracking.tracking_uri / MLFLOW_TRACKING_URI)")
+    if not resume and not storage.is_empty_dir(run_dir):
         raise TmtvisError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    storage = run_dir / "checkpoints"
-    ckpt, meta = latest_checkpoint(storage) if resume else (None, {})
+    cfg_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    checkpoints = storage.join(run_dir, "checkpoints")
+    ckpt, meta = latest_checkpoint(checkpoints) if resume else (None, {})
     position = int(meta.get("data_position", 0))
     if resume and ckpt:
         log.info("resuming %s from iteration %d (checkpoint %s)", run_dir, meta["iteration"], ckpt)
@@ -117,39 +228,44 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     stop = position + 2 * cfg.train.iterations * cfg.train.batch_size * world
     valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
 
-    tracking_uri = run_id = None
-    tracker = None
-    if track:
-        tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, run_dir)
-        run_file = run_dir / "mlflow_run.json"
-        if resume and run_file.is_file():
-            run_id = json.loads(run_file.read_text())["run_id"]
-            tracker = RunLogger(tracking_uri, run_id)
-        else:
-            tracker = start_run(tracking_uri, cfg.tracking.experiment, run_dir, run_dir.name,
-                                tags={"tmtvis.kind": "train", **(tags or {})}, parent_run_id=parent_run_id)
-            run_id = tracker.run_id
-            run_file.write_text(json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}))
-            tracker.params(flatten(to_dict(cfg)))
-            tracker.artifact(run_dir / "config.yaml", "config")
-            tracker.artifact(prepared / "taxonomy.json", "taxonomy")
-            shares = expected_category_shares(sources, cfg.data.repeat_threshold)
-            tracker.json({taxonomy.names[c]: s for c, s in shares.items()}, "data/expected_category_shares.json")
-
     gpu = cfg.train.gpus_per_worker > 0
-    resources = {"CPU": cfg.train.cpus_per_worker}
-    if gpu:
-        resources["GPU"] = cfg.train.gpus_per_worker
+    reused = ray.is_initialized()  # a Tune trial: the sweep has checked the cluster
+    can_grow = bool(address or os.environ.get("RAY_ADDRESS"))  # we cannot tell whether a cluster autoscales
     with ray_session(address):
+        if not reused:
+            check_cluster(cfg, can_grow, track)
+        storage.write_text(storage.join(run_dir, "config.yaml"), cfg_yaml)  # a refused run leaves nothing behind
+        tracking_uri = run_id = None
+        tracker = None
+        if track:
+            # a local run dir holds the default SQLite store; a remote one was refused above without a server
+            tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, run_dir)
+            run_file = storage.join(run_dir, "mlflow_run.json")
+            if resume and storage.is_file(run_file):
+                run_id = json.loads(storage.read_text(run_file))["run_id"]
+                tracker = RunLogger(tracking_uri, run_id)
+            else:
+                tracker = start_run(tracking_uri, cfg.tracking.experiment, local_root(run_dir, tracking_uri),
+                                    storage.name(run_dir),
+                                    tags={"tmtvis.kind": "train", **(tags or {})}, parent_run_id=parent_run_id)
+                run_id = tracker.run_id
+                storage.write_text(run_file, json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}))
+                tracker.params(flatten(to_dict(cfg)))
+                tracker.text(cfg_yaml, "config/config.yaml")
+                tracker.artifact(prepared / "taxonomy.json", "taxonomy")
+                shares = expected_category_shares(sources, cfg.data.repeat_threshold)
+                tracker.json({taxonomy.names[c]: s for c, s in shares.items()}, "data/expected_category_shares.json")
+
+        fs, fs_path = storage.filesystem(checkpoints)
         dataset = clip_dataset(plan, position, stop, cfg.data.clip, len(taxonomy), valid)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"cfg": to_dict(cfg), "prepared": str(prepared), "run_dir": str(run_dir),
-                               "tracking_uri": tracking_uri, "run_id": run_id},
-            scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, resources_per_worker=resources),
+                               "cfg_yaml": cfg_yaml, "tracking_uri": tracking_uri, "run_id": run_id},
+            scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, resources_per_worker=worker_resources(cfg)),
             torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
             datasets={"train": dataset},
-            run_config=RunConfig(name="ray_train", storage_path=str(storage),
+            run_config=RunConfig(name="ray_train", storage_path=fs_path, storage_filesystem=fs,
                                  failure_config=FailureConfig(max_failures=cfg.train.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
                                  callbacks=callbacks,
@@ -158,13 +274,14 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
         )
         t0 = time.time()
         try:
-            result = trainer.fit()
+            with report_pending() if not reused else contextlib.nullcontext():
+                result = trainer.fit()
         except Exception as e:
             if tracker is not None:
                 tracker.finish("FAILED")
             raise TmtvisError(f"training failed: {failure_summary(e)}") from e
         elapsed = time.time() - t0
-    checkpoint = Path(result.checkpoint.path) if result.checkpoint else None
+    checkpoint = storage.to_location(fs, result.checkpoint.path) if result.checkpoint else None
     metrics = dict(result.metrics or {})
     metrics["train.wall_seconds"] = elapsed
     if tracker is not None:
@@ -172,7 +289,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     return TrainResult(run_dir, checkpoint, metrics, tracking_uri, run_id)
 
 
-def _finish_tracking(tracker, checkpoint: Path | None) -> None:
+def _finish_tracking(tracker, checkpoint: Path | str | None) -> None:
     """Loss-curve plot from the logged history, the final checkpoint as an artifact, run closed."""
     import matplotlib.pyplot as plt
 
@@ -186,5 +303,5 @@ def _finish_tracking(tracker, checkpoint: Path | None) -> None:
         tracker.figure(fig, "plots/loss_curve.png")
         plt.close(fig)
     if checkpoint is not None:
-        tracker.artifacts(checkpoint, "checkpoint")
+        tracker.artifacts(storage.local_copy(checkpoint), "checkpoint")
     tracker.finish("FINISHED")

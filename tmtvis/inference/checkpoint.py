@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from tmtvis import storage
 from tmtvis.config import Config, load_config
 from tmtvis.errors import TmtvisError
 from tmtvis.taxonomy import DatasetLabels, UnifiedTaxonomy
@@ -22,6 +23,7 @@ class LoadedCheckpoint:
     taxonomy: UnifiedTaxonomy
     model: torch.nn.Module | None = None
     iteration: int | None = None
+    source: Path | str | None = None  # where it was loaded from (a URI for object storage); path is local
 
     def labels(self, dataset: str) -> DatasetLabels:
         """The label space of a dataset the checkpoint was trained with; a one-line error otherwise."""
@@ -32,19 +34,19 @@ class LoadedCheckpoint:
         return self.taxonomy.datasets[dataset]
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint dir, or a training run dir (-> its latest checkpoint)."""
-    path = Path(path).expanduser().resolve()
-    if not path.exists():
+def resolve_checkpoint(path: str | Path) -> Path | str:
+    """A checkpoint dir, or a training run dir (-> its latest checkpoint); local or an object-storage URI."""
+    path = storage.resolve(path)
+    if storage.is_empty_dir(path) if storage.is_uri(path) else not path.exists():
         raise TmtvisError(f"{path}: checkpoint not found")
-    if not (path / STATE_FILE).is_file() and (path / "checkpoints").is_dir():
+    if not storage.is_file(storage.join(path, STATE_FILE)) and storage.is_dir(storage.join(path, "checkpoints")):
         from tmtvis.engine.trainer import latest_checkpoint
 
-        latest, _ = latest_checkpoint(path / "checkpoints")
+        latest, _ = latest_checkpoint(storage.join(path, "checkpoints"))
         if latest is None:
             raise TmtvisError(f"{path}: run directory holds no checkpoint yet")
         path = latest
-    missing = [n for n in NEEDED if not (path / n).is_file()]
+    missing = [n for n in NEEDED if not storage.is_file(storage.join(path, n))]
     if missing:
         raise TmtvisError(f"{path}: not a tmtvis checkpoint (missing {', '.join(missing)})")
     return path
@@ -54,10 +56,11 @@ def load_checkpoint(path: str | Path, with_model: bool = True, device: str | tor
     """Config + taxonomy (cheap) and, with `with_model`, the model in eval mode with the trained weights."""
     from tmtvis.models.tmtvis_model import build_model
 
-    path = resolve_checkpoint(path)
+    source = resolve_checkpoint(path)
+    path = storage.local_copy(source)  # a checkpoint on object storage: downloaded once per machine
     cfg = load_config(path / "config.yaml")
     taxonomy = UnifiedTaxonomy.load(path / "taxonomy.json")
-    ckpt = LoadedCheckpoint(path, cfg, taxonomy)
+    ckpt = LoadedCheckpoint(path, cfg, taxonomy, source=source)
     if not with_model:
         return ckpt
     try:

@@ -3,7 +3,9 @@ once per actor) -> one Parquet file per video on the driver -> results.json + re
 
 Resumable: a video whose Parquet file exists is not predicted again. Files are written atomically, so an
 interrupted run leaves only whole files. The driver writes the outputs, so OUT need only exist where the
-driver runs; the inputs must be readable from every node (shared storage on a cluster).
+driver runs; the inputs must be readable from every node (shared storage on a cluster). OUT and the checkpoint
+may be object-storage URIs (s3://...): OUT is mirrored in a local temp dir and every file is uploaded as soon as
+it is written, and each predictor actor downloads the checkpoint itself.
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tmtvis import storage
 from tmtvis.data.video_files import VideoSource, discover, read_video
 from tmtvis.errors import TmtvisError
 from tmtvis.io_utils import atomic_path, atomic_write_text
@@ -39,15 +43,15 @@ PREDICTIONS = pa.schema([
 
 @dataclass
 class InferenceSummary:
-    out_dir: Path
-    results_json: Path
-    results_zip: Path
+    out_dir: Path | str                 # str: a URI on object storage (so are the paths below)
+    results_json: Path | str
+    results_zip: Path | str
     videos: int
     predicted: int                      # videos predicted by this run (the rest were already done)
     frames: int                         # frames predicted by this run
     seconds: float                      # wall time of the prediction stage
     predictions: int                    # entries in results.json
-    visualisations: list[Path] = field(default_factory=list)
+    visualisations: list[Path | str] = field(default_factory=list)
 
     @property
     def frames_per_second(self) -> float:
@@ -123,7 +127,7 @@ class Predictor:
                 "predictions": np.array(preds, dtype=object)}
 
 
-def _run_record(checkpoint: Path, dataset: str, window: int | None, overlap: int, topk: int,
+def _run_record(checkpoint: Path | str, dataset: str, window: int | None, overlap: int, topk: int,
                 sources: list[VideoSource]) -> dict:
     """What an output dir was made from: a re-run may resume it only if this is unchanged."""
     return {"checkpoint": str(checkpoint), "dataset": dataset, "window": window, "overlap": overlap, "topk": topk,
@@ -159,10 +163,12 @@ def _resources(actors: int, cpus_per_actor: float | None, gpus_per_actor: float 
     return cpus_per_actor, gpus_per_actor
 
 
-def predict_videos(checkpoint: Path, dataset: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
+def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
                    window: int | None, overlap: int, topk: int, actors: int, cpus_per_actor: float | None,
-                   gpus_per_actor: float | None, progress: bool | None) -> tuple[int, int]:
-    """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives."""
+                   gpus_per_actor: float | None, progress: bool | None,
+                   written: Callable[[Path], None] | None = None) -> tuple[int, int]:
+    """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives (and
+    passing it to `written`, e.g. to upload it)."""
     import ray.data
     from tqdm import tqdm
 
@@ -185,8 +191,10 @@ def predict_videos(checkpoint: Path, dataset: str, sources: list[VideoSource], o
         try:
             for row in ds.iter_rows():
                 vid = int(row["video_id"])
-                write_predictions(prediction_file(out_dir, vid), vid, (int(row["height"]), int(row["width"])),
-                                  json.loads(row["predictions"]))
+                path = prediction_file(out_dir, vid)
+                write_predictions(path, vid, (int(row["height"]), int(row["width"])), json.loads(row["predictions"]))
+                if written is not None:
+                    written(path)
                 videos += 1
                 frames += int(row["frames"])
                 bar.update(1)
@@ -278,8 +286,21 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     window = window or None
     overlap = max(0, (window or 0) // 4)
     sources = discover(input_path, images)
-    out_dir = Path(out_dir).expanduser().resolve()
-    _check_resumable(out_dir, _run_record(ckpt.path, dataset, window, overlap, topk, sources))
+    out_dir = storage.resolve(out_dir)
+    remote = out_dir if storage.is_uri(out_dir) else None
+    if remote:  # object storage: work in a local mirror of what is there, upload every file as it is written
+        import tempfile
+
+        out_dir = Path(tempfile.mkdtemp(prefix="tmtvis-infer-"))
+        if not storage.is_empty_dir(remote):
+            storage.download(remote, out_dir)
+
+    def sync(path: Path) -> None:
+        if remote:
+            storage.upload(path, storage.join(remote, path.relative_to(out_dir).as_posix()))
+
+    _check_resumable(out_dir, _run_record(ckpt.source, dataset, window, overlap, topk, sources))
+    sync(out_dir / "run.json")
     todo = [s for s in sources if not prediction_file(out_dir, s.video_id).is_file()]
     log.info("%d videos, %d already predicted, %d to go", len(sources), len(sources) - len(todo), len(todo))
     predicted = frames = 0
@@ -287,12 +308,21 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     if todo:
         load_checkpoint(ckpt.path)  # a broken state.pt: one line here, not an actor's traceback
         with ray_session(address):
-            predicted, frames = predict_videos(ckpt.path, dataset, todo, out_dir, ckpt.cfg.data.clip.short_edge[0],
+            # the source, not the local copy: actors on other nodes fetch a checkpoint on object storage themselves
+            predicted, frames = predict_videos(ckpt.source, dataset, todo, out_dir, ckpt.cfg.data.clip.short_edge[0],
                                                window, overlap, topk, actors, cpus_per_actor, gpus_per_actor,
-                                               progress)
+                                               progress, written=sync)
     seconds = time.time() - t0
     results, results_json, results_zip = assemble(out_dir, sources)
     names = {c["id"]: c["name"] for c in labels.categories}
     shown = visualise(out_dir, sources, results, names, viz) if viz > 0 else []
+    for path in [results_json, results_zip, *shown]:
+        sync(path)
+    if remote:
+        def at(p: Path) -> str:
+            return str(storage.join(remote, p.relative_to(out_dir).as_posix()))
+
+        return InferenceSummary(remote, at(results_json), at(results_zip), len(sources), predicted, frames,
+                                seconds, len(results), [at(p) for p in shown])
     return InferenceSummary(out_dir, results_json, results_zip, len(sources), predicted, frames, seconds,
                             len(results), shown)
