@@ -110,7 +110,7 @@ class Validator:
 
 
 def _log_validation(tracker, details: dict, taxonomy: UnifiedTaxonomy, cfg: Config, iteration: int) -> None:
-    from tmtvis.tracking.mlflow_tracking import per_category_ap_figure
+    from tmtvis.tracking.plots import per_category_ap_figure
     from tmtvis.viz import grid, overlay_frames
 
     fig = per_category_ap_figure({ds: d["per_category"] for ds, d in details.items()})
