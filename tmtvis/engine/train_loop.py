@@ -167,7 +167,7 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0 and config.get("run_id"):
         from tmtvis.tracking.mlflow_tracking import RunLogger
 
-        tracker = RunLogger(config["tracking_uri"], config["run_id"])
+        tracker = RunLogger(config["tracking_uri"], config["run_id"], background=True)  # never stalls a step
     validator = Validator(cfg, prepared, taxonomy) if cfg.data.splits("valid") else None
     cfg_yaml = (run_dir / "config.yaml").read_text()
     use_amp = cfg.train.amp and device.type == "cuda"
@@ -258,3 +258,5 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics)
         if last:
             break
+    if tracker is not None:
+        tracker.close()  # what is still in flight reaches the server (or is counted as lost) before the worker ends

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import sys
 import time
 import warnings
 import zipfile
@@ -92,7 +94,7 @@ class Predictor:
     """Ray Data actor: loads the checkpoint once, then predicts one video per row."""
 
     def __init__(self, checkpoint: str, dataset: str, window: int | None, overlap: int, topk: int,
-                 threads: int) -> None:
+                 threads: int, tracking_uri: str | None = None) -> None:
         import ray
         import torch
 
@@ -101,7 +103,7 @@ class Predictor:
 
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-        ckpt = load_checkpoint(checkpoint, device=device)
+        ckpt = load_checkpoint(checkpoint, device=device, tracking_uri=tracking_uri)  # a URI: fetched on this node
         labels = ckpt.labels(dataset)
         self.classes, self.to_dataset = labels.unified_ids, labels.from_unified
         self.predictor = VideoPredictor(ckpt.model, window=window, overlap=overlap, topk=topk)
@@ -123,7 +125,7 @@ class Predictor:
                 "predictions": np.array(preds, dtype=object)}
 
 
-def _run_record(checkpoint: Path, dataset: str, window: int | None, overlap: int, topk: int,
+def _run_record(checkpoint: Path | str, dataset: str, window: int | None, overlap: int, topk: int,
                 sources: list[VideoSource]) -> dict:
     """What an output dir was made from: a re-run may resume it only if this is unchanged."""
     return {"checkpoint": str(checkpoint), "dataset": dataset, "window": window, "overlap": overlap, "topk": topk,
@@ -161,41 +163,63 @@ def _resources(actors: int, cpus_per_actor: float | None, gpus_per_actor: float 
 
 def predict_videos(checkpoint: Path, dataset: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
                    window: int | None, overlap: int, topk: int, actors: int, cpus_per_actor: float | None,
-                   gpus_per_actor: float | None, progress: bool | None) -> tuple[int, int]:
-    """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives."""
+                   gpus_per_actor: float | None, progress: bool | None,
+                   tracking_uri: str | None = None) -> tuple[int, int]:
+    """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives.
+
+    `checkpoint`: a local dir or an MLflow URI (each actor fetches it). Progress: Ray Data's bars, by default
+    only on a terminal.
+    """
+    import ray
     import ray.data
-    from tqdm import tqdm
 
     cpus, gpus = _resources(actors, cpus_per_actor, gpus_per_actor)
     with warnings.catch_warnings():  # the context's own deprecated fields warn on first use
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the driver shows one bar per video instead
+    ctx.enable_progress_bars = sys.stderr.isatty() if progress is None else progress
     ctx.execution_options.verbose_progress = False
+    if os.environ.get("TMTVIS_RAY_WORKER_LOGS") != "1":  # Ray Data's plan/start/finish lines only with -v
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").addFilter(_NoBarsNotice())
+    # Ray Data hands its actors their DataContext and transform as object-store references and restarts lost
+    # actors by default; Ray core then logs an error line per actor ("constructor arguments in the object store
+    # and max_restarts > 0", ray-project/ray#53727). On one node there is no node loss to survive (a crashed
+    # actor fails the run, which resumes where it stopped), so restarts are off there; clusters keep them.
+    restarts = {} if len([n for n in ray.nodes() if n.get("Alive")]) > 1 else {"max_restarts": 0}
     rows = [s.to_row() for s in sources]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map(decode_row, fn_kwargs={"short_edge": short_edge}, num_cpus=READ_CPUS)
-    ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
-                        fn_constructor_kwargs={"checkpoint": str(checkpoint), "dataset": dataset, "window": window,
-                                               "overlap": overlap, "topk": topk, "threads": max(1, int(cpus))},
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
-                        **({"num_gpus": gpus} if gpus else {}))
+    with warnings.catch_warnings():  # max_restarts has no named parameter in Ray 2.60 (ray_remote_args deprecated)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
+                            fn_constructor_kwargs={"checkpoint": str(checkpoint), "dataset": dataset,
+                                                   "window": window, "overlap": overlap, "topk": topk,
+                                                   "threads": max(1, int(cpus)), "tracking_uri": tracking_uri},
+                            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
+                            **({"num_gpus": gpus} if gpus else {}), **restarts)
     videos = frames = 0
-    with tqdm(total=len(rows), desc="inference", unit="video", disable=None if progress is None else not progress) as bar:
-        try:
-            for row in ds.iter_rows():
-                vid = int(row["video_id"])
-                write_predictions(prediction_file(out_dir, vid), vid, (int(row["height"]), int(row["width"])),
-                                  json.loads(row["predictions"]))
-                videos += 1
-                frames += int(row["frames"])
-                bar.update(1)
-        except Exception as e:
-            user = _user_error(e)
-            if user is None:
-                raise
-            raise user from None
+    try:
+        for row in ds.iter_rows():
+            vid = int(row["video_id"])
+            write_predictions(prediction_file(out_dir, vid), vid, (int(row["height"]), int(row["width"])),
+                              json.loads(row["predictions"]))
+            videos += 1
+            frames += int(row["frames"])
+    except Exception as e:
+        user = _user_error(e)
+        if user is None:
+            raise
+        raise user from None
     return videos, frames
+
+
+class _NoBarsNotice(logging.Filter):
+    """Drops Ray Data's 'Progress bars disabled' notice: we turned them off on purpose (no terminal)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")
+
 
 
 def _user_error(e: BaseException) -> TmtvisError | None:
@@ -258,13 +282,15 @@ def visualise(out_dir: Path, sources: list[VideoSource], results: list[dict], na
 def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, out_dir: str | Path,
                   images: str | Path | None = None, address: str | None = None, actors: int = 1,
                   cpus_per_actor: float | None = None, gpus_per_actor: float | None = None, viz: int = 0,
-                  window: int | None = None, topk: int = 10, progress: bool | None = None) -> InferenceSummary:
+                  window: int | None = None, topk: int = 10, progress: bool | None = None,
+                  tracking_uri: str | None = None) -> InferenceSummary:
     """`tmtvis infer`: predict every video of the input not yet in `out_dir`, then assemble the results.
 
+    `checkpoint`: a checkpoint or run dir, or an MLflow URI (models:/..., runs:/...) fetched via `tracking_uri`.
     `window`: None -> the checkpoint config's `train.val_window`; 0 -> each video as one clip.
     """
     from tmtvis.engine.trainer import ray_session
-    from tmtvis.inference.checkpoint import load_checkpoint
+    from tmtvis.inference.checkpoint import is_mlflow_uri, load_checkpoint
 
     if actors < 1:
         raise TmtvisError(f"--actors must be at least 1, got {actors}")
@@ -272,14 +298,15 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
         raise TmtvisError("--cpus-per-actor must be > 0 and --gpus-per-actor >= 0")
     if topk < 1 or window is not None and window < 0:
         raise TmtvisError(f"--topk must be >= 1 and --window >= 0, got {topk} and {window}")
-    ckpt = load_checkpoint(checkpoint, with_model=False)
+    ckpt = load_checkpoint(checkpoint, with_model=False, tracking_uri=tracking_uri)
+    uri = str(checkpoint) if is_mlflow_uri(checkpoint) else None
     labels = ckpt.labels(dataset)
     window = ckpt.cfg.train.val_window if window is None else window
     window = window or None
     overlap = max(0, (window or 0) // 4)
     sources = discover(input_path, images)
     out_dir = Path(out_dir).expanduser().resolve()
-    _check_resumable(out_dir, _run_record(ckpt.path, dataset, window, overlap, topk, sources))
+    _check_resumable(out_dir, _run_record(uri or ckpt.path, dataset, window, overlap, topk, sources))
     todo = [s for s in sources if not prediction_file(out_dir, s.video_id).is_file()]
     log.info("%d videos, %d already predicted, %d to go", len(sources), len(sources) - len(todo), len(todo))
     predicted = frames = 0
@@ -287,9 +314,9 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     if todo:
         load_checkpoint(ckpt.path)  # a broken state.pt: one line here, not an actor's traceback
         with ray_session(address):
-            predicted, frames = predict_videos(ckpt.path, dataset, todo, out_dir, ckpt.cfg.data.clip.short_edge[0],
-                                               window, overlap, topk, actors, cpus_per_actor, gpus_per_actor,
-                                               progress)
+            predicted, frames = predict_videos(uri or ckpt.path, dataset, todo, out_dir,
+                                               ckpt.cfg.data.clip.short_edge[0], window, overlap, topk, actors,
+                                               cpus_per_actor, gpus_per_actor, progress, tracking_uri)
     seconds = time.time() - t0
     results, results_json, results_zip = assemble(out_dir, sources)
     names = {c["id"]: c["name"] for c in labels.categories}

@@ -234,3 +234,43 @@ def start_run(tracking_uri: str, experiment: str, run_root: str | Path, run_name
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
     return RunLogger(tracking_uri, run.info.run_id)
+
+
+def metric_histories(client: MlflowClient, run_id: str, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+    return {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in keys}
+
+
+def finish_training_run(tracker: RunLogger, checkpoint: Path | None, step: int, datasets: list[str],
+                        register_as: str | None = None):
+    """Plots from the logged history, the final checkpoint as artifacts and as a LoggedModel (registered on
+    request), run closed FINISHED. A tracking server lost at this point costs the tracking, not the training:
+    one warning, and None instead of the model."""
+    import matplotlib.pyplot as plt
+
+    from tmtvis.tracking.model import log_trained_model
+    from tmtvis.tracking.plots import ap_over_iterations_figure, loss_curve_figure
+
+    try:
+        client = tracker.client
+        logged = client.get_run(tracker.run_id).data.metrics
+        losses = metric_histories(client, tracker.run_id, [k for k in logged if k.startswith("train.loss")])
+        aps = metric_histories(client, tracker.run_id, [f"val.{d}.AP" for d in datasets if f"val.{d}.AP" in logged])
+        for history, make, name in ((losses, loss_curve_figure, "loss_curve"),
+                                    ({k.split(".")[1]: v for k, v in aps.items()}, ap_over_iterations_figure,
+                                     "val_ap_over_iterations")):
+            if history:
+                fig = make(history)
+                tracker.figure(fig, f"plots/{name}.png")
+                plt.close(fig)
+        if checkpoint is None:
+            tracker.finish("FINISHED")
+            return None
+        tracker.artifacts(checkpoint, "checkpoint")
+        return log_trained_model(tracker.tracking_uri, tracker.run_id, checkpoint, step, register_as)
+    except TmtvisError:
+        raise
+    except Exception as e:
+        log.warning("MLflow tracking at %s failed while closing run %s (%s); the checkpoint is at %s",
+                    tracker.tracking_uri, tracker.run_id, str(e).splitlines()[0][:200] if str(e) else type(e).__name__,
+                    checkpoint)
+        return None
