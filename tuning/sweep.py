@@ -213,6 +213,7 @@ def _run(sweep_dir: Path, state: dict, address: str | None, max_concurrent: int 
     from ray.tune.schedulers import ASHAScheduler
 
     from tmtvis.engine.trainer import ray_session
+    from tuning.console import TrialEvents, tune_verbosity
 
     base = state["base"]
     cfg = from_dict(Config, base)
@@ -244,8 +245,9 @@ def _run(sweep_dir: Path, state: dict, address: str | None, max_concurrent: int 
                 tune_config=tune.TuneConfig(num_samples=state["num_samples"], scheduler=scheduler,
                                             max_concurrent_trials=concurrent, reuse_actors=False,
                                             trial_dirname_creator=_trial_dirname),
-                run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1,
-                                          callbacks=[_release_ended_trials_callback(sweep_dir)],
+                run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=tune_verbosity(),
+                                          callbacks=[_release_ended_trials_callback(sweep_dir),
+                                                     TrialEvents(cfg.train.iterations, list(space.params))],
                                           failure_config=tune.FailureConfig(max_failures=0)))
         grid = tuner.fit()
     rows = [_row(r, sweep_dir, space, cfg.train.iterations) for r in grid]
@@ -311,7 +313,7 @@ def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
 def format_table(rows: list[TrialRow], metric: str = AP) -> str:
     """The trials as an aligned text table."""
     keys = list(dict.fromkeys(k for r in rows for k in r.params))
-    head = ["trial", *keys, "best AP", *([f"best {metric}"] if metric != AP else []), "iterations",
+    head = ["trial", *keys, "best AP (%)", *([f"best {metric}"] if metric != AP else []), "iterations",
             "stopped early", "status"]
 
     def num(v: Any) -> str:
@@ -319,8 +321,12 @@ def format_table(rows: list[TrialRow], metric: str = AP) -> str:
             return "-"
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    lines = [[r.trial, *(num(r.params.get(k)) for k in keys), num(r.best_ap),
-              *([num(r.best_metric)] if metric != AP else []), str(r.iterations),
+    def ap(v: float | None) -> str:  # AP in percent, as everywhere a person reads it
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    lines = [[r.trial, *(num(r.params.get(k)) for k in keys), ap(r.best_ap),
+              *([ap(r.best_metric) if "AP" in metric else num(r.best_metric)] if metric != AP else []),
+              str(r.iterations),
               "yes" if r.status == "stopped" else "no", r.status] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -340,7 +346,7 @@ def _csv(rows: list[TrialRow]) -> str:
 
 def _finish(sweep_dir: Path, state: dict, space: Space, rows: list[TrialRow]) -> SweepResult:
     """Close the child runs ASHA killed, write the table and the best config, log them to the parent run."""
-    from tmtvis.tracking.mlflow_tracking import RunLogger
+    from tmtvis.tracking.mlflow_tracking import RunLogger, log_sweep_plot
 
     uri = state["tracking_uri"]
     parent = RunLogger(uri, state["parent_run_id"])
@@ -361,6 +367,7 @@ def _finish(sweep_dir: Path, state: dict, space: Space, rows: list[TrialRow]) ->
     (sweep_dir / "trials.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
     for name in ("trials.txt", "trials.csv", "trials.json"):
         parent.artifact(sweep_dir / name, "sweep")
+    log_sweep_plot(parent, {r.trial: r.run_id for r in rows if r.run_id})
     best = best_row(rows, space.scheduler.mode)
     best_config = None
     if best is not None:

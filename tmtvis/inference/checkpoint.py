@@ -54,6 +54,7 @@ def download_checkpoint(uri: str, tracking_uri: str | None = None) -> Path:
     from mlflow.exceptions import MlflowException
 
     from tmtvis.tracking.mlflow_tracking import check_reachable
+    from tmtvis.tracking.model import tracking_at
 
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
@@ -63,8 +64,9 @@ def download_checkpoint(uri: str, tracking_uri: str | None = None) -> Path:
     dst = tempfile.mkdtemp(prefix="tmtvis-model-")
     atexit.register(shutil.rmtree, dst, True)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst, tracking_uri=tracking_uri,
-                                                         registry_uri=tracking_uri))
+        with tracking_at(tracking_uri):  # models:/NAME/... is looked up in the global registry URI
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst,
+                                                             tracking_uri=tracking_uri))
     except MlflowException as e:
         raise TmtvisError(f"{uri}: cannot fetch from {tracking_uri} ({str(e.message).splitlines()[0]})") from None
     found = [local] if (local / STATE_FILE).is_file() else sorted(p.parent for p in local.rglob(STATE_FILE))

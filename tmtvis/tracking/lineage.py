@@ -8,13 +8,14 @@ from tmtvis.taxonomy_bank import file_sha256
 
 
 def manifest_dataset(path: Path, name: str):
-    """An MLflow dataset of one manifest (its digest, source path and row count come from MLflow)."""
+    """One manifest as an MLflow dataset entity (MLflow computes its digest, schema and row count)."""
     import mlflow.data
     import pandas as pd
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "source can be interpreted in multiple ways": it is a local file
-        return mlflow.data.from_pandas(pd.read_parquet(path), source=str(path.resolve()), name=name)
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways" (a local file), integer hints
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(pd.read_parquet(path), source=str(path.resolve()), name=name)
+        return dataset._to_mlflow_entity()  # what mlflow.log_input logs for the active run; here a run by id
 
 
 def log_lineage(client, run_id: str, prepared: Path, splits: dict[str, list]) -> None:
@@ -28,8 +29,7 @@ def log_lineage(client, run_id: str, prepared: Path, splits: dict[str, list]) ->
     for context, items in splits.items():
         for ds in items:
             data = manifest_dataset(prepared / "manifests" / f"{ds.name}_{ds.split}.parquet", f"{ds.name}/{ds.split}")
-            # what mlflow.log_input does for the active run, here for a run given by id
-            inputs.append(DatasetInput(data._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+            inputs.append(DatasetInput(data, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     if inputs:
         client.log_inputs(run_id, datasets=inputs)
     bank = load_bank(prepared / "bank.parquet")

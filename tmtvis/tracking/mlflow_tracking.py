@@ -274,3 +274,15 @@ def finish_training_run(tracker: RunLogger, checkpoint: Path | None, step: int, 
                     tracker.tracking_uri, tracker.run_id, str(e).splitlines()[0][:200] if str(e) else type(e).__name__,
                     checkpoint)
         return None
+
+
+def log_sweep_plot(parent: RunLogger, child_runs: dict[str, str], metric: str = "val.mean_AP") -> None:
+    """The parent run's plot of `metric` over iterations, one line per trial ({trial: child run id})."""
+    import matplotlib.pyplot as plt
+
+    from tmtvis.tracking.plots import ap_over_iterations_figure
+
+    curves = {trial: metric_histories(parent.client, run_id, [metric])[metric] for trial, run_id in child_runs.items()}
+    fig = ap_over_iterations_figure(curves, title=f"{metric} per trial")
+    parent.figure(fig, "plots/sweep_val_ap_over_iterations.png")
+    plt.close(fig)

@@ -29,10 +29,12 @@ class LoggedModelInfo:
 
 @contextlib.contextmanager
 def tracking_at(tracking_uri: str) -> Iterator[None]:
-    """mlflow's fluent model APIs read the global tracking URI: point it at ours for the duration."""
+    """mlflow's fluent model APIs (and models:/ resolution, through the registry URI that defaults to it) read
+    the global tracking URI: point it at ours for the duration, then unset it again if it was unset."""
     import mlflow
+    from mlflow.tracking import is_tracking_uri_set
 
-    old = mlflow.get_tracking_uri()
+    old = mlflow.get_tracking_uri() if is_tracking_uri_set() else None
     mlflow.set_tracking_uri(tracking_uri)
     try:
         yield
