@@ -180,5 +180,6 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
         from tmtvis.tracking.mlflow_tracking import finish_training_run
 
         model = finish_training_run(tracker, checkpoint, int(metrics.get("iteration", 0)),
-                                    [ds.name for ds in cfg.data.splits("valid")], register_model)
+                                    [ds.name for ds in cfg.data.splits("valid")], register_model,
+                                    cfg.tracking.log_model)
     return TrainResult(run_dir, checkpoint, metrics, tracking_uri, run_id, model)

@@ -241,9 +241,9 @@ def metric_histories(client: MlflowClient, run_id: str, keys: list[str]) -> dict
 
 
 def finish_training_run(tracker: RunLogger, checkpoint: Path | None, step: int, datasets: list[str],
-                        register_as: str | None = None):
-    """Plots from the logged history, the final checkpoint as artifacts and as a LoggedModel (registered on
-    request), run closed FINISHED. A tracking server lost at this point costs the tracking, not the training:
+                        register_as: str | None = None, log_model: bool = True):
+    """Plots from the logged history, the final checkpoint as artifacts and (`log_model`, or when registering)
+    as a LoggedModel, run closed FINISHED. A tracking server lost at this point costs the tracking, not the training:
     one warning, and None instead of the model."""
     import matplotlib.pyplot as plt
 
@@ -254,18 +254,19 @@ def finish_training_run(tracker: RunLogger, checkpoint: Path | None, step: int, 
         client = tracker.client
         logged = client.get_run(tracker.run_id).data.metrics
         losses = metric_histories(client, tracker.run_id, [k for k in logged if k.startswith("train.loss")])
-        aps = metric_histories(client, tracker.run_id, [f"val.{d}.AP" for d in datasets if f"val.{d}.AP" in logged])
+        aps = {d: h for d in datasets if f"val.{d}.AP" in logged
+               for h in metric_histories(client, tracker.run_id, [f"val.{d}.AP"]).values()}
         for history, make, name in ((losses, loss_curve_figure, "loss_curve"),
-                                    ({k.split(".")[1]: v for k, v in aps.items()}, ap_over_iterations_figure,
-                                     "val_ap_over_iterations")):
+                                    (aps, ap_over_iterations_figure, "val_ap_over_iterations")):
             if history:
                 fig = make(history)
                 tracker.figure(fig, f"plots/{name}.png")
                 plt.close(fig)
-        if checkpoint is None:
+        if checkpoint is not None:
+            tracker.artifacts(checkpoint, "checkpoint")
+        if checkpoint is None or not (log_model or register_as):
             tracker.finish("FINISHED")
             return None
-        tracker.artifacts(checkpoint, "checkpoint")
         return log_trained_model(tracker.tracking_uri, tracker.run_id, checkpoint, step, register_as)
     except TmtvisError:
         raise
