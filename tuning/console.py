@@ -13,8 +13,12 @@ AP = "val.mean_AP"
 
 
 def tune_verbosity() -> int:
-    """Tune's own progress tables only with `tmtvis -v` (which sets TMTVIS_RAY_WORKER_LOGS)."""
-    return 1 if os.environ.get("TMTVIS_RAY_WORKER_LOGS") == "1" else 0
+    """Tune's verbosity: its status tables and per-trial tracebacks only with `tmtvis -v` (which sets
+    TMTVIS_RAY_WORKER_LOGS); otherwise a failed trial is our one line, its traceback in its error.txt."""
+    if os.environ.get("TMTVIS_RAY_WORKER_LOGS") == "1":
+        return 1
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # read by Tune's controller when the run starts
+    return 0
 
 
 def percent(value: Any) -> str:
@@ -54,4 +58,5 @@ class TrialEvents(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         done = int(self.last.get(trial.trial_id, {}).get("iteration", 0))
-        self._say(trial, f"failed at iteration {done} (details in the final table)")
+        where = getattr(trial, "error_file", None)
+        self._say(trial, f"failed at iteration {done}" + (f" (traceback: {where})" if where else ""))
