@@ -49,17 +49,22 @@ def per_category_ap_figure(per_category: dict[str, dict[str, float]]):
 
 def ap_over_iterations_figure(curves: dict[str, list[tuple[int, float]]], title: str = "validation AP") -> Any:
     """One line per curve ({label: [(iteration, AP as a fraction)]}), AP drawn in percent; -1 (no data) skipped."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
+    top = 1.0
     for label, points in sorted(curves.items()):
         points = sorted((s, v * 100) for s, v in points if v >= 0)
         if points:
             steps, values = zip(*points)
             ax.plot(steps, values, marker="o", markersize=3, label=label)
+            top = max(top, 1.1 * max(values))
     ax.set_xlabel("iteration")
     ax.set_ylabel("AP (%)")
     ax.set_title(title)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, top)  # at least 0-1 %: an all-zero curve is a line at the bottom, not a zoomed-in axis
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=7)
