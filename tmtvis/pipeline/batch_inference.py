@@ -177,8 +177,10 @@ def predict_videos(checkpoint: Path, dataset: str, sources: list[VideoSource], o
     with warnings.catch_warnings():  # the context's own deprecated fields warn on first use
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = sys.stderr.isatty() if progress is None else progress
-    ctx.execution_options.verbose_progress = False
+    bars = sys.stderr.isatty() if progress is None else progress
+    ctx.enable_progress_bars = bars
+    ctx.use_ray_tqdm = False  # the bars are drawn by this driver, whose worker logs are off without -v
+    ctx.execution_options.verbose_progress = bars  # one bar per stage (decode, predict), in videos
     if os.environ.get("TMTVIS_RAY_WORKER_LOGS") != "1":  # Ray Data's plan/start/finish lines only with -v
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").addFilter(_NoBarsNotice())
