@@ -20,21 +20,23 @@ class MlflowServer:
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, timeout: float = 240.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = (self.root / "server.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
              "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1", "--port",
-             str(self.port), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(240):
+             str(self.port), "--workers", "1"], stdout=log, stderr=log)
+        deadline = time.time() + timeout  # a few seconds on an idle machine, much longer on a loaded one
+        while time.time() < deadline and self.proc.poll() is None:
             try:
                 with urllib.request.urlopen(self.uri + "/health", timeout=2):
                     return
             except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.25)
+                time.sleep(0.5)
         self.stop()
-        pytest.fail("mlflow server did not start")
+        tail = (self.root / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
+        pytest.fail(f"mlflow server did not start: {' | '.join(tail)}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

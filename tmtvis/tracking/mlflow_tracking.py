@@ -173,7 +173,8 @@ class RunLogger:
 
     def _upload(self, local: Path, artifact_file: str) -> None:
         folder = str(Path(artifact_file).parent)
-        job: Callable[[], None] = lambda: self.client.log_artifact(self.run_id, str(local), None if folder == "." else folder)
+        job: Callable[[], None] = lambda: self.client.log_artifact(self.run_id, str(local),
+                                                                   None if folder == "." else folder)
         self._uploads.append((self._executor.submit(job), artifact_file))
 
     def close(self) -> dict[str, int]:
@@ -214,6 +215,7 @@ class RunLogger:
         return lost
 
     def finish(self, status: str = "FINISHED") -> None:
+        self.close()  # async metrics land before the run is closed
         self.client.set_terminated(self.run_id, status)
 
 
@@ -267,6 +269,7 @@ def finish_training_run(tracker: RunLogger, checkpoint: Path | None, step: int, 
         if checkpoint is None or not (log_model or register_as):
             tracker.finish("FINISHED")
             return None
+        tracker.close()
         return log_trained_model(tracker.tracking_uri, tracker.run_id, checkpoint, step, register_as)
     except TmtvisError:
         raise
