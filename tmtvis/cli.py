@@ -12,6 +12,8 @@ from tmtvis.errors import TmtvisError
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use; set RAY_AUTH_MODE=token for a secured cluster
+# MLflow's own INFO lines (store creation, model validation) only with -v; read when mlflow is first imported.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verbose:
         os.environ["TMTVIS_RAY_WORKER_LOGS"] = "1"
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO"
     # Our own progress at INFO; third-party chatter (open_clip, mlflow) only from WARNING unless -v.
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -95,6 +95,7 @@ class TrackingConfig:
     tracking_uri: str | None = None     # None: SQLite in the run directory (or MLFLOW_TRACKING_URI)
     experiment: str = "tmtvis"
     overlays: int = 2                   # validation videos drawn as overlay images per validation
+    log_model: bool = True              # the final checkpoint as an MLflow LoggedModel (pyfunc) of the run
 
 
 @dataclass

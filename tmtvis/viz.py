@@ -1,41 +1,76 @@
-"""Overlay pictures of predictions: coloured masks and labels over the video frames."""
+"""Overlay pictures of predictions: frames upscaled to a readable size, masks, boxes and labels drawn with
+torchvision's utilities (draw_segmentation_masks, draw_bounding_boxes), one colour per track."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from PIL import Image, ImageDraw
+import torch
+from PIL import Image, ImageFont
+from torchvision.ops import masks_to_boxes
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from tmtvis.data.ytvis_format import decode_rle
 
-PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-                    [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 190], [0, 128, 128], [170, 110, 40]],
-                   np.uint8)
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190), (0, 128, 128), (170, 110, 40)]
+MIN_SHORT_SIDE = 256  # pixels: small frames are upscaled (an integer factor) so masks and labels can be read
+
+
+def upscale_factor(height: int, width: int, min_short_side: int = MIN_SHORT_SIDE) -> int:
+    return max(1, math.ceil(min_short_side / min(height, width)))
+
+
+def _text_colour(background: tuple[int, int, int]) -> str:
+    """Black on light label backgrounds, white on dark ones."""
+    r, g, b = background
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "white"
+
+
+def fit_label(text: str, room: int, font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> str:
+    """`text` shortened (with '…') until it is at most `room` pixels wide in `font`."""
+    if font.getlength(text) <= room:
+        return text
+    while len(text) > 1 and font.getlength(text + "…") > room:
+        text = text[:-1]
+    return text + "…"
 
 
 def overlay_frames(frames: list[np.ndarray], predictions: list[dict], names: dict[int, str],
-                   score_threshold: float = 0.3, alpha: float = 0.5) -> list[Image.Image]:
-    """Frames (H, W, 3) uint8 with the predicted tracks above `score_threshold` painted on them."""
+                   score_threshold: float = 0.3, alpha: float = 0.5,
+                   min_short_side: int = MIN_SHORT_SIDE) -> list[Image.Image]:
+    """Frames (H, W, 3) uint8 with the predicted tracks above `score_threshold` drawn on them (masks, a box and a
+    'name score' label per track), upscaled so the short side is at least `min_short_side` pixels."""
     tracks = [p for p in sorted(predictions, key=lambda p: -p["score"]) if p["score"] >= score_threshold]
+    font = ImageFont.load_default()  # the font draw_bounding_boxes uses when given none
     out = []
     for t, frame in enumerate(frames):
-        canvas = frame.astype(np.float32).copy()
-        labels = []
-        for k, p in enumerate(tracks):
+        h, w = frame.shape[:2]
+        k = upscale_factor(h, w, min_short_side)
+        image = torch.from_numpy(np.array(frame, np.uint8)).permute(2, 0, 1)  # a writable copy
+        if k > 1:
+            image = torch.nn.functional.interpolate(image[None].float(), scale_factor=k, mode="bilinear",
+                                                    align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+        masks, colours, labels = [], [], []
+        for i, p in enumerate(tracks):
             rle = p["segmentations"][t]
             if rle is None:
                 continue
             m = decode_rle(rle).astype(bool)
-            if m.shape != frame.shape[:2] or not m.any():
+            if m.shape != (h, w) or not m.any():
                 continue
-            colour = PALETTE[k % len(PALETTE)].astype(np.float32)
-            canvas[m] = (1 - alpha) * canvas[m] + alpha * colour
-            ys, xs = np.nonzero(m)
-            labels.append((int(xs.min()), int(ys.min()), f"{names.get(p['category_id'], p['category_id'])} "
-                                                         f"{p['score']:.2f}", tuple(int(c) for c in colour)))
-        img = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
-        draw = ImageDraw.Draw(img)
-        for x, y, text, colour in labels:
-            draw.text((x + 1, max(y - 10, 0)), text, fill=colour)
-        out.append(img)
+            masks.append(torch.from_numpy(m.repeat(k, 0).repeat(k, 1)))
+            colours.append(PALETTE[i % len(PALETTE)])
+            labels.append(f"{names.get(p['category_id'], p['category_id'])} {p['score']:.2f}")
+        if masks:
+            stack = torch.stack(masks)
+            image = draw_segmentation_masks(image, stack, alpha=alpha, colors=colours)
+            boxes = masks_to_boxes(stack)
+            labels = [fit_label(text, int(w * k - box[0]) - 4, font) for text, box in zip(labels, boxes.tolist())]
+            image = draw_bounding_boxes(image, boxes, labels=labels, colors=colours, width=2,
+                                        label_colors=[_text_colour(c) for c in colours],
+                                        label_background_colors=colours, fill_labels=True)
+        out.append(Image.fromarray(image.permute(1, 2, 0).numpy()))
     return out
 
 

@@ -188,6 +188,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
     from ray.tune.schedulers import ASHAScheduler
 
     from tmtvis.engine.trainer import ray_session, report_pending
+    from tuning.console import TrialEvents, tune_verbosity
 
     base = state["base"]
     cfg = from_dict(Config, base)
@@ -224,7 +225,9 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
                 tune_config=tune.TuneConfig(num_samples=state["num_samples"], scheduler=scheduler,
                                             max_concurrent_trials=concurrent, reuse_actors=False,
                                             trial_dirname_creator=_trial_dirname),
-                run_config=tune.RunConfig(name="tune", storage_path=fs_path, storage_filesystem=fs, verbose=1,
+                run_config=tune.RunConfig(name="tune", storage_path=fs_path, storage_filesystem=fs,
+                                          verbose=tune_verbosity(),
+                                          callbacks=[TrialEvents(cfg.train.iterations, list(space.params))],
                                           failure_config=tune.FailureConfig(max_failures=0)))
         # on a cluster that may grow, say every 30 s which trials' worker groups wait for resources
         with report_pending() if _can_grow(address) else contextlib.nullcontext():
@@ -293,7 +296,7 @@ def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
 def format_table(rows: list[TrialRow], metric: str = AP) -> str:
     """The trials as an aligned text table."""
     keys = list(dict.fromkeys(k for r in rows for k in r.params))
-    head = ["trial", *keys, "best AP", *([f"best {metric}"] if metric != AP else []), "iterations",
+    head = ["trial", *keys, "best AP (%)", *([f"best {metric}"] if metric != AP else []), "iterations",
             "stopped early", "status"]
 
     def num(v: Any) -> str:
@@ -301,8 +304,12 @@ def format_table(rows: list[TrialRow], metric: str = AP) -> str:
             return "-"
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    lines = [[r.trial, *(num(r.params.get(k)) for k in keys), num(r.best_ap),
-              *([num(r.best_metric)] if metric != AP else []), str(r.iterations),
+    def ap(v: float | None) -> str:  # AP in percent, as everywhere a person reads it
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    lines = [[r.trial, *(num(r.params.get(k)) for k in keys), ap(r.best_ap),
+              *([ap(r.best_metric) if "AP" in metric else num(r.best_metric)] if metric != AP else []),
+              str(r.iterations),
               "yes" if r.status == "stopped" else "no", r.status] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -322,7 +329,7 @@ def _csv(rows: list[TrialRow]) -> str:
 
 def _finish(sweep_dir: Path | str, state: dict, space: Space, rows: list[TrialRow]) -> SweepResult:
     """Close the child runs ASHA killed, write the table and the best config, log them to the parent run."""
-    from tmtvis.tracking.mlflow_tracking import RunLogger
+    from tmtvis.tracking.mlflow_tracking import RunLogger, log_sweep_plot
 
     uri = state["tracking_uri"]
     parent = RunLogger(uri, state["parent_run_id"])
@@ -340,6 +347,7 @@ def _finish(sweep_dir: Path | str, state: dict, space: Space, rows: list[TrialRo
     table = format_table(rows, metric)
     texts = {"trials.txt": table + "\n", "trials.csv": _csv(rows),
              "trials.json": json.dumps([asdict(r) for r in rows], indent=1)}
+    log_sweep_plot(parent, {r.trial: r.run_id for r in rows if r.run_id})
     best = best_row(rows, space.scheduler.mode)
     best_config = None
     if best is not None:

@@ -12,8 +12,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "OUT/results.zip in the YouTube-VIS submission format. Re-running with the "
                                    "same arguments skips videos already predicted.")
     p.add_argument("--checkpoint", required=True,
-                   help="checkpoint dir (state.pt, config.yaml, taxonomy.json) or a training run dir (latest); "
-                        "local or s3://bucket/prefix")
+                   help="checkpoint dir (state.pt, config.yaml, taxonomy.json) or a training run dir (latest), "
+                        "local or s3://bucket/prefix, or an MLflow URI: models:/NAME/VERSION, models:/NAME@ALIAS, "
+                        "models:/MODEL_ID, runs:/RUN_ID/PATH")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking server for an MLflow --checkpoint URI (default: MLFLOW_TRACKING_URI)")
     p.add_argument("--input", type=Path, required=True,
                    help="YouTube-VIS JSON (frames under --images), a folder of frame folders and/or video files "
                         "(.mp4 .avi .mov .mkv .webm), or one video file")
@@ -30,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="frames per window for long videos (default: the config's train.val_window; 0 = whole video)")
     p.add_argument("--topk", type=int, default=10, help="predictions per video (default 10)")
     p.add_argument("--viz", type=int, default=0, metavar="K", help="write overlay GIFs for the first K videos")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: Ray Data's, on a terminal)")
     p.set_defaults(func=run)
 
 
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     s = run_inference(args.checkpoint, args.input, args.dataset, args.out, images=args.images, address=args.address,
                       actors=args.actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
                       viz=args.viz, window=args.window, topk=args.topk,
-                      progress=False if args.no_progress else None)
+                      progress=False if args.no_progress else None, tracking_uri=args.tracking_uri)
     print(f"{s.videos} videos: {s.predicted} predicted now, {s.videos - s.predicted} already done")
     if s.predicted:
         print(f"{s.frames} frames in {s.seconds:.1f} s ({s.frames_per_second:.2f} frames/s)")

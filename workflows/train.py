@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", default=None,
                    help="run directory, local or s3://bucket/prefix (default: OUTPUT_DIR/train-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--register-model", default=None, metavar="NAME",
+                   help="register the final model in the MLflow Model Registry as NAME (a new version)")
     p.set_defaults(func=run)
 
 
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise TmtvisError("--resume needs --run-dir")
     run_dir = args.run_dir or out / time.strftime("train-%Y%m%d-%H%M%S")
     prepared = prepare(cfg, out / "prepared", show_progress=True)
-    result = train(cfg, prepared.out_dir, run_dir, address=args.address, resume=args.resume)
+    result = train(cfg, prepared.out_dir, run_dir, address=args.address, resume=args.resume,
+                   register_model=args.register_model)
     print_summary(cfg, result)
     return 0
 
@@ -68,6 +71,11 @@ def print_summary(cfg, result) -> None:
         print(f"final checkpoint: {result.checkpoint}")
     if result.tracking_uri:
         print(f"MLflow: {result.tracking_uri} (run {result.run_id})")
+        if result.model is not None:
+            m = result.model
+            print(f"  model: {m.model_uri}" + (f", registered as {m.registry_uri}" if m.registered_name else "")
+                  + f" (tmtvis infer --checkpoint {m.registry_uri or m.model_uri} --tracking-uri "
+                    f"{result.tracking_uri} ...)")
         if result.tracking_uri.startswith("sqlite:"):
             print(f"  view with: mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1")
 

@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result.rows, result.metric))
     print(f"sweep directory: {result.sweep_dir}")
     if result.best_config:
-        print(f"best trial: {result.best.trial} ({result.metric} {result.best.best_metric:.4g}); "
+        value = (f"{100 * result.best.best_metric:.2f}%" if "AP" in result.metric
+                 else f"{result.best.best_metric:.4g}")
+        print(f"best trial: {result.best.trial} ({result.metric} {value}); "
               f"best config: {result.best_config}")
         print(f"  train it with: tmtvis train --config {result.best_config}")
     else:

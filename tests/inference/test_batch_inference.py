@@ -121,7 +121,7 @@ def test_overlay_gifs(folder_run, synth_root):
     gifs = sorted((folder_run / "viz").glob("*.gif"))
     assert [g.name for g in gifs] == ["video_00000001.gif", "video_00000002.gif"]
     with Image.open(gifs[0]) as im:
-        assert im.n_frames == 4 and im.size == (64, 64)
+        assert im.n_frames == 4 and im.size == (256, 256)  # 64x64 frames upscaled to a readable size
 
 
 def write_mp4(frames: list[np.ndarray], path: Path) -> None:

@@ -129,8 +129,8 @@ def test_table_and_best_trial():
     assert best_row(rows, "min").trial == "a"
     assert best_row(rows[3:], "max") is None
     lines = format_table(rows).splitlines()
-    assert lines[0].split() == ["trial", "train.lr", "best", "AP", "iterations", "stopped", "early", "status"]
-    assert lines[3].split() == ["b", "0.0003", "0.2", "2", "yes", "stopped"]
+    assert lines[0].split() == ["trial", "train.lr", "best", "AP", "(%)", "iterations", "stopped", "early", "status"]
+    assert lines[3].split() == ["b", "0.0003", "20.00", "2", "yes", "stopped"]  # AP in percent
     assert lines[5].split() == ["d", "-1", "-", "0", "no", "failed"]
     assert "best train.loss" in format_table(rows, "train.loss").splitlines()[0]
 

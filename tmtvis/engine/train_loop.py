@@ -155,7 +155,7 @@ class Validator:
 
 
 def _log_validation(tracker, details: dict, taxonomy: UnifiedTaxonomy, cfg: Config, iteration: int) -> None:
-    from tmtvis.tracking.mlflow_tracking import per_category_ap_figure
+    from tmtvis.tracking.plots import per_category_ap_figure
     from tmtvis.viz import grid, overlay_frames
 
     fig = per_category_ap_figure({ds: d["per_category"] for ds, d in details.items()})
@@ -216,7 +216,7 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0 and config.get("run_id"):
         from tmtvis.tracking.mlflow_tracking import RunLogger
 
-        tracker = RunLogger(config["tracking_uri"], config["run_id"])
+        tracker = RunLogger(config["tracking_uri"], config["run_id"], background=True)  # never stalls a step
     validator = Validator(cfg, prepared, taxonomy, stats) if cfg.data.splits("valid") else None
     cfg_yaml = config["cfg_yaml"]
     use_amp = cfg.train.amp and device.type == "cuda"
@@ -310,3 +310,5 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics)
         if last:
             break
+    if tracker is not None:
+        tracker.close()  # what is still in flight reaches the server (or is counted as lost) before the worker ends

@@ -25,6 +25,7 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
     tracking_uri: str | None = None
     run_id: str | None = None
+    model: object | None = None          # tmtvis.tracking.model.LoggedModelInfo of the final checkpoint
 
 
 @contextlib.contextmanager
@@ -177,13 +178,15 @@ def latest_checkpoint(root: str | Path) -> tuple[Path | str | None, dict]:
 
 def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str | None = None,
           resume: bool = False, track: bool = True, callbacks: list | None = None,
-          parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> TrainResult:
+          parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+          register_model: str | None = None) -> TrainResult:
     """Train `cfg` on the outputs of `prepare` in `run_dir` (resuming from its latest checkpoint when asked).
 
     `run_dir` is a local path or an object-storage URI (s3://bucket/prefix: checkpoints go there through Ray
     Train's storage; tracking then needs a server). Inside a running Ray session (a Tune trial) the session is
     reused; `callbacks` go to the Ray Train RunConfig (e.g. Tune's TuneReportCallback) and `parent_run_id`
-    makes the MLflow run a child run.
+    makes the MLflow run a child run. The final checkpoint becomes an MLflow LoggedModel, registered as
+    `register_model` when given.
     """
     import ray
     import yaml
@@ -194,7 +197,8 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     from tmtvis.pipeline.clip_stream import clip_dataset, load_sources
     from tmtvis.pipeline.sampling import expected_category_shares, make_plan
     from tmtvis.taxonomy import UnifiedTaxonomy
-    from tmtvis.tracking.mlflow_tracking import RunLogger, flatten, resolve_tracking_uri, start_run
+    from tmtvis.tracking.lineage import log_lineage
+    from tmtvis.tracking.mlflow_tracking import RunLogger, check_reachable, flatten, resolve_tracking_uri, start_run
 
     prepared, run_dir = Path(prepared).resolve(), storage.resolve(run_dir)
     remote = storage.is_uri(run_dir)
@@ -243,6 +247,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
             run_file = storage.join(run_dir, "mlflow_run.json")
             if resume and storage.is_file(run_file):
                 run_id = json.loads(storage.read_text(run_file))["run_id"]
+                check_reachable(tracking_uri)
                 tracker = RunLogger(tracking_uri, run_id)
             else:
                 tracker = start_run(tracking_uri, cfg.tracking.experiment, local_root(run_dir, tracking_uri),
@@ -255,6 +260,8 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
                 tracker.artifact(prepared / "taxonomy.json", "taxonomy")
                 shares = expected_category_shares(sources, cfg.data.repeat_threshold)
                 tracker.json({taxonomy.names[c]: s for c, s in shares.items()}, "data/expected_category_shares.json")
+                log_lineage(tracker.client, run_id, prepared, {"training": train_splits,
+                                                               "validation": cfg.data.splits("valid")})
 
         fs, fs_path = storage.filesystem(checkpoints)
         dataset = clip_dataset(plan, position, stop, cfg.data.clip, len(taxonomy), valid)
@@ -278,30 +285,18 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
                 result = trainer.fit()
         except Exception as e:
             if tracker is not None:
-                tracker.finish("FAILED")
+                with contextlib.suppress(Exception):  # a tracking outage must not hide the training error
+                    tracker.finish("FAILED")
             raise TmtvisError(f"training failed: {failure_summary(e)}") from e
         elapsed = time.time() - t0
     checkpoint = storage.to_location(fs, result.checkpoint.path) if result.checkpoint else None
     metrics = dict(result.metrics or {})
     metrics["train.wall_seconds"] = elapsed
+    model = None
     if tracker is not None:
-        _finish_tracking(tracker, checkpoint)
-    return TrainResult(run_dir, checkpoint, metrics, tracking_uri, run_id)
+        from tmtvis.tracking.mlflow_tracking import finish_training_run
 
-
-def _finish_tracking(tracker, checkpoint: Path | str | None) -> None:
-    """Loss-curve plot from the logged history, the final checkpoint as an artifact, run closed."""
-    import matplotlib.pyplot as plt
-
-    from tmtvis.tracking.mlflow_tracking import loss_curve_figure
-
-    client = tracker.client
-    keys = [k for k in client.get_run(tracker.run_id).data.metrics if k.startswith("train.loss")]
-    history = {k: [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, k)] for k in keys}
-    if history:
-        fig = loss_curve_figure(history)
-        tracker.figure(fig, "plots/loss_curve.png")
-        plt.close(fig)
-    if checkpoint is not None:
-        tracker.artifacts(storage.local_copy(checkpoint), "checkpoint")
-    tracker.finish("FINISHED")
+        model = finish_training_run(tracker, storage.local_copy(checkpoint) if checkpoint else None,
+                                    int(metrics.get("iteration", 0)), [ds.name for ds in cfg.data.splits("valid")],
+                                    register_model, cfg.tracking.log_model)
+    return TrainResult(run_dir, checkpoint, metrics, tracking_uri, run_id, model)

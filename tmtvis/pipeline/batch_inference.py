@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import sys
 import time
 import warnings
 import zipfile
@@ -96,7 +98,7 @@ class Predictor:
     """Ray Data actor: loads the checkpoint once, then predicts one video per row."""
 
     def __init__(self, checkpoint: str, dataset: str, window: int | None, overlap: int, topk: int,
-                 threads: int) -> None:
+                 threads: int, tracking_uri: str | None = None) -> None:
         import ray
         import torch
 
@@ -105,7 +107,7 @@ class Predictor:
 
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-        ckpt = load_checkpoint(checkpoint, device=device)
+        ckpt = load_checkpoint(checkpoint, device=device, tracking_uri=tracking_uri)  # a URI: fetched on this node
         labels = ckpt.labels(dataset)
         self.classes, self.to_dataset = labels.unified_ids, labels.from_unified
         self.predictor = VideoPredictor(ckpt.model, window=window, overlap=overlap, topk=topk)
@@ -166,44 +168,68 @@ def _resources(actors: int, cpus_per_actor: float | None, gpus_per_actor: float 
 def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
                    window: int | None, overlap: int, topk: int, actors: int, cpus_per_actor: float | None,
                    gpus_per_actor: float | None, progress: bool | None,
-                   written: Callable[[Path], None] | None = None) -> tuple[int, int]:
+                   tracking_uri: str | None = None, written: Callable[[Path], None] | None = None
+                   ) -> tuple[int, int]:
     """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives (and
-    passing it to `written`, e.g. to upload it)."""
+    passing it to `written`, e.g. to upload it).
+
+    `checkpoint`: a local dir, an object-storage URI or an MLflow URI (each actor fetches it). Progress: Ray
+    Data's bars, by default only on a terminal.
+    """
+    import ray
     import ray.data
-    from tqdm import tqdm
 
     cpus, gpus = _resources(actors, cpus_per_actor, gpus_per_actor)
     with warnings.catch_warnings():  # the context's own deprecated fields warn on first use
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the driver shows one bar per video instead
-    ctx.execution_options.verbose_progress = False
+    bars = sys.stderr.isatty() if progress is None else progress
+    ctx.enable_progress_bars = bars
+    ctx.use_ray_tqdm = False  # the bars are drawn by this driver, whose worker logs are off without -v
+    ctx.execution_options.verbose_progress = bars  # one bar per stage (decode, predict), in videos
+    if os.environ.get("TMTVIS_RAY_WORKER_LOGS") != "1":  # Ray Data's plan/start/finish lines only with -v
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").addFilter(_NoBarsNotice())
+    # Ray Data hands its actors their DataContext and transform as object-store references and restarts lost
+    # actors by default; Ray core then logs an error line per actor ("constructor arguments in the object store
+    # and max_restarts > 0", ray-project/ray#53727). On one node there is no node loss to survive (a crashed
+    # actor fails the run, which resumes where it stopped), so restarts are off there; clusters keep them.
+    restarts = {} if len([n for n in ray.nodes() if n.get("Alive")]) > 1 else {"max_restarts": 0}
     rows = [s.to_row() for s in sources]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map(decode_row, fn_kwargs={"short_edge": short_edge}, num_cpus=READ_CPUS)
-    ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
-                        fn_constructor_kwargs={"checkpoint": str(checkpoint), "dataset": dataset, "window": window,
-                                               "overlap": overlap, "topk": topk, "threads": max(1, int(cpus))},
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
-                        **({"num_gpus": gpus} if gpus else {}))
+    with warnings.catch_warnings():  # max_restarts has no named parameter in Ray 2.60 (ray_remote_args deprecated)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
+                            fn_constructor_kwargs={"checkpoint": str(checkpoint), "dataset": dataset,
+                                                   "window": window, "overlap": overlap, "topk": topk,
+                                                   "threads": max(1, int(cpus)), "tracking_uri": tracking_uri},
+                            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
+                            **({"num_gpus": gpus} if gpus else {}), **restarts)
     videos = frames = 0
-    with tqdm(total=len(rows), desc="inference", unit="video", disable=None if progress is None else not progress) as bar:
-        try:
-            for row in ds.iter_rows():
-                vid = int(row["video_id"])
-                path = prediction_file(out_dir, vid)
-                write_predictions(path, vid, (int(row["height"]), int(row["width"])), json.loads(row["predictions"]))
-                if written is not None:
-                    written(path)
-                videos += 1
-                frames += int(row["frames"])
-                bar.update(1)
-        except Exception as e:
-            user = _user_error(e)
-            if user is None:
-                raise
-            raise user from None
+    try:
+        for row in ds.iter_rows():
+            vid = int(row["video_id"])
+            path = prediction_file(out_dir, vid)
+            write_predictions(path, vid, (int(row["height"]), int(row["width"])), json.loads(row["predictions"]))
+            if written is not None:
+                written(path)
+            videos += 1
+            frames += int(row["frames"])
+    except Exception as e:
+        user = _user_error(e)
+        if user is None:
+            raise
+        raise user from None
     return videos, frames
+
+
+class _NoBarsNotice(logging.Filter):
+    """Drops Ray Data's 'Progress bars disabled' notice: we turned them off on purpose (no terminal)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")
+
 
 
 def _user_error(e: BaseException) -> TmtvisError | None:
@@ -266,13 +292,15 @@ def visualise(out_dir: Path, sources: list[VideoSource], results: list[dict], na
 def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, out_dir: str | Path,
                   images: str | Path | None = None, address: str | None = None, actors: int = 1,
                   cpus_per_actor: float | None = None, gpus_per_actor: float | None = None, viz: int = 0,
-                  window: int | None = None, topk: int = 10, progress: bool | None = None) -> InferenceSummary:
+                  window: int | None = None, topk: int = 10, progress: bool | None = None,
+                  tracking_uri: str | None = None) -> InferenceSummary:
     """`tmtvis infer`: predict every video of the input not yet in `out_dir`, then assemble the results.
 
+    `checkpoint`: a checkpoint or run dir, or an MLflow URI (models:/..., runs:/...) fetched via `tracking_uri`.
     `window`: None -> the checkpoint config's `train.val_window`; 0 -> each video as one clip.
     """
     from tmtvis.engine.trainer import ray_session
-    from tmtvis.inference.checkpoint import load_checkpoint
+    from tmtvis.inference.checkpoint import is_mlflow_uri, load_checkpoint
 
     if actors < 1:
         raise TmtvisError(f"--actors must be at least 1, got {actors}")
@@ -280,7 +308,8 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
         raise TmtvisError("--cpus-per-actor must be > 0 and --gpus-per-actor >= 0")
     if topk < 1 or window is not None and window < 0:
         raise TmtvisError(f"--topk must be >= 1 and --window >= 0, got {topk} and {window}")
-    ckpt = load_checkpoint(checkpoint, with_model=False)
+    ckpt = load_checkpoint(checkpoint, with_model=False, tracking_uri=tracking_uri)
+    uri = str(checkpoint) if is_mlflow_uri(checkpoint) else None
     labels = ckpt.labels(dataset)
     window = ckpt.cfg.train.val_window if window is None else window
     window = window or None
@@ -299,7 +328,7 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
         if remote:
             storage.upload(path, storage.join(remote, path.relative_to(out_dir).as_posix()))
 
-    _check_resumable(out_dir, _run_record(ckpt.source, dataset, window, overlap, topk, sources))
+    _check_resumable(out_dir, _run_record(uri or ckpt.source, dataset, window, overlap, topk, sources))
     sync(out_dir / "run.json")
     todo = [s for s in sources if not prediction_file(out_dir, s.video_id).is_file()]
     log.info("%d videos, %d already predicted, %d to go", len(sources), len(sources) - len(todo), len(todo))
@@ -309,9 +338,9 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
         load_checkpoint(ckpt.path)  # a broken state.pt: one line here, not an actor's traceback
         with ray_session(address):
             # the source, not the local copy: actors on other nodes fetch a checkpoint on object storage themselves
-            predicted, frames = predict_videos(ckpt.source, dataset, todo, out_dir, ckpt.cfg.data.clip.short_edge[0],
-                                               window, overlap, topk, actors, cpus_per_actor, gpus_per_actor,
-                                               progress, written=sync)
+            predicted, frames = predict_videos(uri or ckpt.source, dataset, todo, out_dir,
+                                               ckpt.cfg.data.clip.short_edge[0], window, overlap, topk, actors,
+                                               cpus_per_actor, gpus_per_actor, progress, tracking_uri, written=sync)
     seconds = time.time() - t0
     results, results_json, results_zip = assemble(out_dir, sources)
     names = {c["id"]: c["name"] for c in labels.categories}
