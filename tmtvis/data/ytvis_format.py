@@ -121,6 +121,47 @@ def resolve_frame(image_root: str | Path, name: str) -> Path:
     return full
 
 
+def rle_counts_problem(counts: Any, height: int, width: int) -> str | None:
+    """What is wrong with compressed RLE `counts` for an (height, width) mask, or None when it is sound.
+
+    Decodes COCO's string format (pycocotools' rleFrString: 5 bits per char from '0', 0x20 = more
+    chars follow, 0x10 in the last char = negative, runs after the second are deltas) without building the
+    mask: every run must be >= 0 and the runs must sum to height * width.
+    """
+    if isinstance(counts, str):
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            return "compressed RLE counts hold non-ASCII characters"
+    if not isinstance(counts, bytes):
+        return f"compressed RLE counts must be a string, got {type(counts).__name__}"
+    b = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    if b.size == 0:
+        return "compressed RLE counts are empty"
+    if (b < 0).any() or (b > 63).any():
+        return "compressed RLE counts hold characters outside '0'..'o' (not a COCO RLE string)"
+    more = (b & 0x20) != 0
+    if more[-1]:
+        return "compressed RLE counts end in the middle of a run (truncated)"
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    chunks = ends - starts + 1
+    if chunks.max() > 8:  # 40 bits: far beyond any mask; longer values overflow pycocotools' decoder
+        return "compressed RLE counts hold a run too long to be real"
+    k = np.arange(b.size) - np.repeat(starts, chunks)
+    runs = np.add.reduceat((b & 0x1F) << (5 * k), starts)
+    runs = np.where((b[ends] & 0x10) != 0, runs - (1 << (5 * chunks)), runs)
+    for first in (1, 2):  # run m > 2 is stored as a delta to run m - 2
+        if runs.size > first + 2:
+            runs[first + 2::2] = runs[first] + np.cumsum(runs[first + 2::2])
+    if (runs < 0).any():
+        return "compressed RLE counts decode to a negative run (corrupt string)"
+    total = int(runs.sum())
+    if total != height * width:
+        return f"compressed RLE counts cover {total} pixels, expected height*width = {height * width}"
+    return None
+
+
 def _check_segmentation(seg: Any, video: Video, path: Path, entry: str) -> None:
     if seg is None:
         return
@@ -140,6 +181,8 @@ def _check_segmentation(seg: Any, video: Video, path: Path, entry: str) -> None:
                                              f"expected height*width = {video.height * video.width}")
         elif not isinstance(counts, str):
             raise DataError(path, entry, "RLE counts must be a string (compressed) or a list (uncompressed)")
+        elif (problem := rle_counts_problem(counts, video.height, video.width)) is not None:
+            raise DataError(path, entry, problem)
         return
     if isinstance(seg, list):
         for poly in seg:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from tmtvis.data.ytvis_format import rle_counts_problem
 from tmtvis.errors import DataError
 
 
@@ -83,6 +84,9 @@ def to_rle(seg: Any, video: Video, path: str, entry: str) -> dict | None:
             size = seg.get("size")
             if not isinstance(size, (list, tuple)) or list(size) != [h, w]:
                 raise DataError(path, entry, f"RLE size {size!r} differs from the video's [height, width] {[h, w]}")
+            problem = rle_counts_problem(counts, h, w)
+            if problem is not None:
+                raise DataError(path, entry, problem)
             return seg
     except DataError:
         raise
@@ -118,6 +122,7 @@ def _frames(track_entry: dict, video: Video, path: str, entry: str) -> list[dict
     size = [video.height, video.width]
     return [
         s if type(s) is dict and type(s.get("counts")) is str and s.get("size") == size  # fast path
+        and rle_counts_problem(s["counts"], video.height, video.width) is None
         else to_rle(s, video, path, f"{entry}.segmentations[{f}]")
         for f, s in enumerate(segs)
     ]
