@@ -22,6 +22,7 @@ from tmtvis.data.frames import read_frame
 from tmtvis.data.ytvis_format import read_json, resolve_frame
 from tmtvis.engine.optim import build_optimizer, build_scheduler
 from tmtvis.engine.validate import evaluate_rows, predict_rows
+from tmtvis.io_utils import atomic_path, atomic_write_text
 from tmtvis.losses.criterion import SetCriterion
 from tmtvis.models.tmtvis_model import build_model
 from tmtvis.taxonomy import UnifiedTaxonomy
@@ -45,18 +46,36 @@ def to_targets(batch: dict[str, torch.Tensor], device: torch.device) -> list[dic
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, iteration: int,
                     data_position: int, cfg_yaml: str, taxonomy_path: Path) -> None:
+    """Write a checkpoint; meta.json goes last and records state.pt's size, so a partly written or partly
+    copied checkpoint is never taken for a whole one (see checkpoint_complete)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "iteration": iteration, "data_position": data_position, "torch_rng": torch.get_rng_state(),
              "python_rng": random.getstate()}
-    torch.save(state, directory / STATE_FILE)
-    (directory / "config.yaml").write_text(cfg_yaml)
+    with atomic_path(directory / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+    atomic_write_text(directory / "config.yaml", cfg_yaml)
     shutil.copy(taxonomy_path, directory / "taxonomy.json")
-    (directory / META_FILE).write_text(json.dumps({"iteration": iteration, "data_position": data_position}))
+    atomic_write_text(directory / META_FILE, json.dumps({"iteration": iteration, "data_position": data_position,
+                                                         "state_bytes": (directory / STATE_FILE).stat().st_size}))
+
+
+def checkpoint_complete(directory: Path) -> dict | None:
+    """A checkpoint directory's meta.json when the checkpoint is whole (state.pt of the recorded size), else None."""
+    try:
+        meta = json.loads((Path(directory) / META_FILE).read_text())
+        size = (Path(directory) / STATE_FILE).stat().st_size
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("iteration"), int):
+        return None
+    return meta if meta.get("state_bytes", size) == size else None
 
 
 def load_state(directory: str | Path) -> dict:
-    """A checkpoint's training state; weights_only, so a checkpoint cannot run code."""
-    return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    """A checkpoint's training state; weights_only, so a checkpoint cannot run code; a bad file is one line."""
+    from tmtvis.inference.checkpoint import read_state
+
+    return read_state(Path(directory) / STATE_FILE)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

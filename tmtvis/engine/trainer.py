@@ -61,12 +61,12 @@ def failure_summary(error: BaseException) -> str:
 
 def latest_checkpoint(storage: Path) -> tuple[Path | None, dict]:
     """The checkpoint with the highest iteration under a Ray Train storage dir, and its meta.json."""
-    from tmtvis.engine.train_loop import META_FILE
+    from tmtvis.engine.train_loop import META_FILE, checkpoint_complete
 
     best, meta = None, {}
     for m in storage.glob(f"*/checkpoint_*/{META_FILE}"):
-        data = json.loads(m.read_text())
-        if best is None or data["iteration"] > meta["iteration"]:
+        data = checkpoint_complete(m.parent)  # None: cut short while written or copied (a crash): skipped
+        if data is not None and (best is None or data["iteration"] > meta["iteration"]):
             best, meta = m.parent, data
     return best, meta
 
