@@ -35,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("tmtvis").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logging.captureWarnings(True)
+    from tmtvis.interrupts import run_interruptible
+
     try:
-        return int(args.func(args) or 0)
+        # On a worker thread: SIGINT/SIGTERM stop the command in any phase, exit 130/143 (see interrupts.py).
+        return run_interruptible(lambda: int(args.func(args) or 0))
     except TmtvisError as e:
         print(f"tmtvis: error: {e}", file=sys.stderr)
         return 2

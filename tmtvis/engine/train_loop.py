@@ -248,7 +248,11 @@ def train_loop_per_worker(config: dict) -> None:
         for s, ds in enumerate(cfg.data.splits("train")):
             metrics[f"seen.dataset.{ds.name}"] = float(srcs[s] / max(srcs.sum(), 1))
         if do_val:
+            if rank == 0:  # what the run is doing, for whoever watches the run dir
+                atomic_write_text(run_dir / "workers" / "phase", f"validating {iteration}\n")
             val_metrics, details = validator.run(model, rank, world)
+            if rank == 0:
+                atomic_write_text(run_dir / "workers" / "phase", f"training {iteration}\n")
             metrics.update(val_metrics)
             if tracker is not None and details:
                 _log_validation(tracker, details, taxonomy, cfg, iteration)
