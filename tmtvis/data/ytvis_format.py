@@ -92,11 +92,18 @@ def _require(obj: Any, keys: tuple[str, ...], path: Path, entry: str) -> None:
             raise DataError(path, entry, f"missing key '{k}'")
 
 
-def _int(value: Any, path: Path, entry: str, key: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+MAX_SIDE = 1 << 15  # frame height/width: beyond 8K video, and h * w stays inside pycocotools' 32-bit sizes
+
+
+def _int(value: Any, path: Path, entry: str, key: str, minimum: int | None = None,
+         maximum: int | None = None) -> int:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or isinstance(value, float) and not value.is_integer()):
         raise DataError(path, entry, f"'{key}' must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise DataError(path, entry, f"'{key}' must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise DataError(path, entry, f"'{key}' must be <= {maximum}, got {value!r}")
     return int(value)
 
 
@@ -162,6 +169,27 @@ def rle_counts_problem(counts: Any, height: int, width: int) -> str | None:
     return None
 
 
+def uncompressed_counts_problem(counts: list, height: int, width: int) -> str | None:
+    """What is wrong with uncompressed RLE counts (a list of run lengths) for an (height, width) mask, or None."""
+    if any(type(c) is not int or c < 0 for c in counts):
+        return "uncompressed RLE counts must be non-negative integers"
+    if sum(counts) != height * width:
+        return f"uncompressed RLE counts sum to {sum(counts)}, expected height*width = {height * width}"
+    return None
+
+
+def polygon_problem(seg: list) -> str | None:
+    """What is wrong with a polygon segmentation (a list of flat [x0, y0, x1, y1, ...] lists), or None."""
+    for poly in seg:
+        if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
+                or not all(type(x) in (int, float) and math.isfinite(x) for x in poly)):
+            return "a polygon must be a flat list of >= 3 (x, y) number pairs"
+        # pycocotools rasterises along the outline: far-off points would take forever (and are no frame's)
+        if not all(-MAX_SIDE <= x <= 2 * MAX_SIDE for x in poly):
+            return f"polygon coordinates must lie in [-{MAX_SIDE}, {2 * MAX_SIDE}]"
+    return None
+
+
 def _check_segmentation(seg: Any, video: Video, path: Path, entry: str) -> None:
     if seg is None:
         return
@@ -169,26 +197,22 @@ def _check_segmentation(seg: Any, video: Video, path: Path, entry: str) -> None:
         if "counts" not in seg or "size" not in seg:
             raise DataError(path, entry, "RLE must have 'size' and 'counts'")
         size = seg["size"]
-        if not (isinstance(size, list) and len(size) == 2) or [int(size[0]), int(size[1])] != [video.height, video.width]:
+        if (not (isinstance(size, list) and len(size) == 2 and all(type(x) in (int, float) for x in size))
+                or [size[0], size[1]] != [video.height, video.width]):
             raise DataError(path, entry, f"RLE size {size} differs from the video's [height, width] "
                                          f"[{video.height}, {video.width}]")
         counts = seg["counts"]
         if isinstance(counts, list):
-            if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
-                raise DataError(path, entry, "uncompressed RLE counts must be non-negative integers")
-            if sum(counts) != video.height * video.width:
-                raise DataError(path, entry, f"uncompressed RLE counts sum to {sum(counts)}, "
-                                             f"expected height*width = {video.height * video.width}")
+            if (problem := uncompressed_counts_problem(counts, video.height, video.width)) is not None:
+                raise DataError(path, entry, problem)
         elif not isinstance(counts, str):
             raise DataError(path, entry, "RLE counts must be a string (compressed) or a list (uncompressed)")
         elif (problem := rle_counts_problem(counts, video.height, video.width)) is not None:
             raise DataError(path, entry, problem)
         return
     if isinstance(seg, list):
-        for poly in seg:
-            if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
-                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in poly)):
-                raise DataError(path, entry, "a polygon must be a flat list of >= 3 (x, y) number pairs")
+        if (problem := polygon_problem(seg)) is not None:
+            raise DataError(path, entry, problem)
         return
     raise DataError(path, entry, f"segmentation must be RLE, polygon or null, got {type(seg).__name__}")
 
@@ -245,8 +269,8 @@ def parse_videos(data: dict, path: Path) -> dict[int, Video]:
             raise DataError(path, entry, f"'file_names' has {len(names)} entries but 'length' is {length}")
         for name in names:
             check_relative_name(name, path, entry)
-        videos[vid] = Video(vid, _int(v["width"], path, entry, "width", 1), _int(v["height"], path, entry, "height", 1),
-                            length, list(names))
+        videos[vid] = Video(vid, _int(v["width"], path, entry, "width", 1, MAX_SIDE),
+                            _int(v["height"], path, entry, "height", 1, MAX_SIDE), length, list(names))
     return videos
 
 

@@ -247,6 +247,8 @@ def train_loop_per_worker(config: dict) -> None:
             metrics[f"seen.category.{taxonomy.names[c].replace(' ', '_')}"] = float(cats[c] / cats.sum())
         for s, ds in enumerate(cfg.data.splits("train")):
             metrics[f"seen.dataset.{ds.name}"] = float(srcs[s] / max(srcs.sum(), 1))
+        if rank == 0 and config.get("skipped") is not None:  # videos left out by data.skip_bad_videos so far
+            metrics["data.skipped"] = float(ray.get(config["skipped"].count.remote()))
         if do_val:
             if rank == 0:  # what the run is doing, for whoever watches the run dir
                 atomic_write_text(run_dir / "workers" / "phase", f"validating {iteration}\n")

@@ -83,7 +83,10 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from tmtvis.engine.train_loop import train_loop_per_worker
-    from tmtvis.pipeline.clip_stream import clip_dataset, load_sources
+    import ray
+
+    from tmtvis.errors import find_user_error
+    from tmtvis.pipeline.clip_stream import SkippedVideos, clip_dataset, load_sources
     from tmtvis.pipeline.sampling import expected_category_shares, make_plan
     from tmtvis.taxonomy import UnifiedTaxonomy
     from tmtvis.tracking.mlflow_tracking import RunLogger, flatten, resolve_tracking_uri, start_run
@@ -141,11 +144,12 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     if gpu:
         resources["GPU"] = cfg.train.gpus_per_worker
     with ray_session(address):
-        dataset = clip_dataset(plan, position, stop, cfg.data.clip, len(taxonomy), valid)
+        skipped = SkippedVideos.remote() if cfg.data.skip_bad_videos else None
+        dataset = clip_dataset(plan, position, stop, cfg.data.clip, len(taxonomy), valid, skipped=skipped)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"cfg": to_dict(cfg), "prepared": str(prepared), "run_dir": str(run_dir),
-                               "tracking_uri": tracking_uri, "run_id": run_id},
+                               "tracking_uri": tracking_uri, "run_id": run_id, "skipped": skipped},
             scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, resources_per_worker=resources),
             torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
             datasets={"train": dataset},
@@ -162,11 +166,21 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
         except Exception as e:
             if tracker is not None:
                 tracker.finish("FAILED")
-            raise TmtvisError(f"training failed: {failure_summary(e)}") from e
+            user = find_user_error(e)  # a bad input file: its one line, not Ray's wrapping of it
+            raise (user or TmtvisError(f"training failed: {failure_summary(e)}")) from None
         elapsed = time.time() - t0
+        bad = ray.get(skipped.lines.remote()) if skipped is not None else []
+    for line in bad:
+        log.warning("data.skip_bad_videos: left out clips of %s", line)
     checkpoint = Path(result.checkpoint.path) if result.checkpoint else None
     metrics = dict(result.metrics or {})
     metrics["train.wall_seconds"] = elapsed
+    if skipped is not None:
+        metrics["data.skipped"] = len(bad)
+        if tracker is not None:
+            tracker.metrics({"data.skipped": len(bad)}, step=int(metrics.get("iteration", 0)))
+            if bad:
+                tracker.text("\n".join(bad) + "\n", "data/skipped_videos.txt")
     if tracker is not None:
         _finish_tracking(tracker, checkpoint)
     return TrainResult(run_dir, checkpoint, metrics, tracking_uri, run_id)
