@@ -14,6 +14,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use; set RAY_AUTH_MODE=token for a secured cluster
 
 
+# Commands that run Ray (whose own signal handlers would otherwise decide how Ctrl-C ends them).
+RAY_COMMANDS = ("train", "tune", "infer", "demo", "study")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from workflows import data, demo, evaluate, infer, prepare, study, submit, train, tune
 
@@ -38,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     from tmtvis.interrupts import run_interruptible
 
     try:
-        # On a worker thread: SIGINT/SIGTERM stop the command in any phase, exit 130/143 (see interrupts.py).
-        return run_interruptible(lambda: int(args.func(args) or 0))
+        if args.command in RAY_COMMANDS:  # SIGINT/SIGTERM stop these in any phase, exit 130/143 (interrupts.py)
+            return run_interruptible(lambda: int(args.func(args) or 0))
+        return int(args.func(args) or 0)
     except TmtvisError as e:
         print(f"tmtvis: error: {e}", file=sys.stderr)
         return 2
