@@ -79,12 +79,11 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     Inside a running Ray session (a Tune trial) the session is reused; `callbacks` go to the Ray Train
     RunConfig (e.g. Tune's TuneReportCallback) and `parent_run_id` makes the MLflow run a child run.
     """
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from tmtvis.engine.train_loop import train_loop_per_worker
-    import ray
-
     from tmtvis.errors import find_user_error
     from tmtvis.pipeline.clip_stream import SkippedVideos, clip_dataset, load_sources
     from tmtvis.pipeline.sampling import expected_category_shares, make_plan
