@@ -58,3 +58,24 @@ def tiny_config(root: Path, *overrides: str) -> "Config":
         "model.num_queries=6", "model.dec_layers=2", "loss.num_points=256",
         "train.log_every=2", "train.val_every=0", "train.val_max_videos=2", "tracking.overlays=1",
         *overrides])
+
+
+def with_truncated_frame(synth_root: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the prepared data whose ytvis_synth train video 1 has its second frame cut in half."""
+    import shutil
+
+    from tmtvis.data.manifest import read_manifest, write_manifest
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(synth_root / "prepared", prepared)
+    manifest = prepared / "manifests" / "ytvis_synth_train.parquet"
+    rows = read_manifest(manifest)
+    images = tmp_path / "JPEGImages"
+    for name in rows[0]["file_names"]:
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(rows[0]["image_root"]) / name, images / name)
+    bad = images / rows[0]["file_names"][1]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    rows[0]["image_root"] = str(images)
+    write_manifest(manifest, rows)
+    return prepared, bad

@@ -16,6 +16,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use; set RAY_AUTH_MO
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
+# Commands that run Ray (whose own signal handlers would otherwise decide how Ctrl-C ends them).
+RAY_COMMANDS = ("train", "tune", "infer", "demo", "study")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from workflows import data, demo, evaluate, infer, prepare, study, submit, train, tune
 
@@ -38,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("tmtvis").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logging.captureWarnings(True)
+    from tmtvis.interrupts import run_interruptible
+
     try:
+        if args.command in RAY_COMMANDS:  # SIGINT/SIGTERM stop these in any phase, exit 130/143 (interrupts.py)
+            return run_interruptible(lambda: int(args.func(args) or 0))
         return int(args.func(args) or 0)
     except TmtvisError as e:
         print(f"tmtvis: error: {e}", file=sys.stderr)

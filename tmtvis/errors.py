@@ -1,6 +1,7 @@
 """User-facing errors: printed by the CLI as one line with a non-zero exit, never a traceback."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -21,3 +22,27 @@ class DataError(TmtvisError):
 
 class ConfigError(TmtvisError):
     """An invalid configuration value or override."""
+
+
+def find_user_error(error: BaseException) -> TmtvisError | None:
+    """The tmtvis error (e.g. a bad input file) that a Ray task or worker failed with, as a plain one-line error.
+
+    Looks through the exception's causes, then, as Ray keeps only a remote traceback's text across
+    processes, for a `tmtvis.errors.X: message` line in it.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    found: list[str] = []
+    while stack:
+        x = stack.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        if type(x) is DataError:
+            return DataError(x.path, x.entry, x.problem)
+        if type(x).__module__ == __name__:
+            return type(x)(str(x).splitlines()[0])
+        stack += [getattr(x, "cause", None), x.__cause__, x.__context__]
+        stack += list((getattr(x, "worker_failures", None) or {}).values())  # Ray Train's TrainingFailedError
+        found += re.findall(r"^tmtvis\.errors\.\w+: (.+)$", str(x), re.M)
+    return TmtvisError(found[0]) if found else None

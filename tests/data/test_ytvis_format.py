@@ -73,6 +73,9 @@ BAD_CASES = {
     "rle_wrong_size": (lambda d: d["annotations"][0]["segmentations"][1].update(size=[5, 5]), "differs from the video's"),
     "bad_segmentation_type": (lambda d: d["annotations"][0]["segmentations"].__setitem__(1, 5), "segmentation must be RLE"),
     "uncompressed_rle_sum": (lambda d: d["annotations"][0]["segmentations"].__setitem__(1, {"size": [24, 32], "counts": [1, 2]}), "sum to 3"),
+    "garbage_rle_counts": (lambda d: d["annotations"][0]["segmentations"][1].update(counts="!!!garbage"), "frame 1: compressed RLE counts hold characters outside"),
+    "rle_counts_wrong_sum": (lambda d: d["annotations"][0]["segmentations"][2].update(counts="0d0"), "frame 2: compressed RLE counts cover 20 pixels, expected height*width = 768"),
+    "truncated_rle_counts": (lambda d: d["annotations"][1]["segmentations"][1].update(counts=d["annotations"][1]["segmentations"][1]["counts"][:-1] + "o"), "annotations[1] (id 2) frame 1: compressed RLE counts end in the middle"),
     "bad_iscrowd": (lambda d: d["annotations"][0].update(iscrowd=3), "'iscrowd' must be 0 or 1"),
     "videos_not_list": (lambda d: d.update(videos={}), "videos: must be a list"),
 }
@@ -124,6 +127,8 @@ def test_results_roundtrip_and_validation(tiny_dataset, tmp_path):
         ({**preds[0], "category_id": 9}, "category_id 9 is not a category"),
         ({**preds[0], "segmentations": [None]}, "has 1 entries but video 1 has length 3"),
         ({**preds[0], "score": "high"}, "'score' must be a finite number"),
+        ({**preds[0], "segmentations": [None, {"size": [24, 32], "counts": "!!!garbage"}, None]},
+         r"\[0\] frame 1: compressed RLE counts hold characters"),
     ):
         out.write_text(json.dumps([bad]))
         with pytest.raises(DataError, match=msg):
@@ -131,3 +136,23 @@ def test_results_roundtrip_and_validation(tiny_dataset, tmp_path):
     out.write_text(json.dumps({"not": "a list"}))
     with pytest.raises(DataError, match="must be a JSON list"):
         load_results(out)
+
+
+def test_rle_counts_check_agrees_with_pycocotools():
+    from pycocotools import mask as mask_utils
+
+    from tmtvis.data.ytvis_format import rle_counts_problem
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = (int(x) for x in rng.integers(1, 40, 2))
+        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        counts = mask_utils.encode(np.asfortranarray(m))["counts"]
+        assert rle_counts_problem(counts, h, w) is None
+        assert rle_counts_problem(counts.decode(), h, w) is None
+        assert "expected height*width" in rle_counts_problem(counts, h + 1, w)
+    for _ in range(2000):  # whatever the check accepts, pycocotools decodes to a mask of that size
+        h, w = (int(x) for x in rng.integers(1, 8, 2))
+        counts = bytes(rng.integers(48, 112, int(rng.integers(1, 6))).astype(np.uint8))
+        if rle_counts_problem(counts, h, w) is None:
+            assert mask_utils.decode({"size": [h, w], "counts": counts}).shape == (h, w)

@@ -60,6 +60,22 @@ def test_rle_of_another_size(gt):
     assert "[0].segmentations[0]: RLE size [4, 4] differs" in _errors(gt, [p])
 
 
+@pytest.mark.parametrize("counts, problem", [("!!!garbage", "characters outside '0'..'o'"),
+                                             ("0d0", "cover 20 pixels, expected height*width = 64"),
+                                             (b"0`", "end in the middle of a run")])
+def test_garbage_rle_counts_in_results(gt, counts, problem):
+    p = pred(1, 1, 0.5, [None, None])
+    p["segmentations"][1] = {"size": [8, 8], "counts": counts}
+    msg = _errors(gt, [p])
+    assert msg.startswith("res.json: [0].segmentations[1]: compressed RLE counts") and problem in msg
+
+
+def test_garbage_rle_counts_in_ground_truth(gt):
+    gt["annotations"][0]["segmentations"][0] = {"size": [8, 8], "counts": "!!!garbage"}
+    msg = _errors(gt, [])
+    assert msg.startswith("gt.json: annotations[0].segmentations[0]: compressed RLE counts hold characters")
+
+
 def test_malformed_segmentation(gt):
     p = pred(1, 1, 0.5, [None, None])
     p["segmentations"][1] = 5

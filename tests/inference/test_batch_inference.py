@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -214,3 +215,43 @@ def test_out_dir_of_another_run_is_refused(checkpoint, folder_run, synth_root, c
                "--out", str(folder_run))
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "different videos" in err[0]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.slow
+def test_a_thousand_videos_flat_driver_memory_one_set_each(checkpoint, ray_local, tmp_path):
+    rng = np.random.default_rng(0)
+    videos = tmp_path / "videos"
+    for v in range(1000):
+        (videos / f"v{v:04d}").mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(videos / f"v{v:04d}" / "0.png")
+    out = tmp_path / "out"
+    seen: dict[int, int] = {}
+    real_write = batch_inference.write_predictions
+
+    def write_and_measure(path, *args):
+        real_write(path, *args)
+        done = len(seen) + 1
+        seen[done] = rss_bytes()  # the driver's resident memory after `done` videos
+
+    batch_inference.write_predictions = write_and_measure
+    try:
+        summary = batch_inference.run_inference(checkpoint, videos, DATASET, out, topk=3, window=0, progress=False)
+    finally:
+        batch_inference.write_predictions = real_write
+    growth = seen[1000] - seen[100]
+    print(f"\n[load] 1000 videos in {summary.seconds:.0f} s; driver RSS {seen[100] / 2**20:.0f} MiB at 100, "
+          f"{seen[1000] / 2**20:.0f} MiB at 1000 ({growth / 2**20:+.1f} MiB)")
+    assert summary.predicted == 1000 and len(seen) == 1000
+    assert growth < 64 * 2**20  # flat: nothing per video is kept on the driver
+    files = sorted((out / "predictions").iterdir())
+    assert [f.name for f in files] == [f"video_{v:08d}.parquet" for v in range(1, 1001)]
+    results = per_video(json.loads((out / "results.json").read_text()))
+    assert sorted(results) == list(range(1, 1001))
+    for f in files[::97]:
+        [vid] = {p["video_id"] for p in batch_inference.read_predictions(f)}
+        assert results[vid] == batch_inference.read_predictions(f)  # exactly that video's one set

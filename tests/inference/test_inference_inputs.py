@@ -118,13 +118,13 @@ def test_unknown_dataset_and_pickles_are_refused(synth_root, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "dataset 'coco' is not in this checkpoint's taxonomy" in err[0] and "ytvis_synth" in err[0]
-    with pytest.raises(TmtvisError, match="cannot load checkpoint"):
+    with pytest.raises(TmtvisError, match="not a tmtvis checkpoint"):
         load_checkpoint(ck)  # weights_only refuses the pickled callable
     rc = main(["infer", "--checkpoint", str(ck), "--input", str(synth_root / "data/ytvis/valid.json"),
                "--dataset", "ytvis_synth", "--out", str(tmp_path / "o2")])
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "state.pt: cannot load checkpoint" in err[0]  # before any Ray start
+    assert rc == 2 and len(err) == 1 and err[0].endswith("not a tmtvis checkpoint (or corrupted): " + str(ck / "state.pt"))  # before any Ray start
     assert "pwned" not in captured.out
 
 

@@ -4,7 +4,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from helpers import tiny_config
+from helpers import tiny_config, with_truncated_frame
 from tmtvis.data.clips import ClipConfig
 from tmtvis.pipeline.clip_stream import clip_dataset, load_sources
 from tmtvis.pipeline.sampling import make_plan
@@ -50,3 +50,50 @@ def test_stream_is_a_deterministic_slice_of_the_plan(synth_root, ray_local):
                                         full["valid_classes"]):
         assert set(labels[:n].tolist()) <= set(valid[src]) and (labels[n:] == -1).all()
         assert set(np.nonzero(valid_row)[0].tolist()) == set(valid[src])
+
+
+def test_a_truncated_frame_mid_stream_is_skipped_and_counted(synth_root, ray_local, tmp_path):
+    from tmtvis.pipeline.clip_stream import SkippedVideos
+
+    prepared, bad = with_truncated_frame(synth_root, tmp_path)
+    cfg = tiny_config(synth_root)
+    tax = UnifiedTaxonomy.load(prepared / "taxonomy.json")
+    sources = load_sources(prepared, cfg.data.splits("train"), tax)
+    valid = [tax.datasets[d.name].unified_ids for d in cfg.data.splits("train")]
+    plan = make_plan(sources, seed=0)
+    clip = ClipConfig(num_frames=3, frame_window=3, short_edge=(32,), crop=(32, 32))
+    skipped = SkippedVideos.remote()
+    got = [b for b in clip_dataset(plan, 0, 120, clip, len(tax), valid, batch_size=8, skipped=skipped)
+           .iter_batches(batch_size=None)]
+    samples = [s for b in got for s in b["sample"].tolist()]
+    needs_bad = [i for i in range(120) if plan.sample(i)["source"] == 0 and plan.sample(i)["row"] == 0
+                 and 1 in sample_frames_of(plan, i, clip)]
+    assert needs_bad and samples == [i for i in range(120) if i not in needs_bad]
+    assert ray_local.get(skipped.count.remote()) == 1
+    [line] = ray_local.get(skipped.lines.remote())
+    assert line.startswith("ytvis_synth/train video 1: ") and str(bad) in line and "truncated" in line
+
+
+def sample_frames_of(plan, i, clip) -> list[int]:
+    from tmtvis.data.clips import sample_frames
+
+    s = plan.sample(i)
+    return sample_frames(plan.lengths[s["source"]][s["row"]], s["ref"], clip, np.random.default_rng(s["seed"]))
+
+
+def test_a_truncated_frame_without_skipping_is_one_line_naming_it(synth_root, ray_local, tmp_path):
+    from tmtvis.errors import TmtvisError, find_user_error
+
+    prepared, bad = with_truncated_frame(synth_root, tmp_path)
+    cfg = tiny_config(synth_root)
+    tax = UnifiedTaxonomy.load(prepared / "taxonomy.json")
+    sources = load_sources(prepared, cfg.data.splits("train"), tax)
+    valid = [tax.datasets[d.name].unified_ids for d in cfg.data.splits("train")]
+    clip = ClipConfig(num_frames=3, frame_window=3, short_edge=(32,), crop=(32, 32))
+    with pytest.raises(Exception) as e:
+        for _ in clip_dataset(make_plan(sources, seed=0), 0, 120, clip, len(tax), valid, batch_size=8).iter_batches():
+            pass
+    user = find_user_error(e.value)
+    assert isinstance(user, TmtvisError) and "\n" not in str(user)  # across processes: the remote error's line
+    assert str(user).startswith(f"{bad}: unreadable or truncated image")
+    assert "in ytvis_synth/train video 1 (data.skip_bad_videos: true skips such videos)" in str(user)

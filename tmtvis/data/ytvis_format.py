@@ -92,11 +92,18 @@ def _require(obj: Any, keys: tuple[str, ...], path: Path, entry: str) -> None:
             raise DataError(path, entry, f"missing key '{k}'")
 
 
-def _int(value: Any, path: Path, entry: str, key: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+MAX_SIDE = 1 << 15  # frame height/width: beyond 8K video, and h * w stays inside pycocotools' 32-bit sizes
+
+
+def _int(value: Any, path: Path, entry: str, key: str, minimum: int | None = None,
+         maximum: int | None = None) -> int:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or isinstance(value, float) and not value.is_integer()):
         raise DataError(path, entry, f"'{key}' must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise DataError(path, entry, f"'{key}' must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise DataError(path, entry, f"'{key}' must be <= {maximum}, got {value!r}")
     return int(value)
 
 
@@ -121,6 +128,68 @@ def resolve_frame(image_root: str | Path, name: str) -> Path:
     return full
 
 
+def rle_counts_problem(counts: Any, height: int, width: int) -> str | None:
+    """What is wrong with compressed RLE `counts` for an (height, width) mask, or None when it is sound.
+
+    Decodes COCO's string format (pycocotools' rleFrString: 5 bits per char from '0', 0x20 = more
+    chars follow, 0x10 in the last char = negative, runs after the second are deltas) without building the
+    mask: every run must be >= 0 and the runs must sum to height * width.
+    """
+    if isinstance(counts, str):
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            return "compressed RLE counts hold non-ASCII characters"
+    if not isinstance(counts, bytes):
+        return f"compressed RLE counts must be a string, got {type(counts).__name__}"
+    b = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    if b.size == 0:
+        return "compressed RLE counts are empty"
+    if (b < 0).any() or (b > 63).any():
+        return "compressed RLE counts hold characters outside '0'..'o' (not a COCO RLE string)"
+    more = (b & 0x20) != 0
+    if more[-1]:
+        return "compressed RLE counts end in the middle of a run (truncated)"
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    chunks = ends - starts + 1
+    if chunks.max() > 8:  # 40 bits: far beyond any mask; longer values overflow pycocotools' decoder
+        return "compressed RLE counts hold a run too long to be real"
+    k = np.arange(b.size) - np.repeat(starts, chunks)
+    runs = np.add.reduceat((b & 0x1F) << (5 * k), starts)
+    runs = np.where((b[ends] & 0x10) != 0, runs - (1 << (5 * chunks)), runs)
+    for first in (1, 2):  # run m > 2 is stored as a delta to run m - 2
+        if runs.size > first + 2:
+            runs[first + 2::2] = runs[first] + np.cumsum(runs[first + 2::2])
+    if (runs < 0).any():
+        return "compressed RLE counts decode to a negative run (corrupt string)"
+    total = int(runs.sum())
+    if total != height * width:
+        return f"compressed RLE counts cover {total} pixels, expected height*width = {height * width}"
+    return None
+
+
+def uncompressed_counts_problem(counts: list, height: int, width: int) -> str | None:
+    """What is wrong with uncompressed RLE counts (a list of run lengths) for an (height, width) mask, or None."""
+    if any(type(c) is not int or c < 0 for c in counts):
+        return "uncompressed RLE counts must be non-negative integers"
+    if sum(counts) != height * width:
+        return f"uncompressed RLE counts sum to {sum(counts)}, expected height*width = {height * width}"
+    return None
+
+
+def polygon_problem(seg: list) -> str | None:
+    """What is wrong with a polygon segmentation (a list of flat [x0, y0, x1, y1, ...] lists), or None."""
+    for poly in seg:
+        if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
+                or not all(type(x) in (int, float) and math.isfinite(x) for x in poly)):
+            return "a polygon must be a flat list of >= 3 (x, y) number pairs"
+        # pycocotools rasterises along the outline: far-off points would take forever (and are no frame's)
+        if not all(-MAX_SIDE <= x <= 2 * MAX_SIDE for x in poly):
+            return f"polygon coordinates must lie in [-{MAX_SIDE}, {2 * MAX_SIDE}]"
+    return None
+
+
 def _check_segmentation(seg: Any, video: Video, path: Path, entry: str) -> None:
     if seg is None:
         return
@@ -128,24 +197,22 @@ def _check_segmentation(seg: Any, video: Video, path: Path, entry: str) -> None:
         if "counts" not in seg or "size" not in seg:
             raise DataError(path, entry, "RLE must have 'size' and 'counts'")
         size = seg["size"]
-        if not (isinstance(size, list) and len(size) == 2) or [int(size[0]), int(size[1])] != [video.height, video.width]:
+        if (not (isinstance(size, list) and len(size) == 2 and all(type(x) in (int, float) for x in size))
+                or [size[0], size[1]] != [video.height, video.width]):
             raise DataError(path, entry, f"RLE size {size} differs from the video's [height, width] "
                                          f"[{video.height}, {video.width}]")
         counts = seg["counts"]
         if isinstance(counts, list):
-            if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
-                raise DataError(path, entry, "uncompressed RLE counts must be non-negative integers")
-            if sum(counts) != video.height * video.width:
-                raise DataError(path, entry, f"uncompressed RLE counts sum to {sum(counts)}, "
-                                             f"expected height*width = {video.height * video.width}")
+            if (problem := uncompressed_counts_problem(counts, video.height, video.width)) is not None:
+                raise DataError(path, entry, problem)
         elif not isinstance(counts, str):
             raise DataError(path, entry, "RLE counts must be a string (compressed) or a list (uncompressed)")
+        elif (problem := rle_counts_problem(counts, video.height, video.width)) is not None:
+            raise DataError(path, entry, problem)
         return
     if isinstance(seg, list):
-        for poly in seg:
-            if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
-                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in poly)):
-                raise DataError(path, entry, "a polygon must be a flat list of >= 3 (x, y) number pairs")
+        if (problem := polygon_problem(seg)) is not None:
+            raise DataError(path, entry, problem)
         return
     raise DataError(path, entry, f"segmentation must be RLE, polygon or null, got {type(seg).__name__}")
 
@@ -202,8 +269,8 @@ def parse_videos(data: dict, path: Path) -> dict[int, Video]:
             raise DataError(path, entry, f"'file_names' has {len(names)} entries but 'length' is {length}")
         for name in names:
             check_relative_name(name, path, entry)
-        videos[vid] = Video(vid, _int(v["width"], path, entry, "width", 1), _int(v["height"], path, entry, "height", 1),
-                            length, list(names))
+        videos[vid] = Video(vid, _int(v["width"], path, entry, "width", 1, MAX_SIDE),
+                            _int(v["height"], path, entry, "height", 1, MAX_SIDE), length, list(names))
     return videos
 
 

@@ -24,6 +24,7 @@ from tmtvis.engine.optim import build_optimizer, build_scheduler
 from tmtvis.engine.validate import annotated, class_agnostic, evaluate_rows, predict_rows
 from tmtvis.eval.taxonomy_diagnostics import LabelStats, label_stats, summarize
 from tmtvis.inference.taxonomy_probe import probe_clip
+from tmtvis.io_utils import atomic_path, atomic_write_text
 from tmtvis.losses.criterion import SetCriterion
 from tmtvis.models.tcm import oracle_ids
 from tmtvis.models.tmtvis_model import build_model
@@ -48,18 +49,36 @@ def to_targets(batch: dict[str, torch.Tensor], device: torch.device) -> list[dic
 
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, iteration: int,
                     data_position: int, cfg_yaml: str, taxonomy_path: Path) -> None:
+    """Write a checkpoint; meta.json goes last and records state.pt's size, so a partly written or partly
+    copied checkpoint is never taken for a whole one (see checkpoint_complete)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "iteration": iteration, "data_position": data_position, "torch_rng": torch.get_rng_state(),
              "python_rng": random.getstate()}
-    torch.save(state, directory / STATE_FILE)
-    (directory / "config.yaml").write_text(cfg_yaml)
+    with atomic_path(directory / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+    atomic_write_text(directory / "config.yaml", cfg_yaml)
     shutil.copy(taxonomy_path, directory / "taxonomy.json")
-    (directory / META_FILE).write_text(json.dumps({"iteration": iteration, "data_position": data_position}))
+    atomic_write_text(directory / META_FILE, json.dumps({"iteration": iteration, "data_position": data_position,
+                                                         "state_bytes": (directory / STATE_FILE).stat().st_size}))
+
+
+def checkpoint_complete(directory: Path) -> dict | None:
+    """A checkpoint directory's meta.json when the checkpoint is whole (state.pt of the recorded size), else None."""
+    try:
+        meta = json.loads((Path(directory) / META_FILE).read_text())
+        size = (Path(directory) / STATE_FILE).stat().st_size
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("iteration"), int):
+        return None
+    return meta if meta.get("state_bytes", size) == size else None
 
 
 def load_state(directory: str | Path) -> dict:
-    """A checkpoint's training state; weights_only, so a checkpoint cannot run code."""
-    return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    """A checkpoint's training state; weights_only, so a checkpoint cannot run code; a bad file is one line."""
+    from tmtvis.inference.checkpoint import read_state
+
+    return read_state(Path(directory) / STATE_FILE)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -180,7 +199,8 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.train.threads_per_worker)
-    if "://" not in config["run_dir"]:  # a local (or shared) run dir: where each rank's process is, for tests/ops
+    local_run_dir = "://" not in config["run_dir"]
+    if local_run_dir:  # a local (or shared) run dir: where each rank's process is, for tests/ops
         (run_dir / "workers").mkdir(parents=True, exist_ok=True)
         (run_dir / "workers" / f"rank{rank}.pid").write_text(str(os.getpid()))
     torch.manual_seed(cfg.seed + rank)
@@ -280,8 +300,14 @@ def train_loop_per_worker(config: dict) -> None:
             metrics[f"seen.category.{taxonomy.names[c].replace(' ', '_')}"] = float(cats[c] / cats.sum())
         for s, ds in enumerate(cfg.data.splits("train")):
             metrics[f"seen.dataset.{ds.name}"] = float(srcs[s] / max(srcs.sum(), 1))
+        if rank == 0 and config.get("skipped") is not None:  # videos left out by data.skip_bad_videos so far
+            metrics["data.skipped"] = float(ray.get(config["skipped"].count.remote()))
         if do_val:
+            if rank == 0 and local_run_dir:  # what the run is doing, for whoever watches the run dir
+                atomic_write_text(run_dir / "workers" / "phase", f"validating {iteration}\n")
             val_metrics, details = validator.run(model, rank, world)
+            if rank == 0 and local_run_dir:
+                atomic_write_text(run_dir / "workers" / "phase", f"training {iteration}\n")
             metrics.update(val_metrics)
             if tracker is not None and details:
                 _log_validation(tracker, details, taxonomy, cfg, iteration)

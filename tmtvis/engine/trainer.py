@@ -164,15 +164,18 @@ def failure_summary(error: BaseException) -> str:
 
 def latest_checkpoint(root: str | Path) -> tuple[Path | str | None, dict]:
     """The checkpoint with the highest iteration under a Ray Train storage dir (local or a URI), and its meta.json."""
-    from tmtvis.engine.train_loop import META_FILE
+    from tmtvis.engine.train_loop import META_FILE, checkpoint_complete
 
     best, meta = None, {}
     for rel in storage.files(root):
         parts = rel.split("/")
         if len(parts) == 3 and parts[1].startswith("checkpoint_") and parts[2] == META_FILE:
-            data = json.loads(storage.read_text(storage.join(root, rel)))
-            if best is None or data["iteration"] > meta["iteration"]:
-                best, meta = storage.join(root, parts[0], parts[1]), data
+            where = storage.join(root, parts[0], parts[1])
+            # a local checkpoint cut short while written or copied (a crash) is skipped
+            data = (json.loads(storage.read_text(storage.join(root, rel))) if storage.is_uri(where)
+                    else checkpoint_complete(Path(where)))
+            if data is not None and (best is None or data["iteration"] > meta["iteration"]):
+                best, meta = where, data
     return best, meta
 
 
@@ -194,7 +197,8 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from tmtvis.engine.train_loop import train_loop_per_worker
-    from tmtvis.pipeline.clip_stream import clip_dataset, load_sources
+    from tmtvis.errors import find_user_error
+    from tmtvis.pipeline.clip_stream import SkippedVideos, clip_dataset, load_sources
     from tmtvis.pipeline.sampling import expected_category_shares, make_plan
     from tmtvis.taxonomy import UnifiedTaxonomy
     from tmtvis.tracking.lineage import log_lineage
@@ -264,11 +268,13 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
                                                                "validation": cfg.data.splits("valid")})
 
         fs, fs_path = storage.filesystem(checkpoints)
-        dataset = clip_dataset(plan, position, stop, cfg.data.clip, len(taxonomy), valid)
+        skipped = SkippedVideos.remote() if cfg.data.skip_bad_videos else None
+        dataset = clip_dataset(plan, position, stop, cfg.data.clip, len(taxonomy), valid, skipped=skipped)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"cfg": to_dict(cfg), "prepared": str(prepared), "run_dir": str(run_dir),
-                               "cfg_yaml": cfg_yaml, "tracking_uri": tracking_uri, "run_id": run_id},
+                               "cfg_yaml": cfg_yaml, "tracking_uri": tracking_uri, "run_id": run_id,
+                               "skipped": skipped},
             scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, resources_per_worker=worker_resources(cfg)),
             torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
             datasets={"train": dataset},
@@ -287,11 +293,21 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
             if tracker is not None:
                 with contextlib.suppress(Exception):  # a tracking outage must not hide the training error
                     tracker.finish("FAILED")
-            raise TmtvisError(f"training failed: {failure_summary(e)}") from e
+            user = find_user_error(e)  # a bad input file: its one line, not Ray's wrapping of it
+            raise (user or TmtvisError(f"training failed: {failure_summary(e)}")) from None
         elapsed = time.time() - t0
+        bad = ray.get(skipped.lines.remote()) if skipped is not None else []
+    for line in bad:
+        log.warning("data.skip_bad_videos: left out clips of %s", line)
     checkpoint = storage.to_location(fs, result.checkpoint.path) if result.checkpoint else None
     metrics = dict(result.metrics or {})
     metrics["train.wall_seconds"] = elapsed
+    if skipped is not None:
+        metrics["data.skipped"] = len(bad)
+        if tracker is not None:
+            tracker.metrics({"data.skipped": len(bad)}, step=int(metrics.get("iteration", 0)))
+            if bad:
+                tracker.text("\n".join(bad) + "\n", "data/skipped_videos.txt")
     model = None
     if tracker is not None:
         from tmtvis.tracking.mlflow_tracking import finish_training_run

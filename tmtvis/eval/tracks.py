@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from tmtvis.data.ytvis_format import MAX_SIDE, polygon_problem, rle_counts_problem, uncompressed_counts_problem
 from tmtvis.errors import DataError
 
 
@@ -75,14 +76,26 @@ def to_rle(seg: Any, video: Video, path: str, entry: str) -> dict | None:
     h, w = video.height, video.width
     try:
         if isinstance(seg, list):  # polygons of one object: union of the parts
+            problem = polygon_problem(seg)
+            if problem is not None:
+                raise DataError(path, entry, problem)
             return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
         counts = seg.get("counts") if isinstance(seg, dict) else None
         if isinstance(counts, list):  # uncompressed RLE, placed on the video's canvas
+            problem = uncompressed_counts_problem(counts, h, w)
+            size = seg.get("size")
+            if problem is None and not (isinstance(size, (list, tuple)) and list(size) == [h, w]):
+                problem = f"RLE size {size!r} differs from the video's [height, width] {[h, w]}"
+            if problem is not None:
+                raise DataError(path, entry, problem)
             return mask_utils.frPyObjects(seg, h, w)
         if isinstance(counts, (str, bytes)):
             size = seg.get("size")
             if not isinstance(size, (list, tuple)) or list(size) != [h, w]:
                 raise DataError(path, entry, f"RLE size {size!r} differs from the video's [height, width] {[h, w]}")
+            problem = rle_counts_problem(counts, h, w)
+            if problem is not None:
+                raise DataError(path, entry, problem)
             return seg
     except DataError:
         raise
@@ -118,6 +131,7 @@ def _frames(track_entry: dict, video: Video, path: str, entry: str) -> list[dict
     size = [video.height, video.width]
     return [
         s if type(s) is dict and type(s.get("counts")) is str and s.get("size") == size  # fast path
+        and rle_counts_problem(s["counts"], video.height, video.width) is None
         else to_rle(s, video, path, f"{entry}.segmentations[{f}]")
         for f, s in enumerate(segs)
     ]
@@ -139,6 +153,8 @@ def load_ground_truth(gt: dict, path: str = "<ground truth>") -> GroundTruth:
         if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
             raise DataError(path, entry, f"'length' must be an integer, got {length!r}")
         h, w = _need_int(v, "height", path, entry), _need_int(v, "width", path, entry)
+        if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+            raise DataError(path, entry, f"height and width must be in 1..{MAX_SIDE}, got {h} x {w}")
         videos[vid] = Video(vid, h, w, length)
     names: dict[int, str] = {}
     for i, c in enumerate(_need_list(gt, "categories", path, "")):

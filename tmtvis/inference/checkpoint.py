@@ -43,6 +43,24 @@ class LoadedCheckpoint:
         return self.taxonomy.datasets[dataset]
 
 
+def read_state(path: str | Path) -> dict:
+    """A state.pt as a dict with a model state, loaded weights_only (a checkpoint cannot run code).
+
+    Anything else (truncated, corrupt, or some other program's file) is one line naming the file: never
+    PyTorch's message, which advises loading with weights_only=False, the one thing not to do with it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TmtvisError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # corrupt or foreign: weights_only refuses anything but tensors and plain data
+        raise TmtvisError(f"not a tmtvis checkpoint (or corrupted): {path}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise TmtvisError(f"not a tmtvis checkpoint (or corrupted): {path}")
+    return state
+
+
 MLFLOW_URI = re.compile(r"^(models|runs|mlflow-artifacts):/")
 
 
@@ -111,12 +129,9 @@ def load_checkpoint(path: str | Path, with_model: bool = True, device: str | tor
     ckpt = LoadedCheckpoint(path, cfg, taxonomy, source=source)
     if not with_model:
         return ckpt
-    try:
-        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt or foreign file: weights_only refuses anything but tensors and plain data
-        raise TmtvisError(f"{path / STATE_FILE}: cannot load checkpoint ({str(e).splitlines()[0]})") from None
-    weights = state.get("model") if isinstance(state, dict) else None
-    if not isinstance(weights, dict) or "bank" not in weights:
+    state = read_state(path / STATE_FILE)
+    weights = state["model"]
+    if "bank" not in weights:
         raise TmtvisError(f"{path / STATE_FILE}: no model state with a taxonomy bank")
     # The trained weights replace the backbone's, so its init file need not exist where inference runs.
     model_cfg = dataclasses.replace(cfg.model, backbone_weights=None)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 import warnings
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 from tmtvis import storage
 from tmtvis.data.video_files import VideoSource, discover, read_video
 from tmtvis.errors import TmtvisError
+from tmtvis.errors import find_user_error as _user_error
 from tmtvis.io_utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -229,28 +229,6 @@ class _NoBarsNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Progress bars disabled")
-
-
-
-def _user_error(e: BaseException) -> TmtvisError | None:
-    """The tmtvis error (a bad input file) that a Ray task failed with, as a plain one-line error."""
-    from tmtvis.errors import DataError
-
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [e]
-    while stack:
-        x = stack.pop()
-        if x is None or id(x) in seen:
-            continue
-        seen.add(id(x))
-        if type(x) is DataError:
-            return DataError(x.path, x.entry, x.problem)
-        if type(x).__module__ == "tmtvis.errors":
-            return type(x)(str(x).splitlines()[0])
-        stack += [getattr(x, "cause", None), x.__cause__, x.__context__]
-    # Ray Data's UserCodeException keeps only the remote traceback's text
-    found = re.search(r"^tmtvis\.errors\.\w+: (.+)$", str(e), re.M)
-    return TmtvisError(found.group(1)) if found else None
 
 
 def assemble(out_dir: Path, sources: list[VideoSource]) -> tuple[list[dict], Path, Path]:
