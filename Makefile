@@ -12,7 +12,7 @@ export RAY_AUTH_MODE := disabled
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo clean
+.PHONY: install test test-fast demo clean
 
 install:
 	@if [ ! -f "$(CACHED_VENV)/.complete" ]; then \
@@ -31,6 +31,10 @@ install:
 
 test: install
 	$(VENV)/bin/python -m pytest -q
+
+# The inner loop: everything that needs no Ray instance and is not marked slow (about a minute).
+test-fast: install
+	$(VENV)/bin/python -m pytest -q -m "not integration and not slow"
 
 demo: install
 	$(VENV)/bin/tmtvis demo
