@@ -116,13 +116,17 @@ def test_train_while_preparing(root, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_train_while_waiting_for_resources(root, tmp_path):
+def test_train_that_can_never_get_its_resources_is_refused_not_left_waiting(root, tmp_path):
+    """On a local Ray (which cannot grow) workers that fit no node are refused before training starts, so there
+    is no waiting phase to interrupt there; it exists only on a joined cluster, which may autoscale."""
     run_dir = tmp_path / "run"
-    cmd = Command(["train", "--config", str(root / "cfg.yaml"), "--set", "train.cpus_per_worker=512",
-                   "--set", f"output_dir={tmp_path}", "--run-dir", str(run_dir)], tmp_path / "log.txt")
-    cmd.wait_for("the Ray session", lambda: "Started a local Ray instance" in cmd.log.read_text())
-    time.sleep(8)  # the controller now waits for 2 x 512 CPUs
-    cmd.interrupt(signal.SIGINT, "train, waiting for resources", group=True)
+    proc = subprocess.run([sys.executable, "-m", "tmtvis.cli", "train", "--config", str(root / "cfg.yaml"),
+                           "--set", "train.cpus_per_worker=512", "--set", f"output_dir={tmp_path}",
+                           "--run-dir", str(run_dir)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("tmtvis: error:")]
+    assert len(errors) == 1 and "train.cpus_per_worker=512" in errors[0] and "Traceback" not in proc.stderr
     assert not (run_dir / "workers").exists()
 
 
