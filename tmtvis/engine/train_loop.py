@@ -131,9 +131,8 @@ class Validator:
             source = self.taxonomy.datasets[ds.name].unified_ids
             records: list[dict] = []
 
-            def probe(row: dict, frames: torch.Tensor) -> None:
-                rec = probe_clip(net, frames[:window] if window else frames, source,
-                                 self._oracle(row, source, generator), generator)
+            def probe(row: dict, frames: torch.Tensor, forced: torch.Tensor | None) -> None:
+                rec = probe_clip(net, frames[:window] if window else frames, source, forced, generator)
                 records.append({**rec, "present": annotated(row), "valid": source})
 
             results = predict_rows(net, rows[rank::world], self.taxonomy.datasets[ds.name], short, window=window,

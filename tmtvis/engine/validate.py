@@ -42,10 +42,11 @@ def annotated(row: dict) -> set[int]:
 def predict_rows(model: torch.nn.Module, rows: list[dict], labels: DatasetLabels, short_edge: int,
                  window: int | None = None, overlap: int = 0, topk: int = 10,
                  set_ids: Callable[[dict], torch.Tensor | None] | None = None,
-                 probe: Callable[[dict, torch.Tensor], None] | None = None) -> list[dict]:
+                 probe: Callable[[dict, torch.Tensor, torch.Tensor | None], None] | None = None) -> list[dict]:
     """Submission-format predictions (the dataset's own category ids) for manifest rows.
 
-    set_ids(row) gives a forced taxonomy set (the oracle control); probe(row, frames) sees every decoded video."""
+    set_ids(row) gives a forced taxonomy set (the oracle control); probe(row, frames, forced set) sees every
+    decoded video with the same set its predictions used."""
     predictor = VideoPredictor(model, window=window, overlap=overlap, topk=topk)
     classes = labels.unified_ids
     results = []
@@ -55,7 +56,7 @@ def predict_rows(model: torch.nn.Module, rows: list[dict], labels: DatasetLabels
         for r in predictor.predict(frames, (row["height"], row["width"]), classes, labels.from_unified, forced):
             results.append({"video_id": int(row["video_id"]), **r})
         if probe is not None:
-            probe(row, frames)
+            probe(row, frames, forced)
     return results
 
 
