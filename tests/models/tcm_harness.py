@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 from tmtvis.eval.taxonomy_diagnostics import label_stats, summarize
+from tmtvis.losses.criterion import SetCriterion
 from tmtvis.losses.taxonomy_loss import dense_taxonomy_loss, taxonomy_loss
-from tmtvis.models.config import ModelConfig
+from tmtvis.models.config import LossConfig, ModelConfig
 from tmtvis.models.tmtvis_model import build_model
 
 PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
@@ -47,15 +48,37 @@ def make_clips(n: int, c: int, seed: int, frames: int = 2, size: int = 64) -> li
     return clips
 
 
-def tcm_model(c: int, set_size: int, seed: int = 0, tcm_stride: int = 8) -> torch.nn.Module:
+def tcm_model(c: int, set_size: int, seed: int = 0, tcm_stride: int = 8, evidence: str = "tokens",
+              dec_layers: int = 1) -> torch.nn.Module:
     torch.manual_seed(seed)
-    cfg = ModelConfig(num_queries=4, dec_layers=1, set_size=set_size, tcm_stride=tcm_stride)
+    cfg = ModelConfig(num_queries=4, dec_layers=dec_layers, set_size=set_size, tcm_stride=tcm_stride,
+                      tcm_evidence=evidence)
     return build_model(cfg, correlated_bank(c))
+
+
+def train_model(model: torch.nn.Module, clips: list, c: int, steps: int, batch: int = 4, lr: float = 1e-3,
+                seed: int = 0) -> None:
+    """The whole model on the full criterion (detection + taxonomy), as training does: TCM on queries reads the
+    first decoder pass, so the detector has to learn too."""
+    stats = label_stats([(cats, list(range(c))) for _, cats, _ in clips], c)
+    model.tcm.set_prior(torch.from_numpy(stats.base_rate()))
+    criterion = SetCriterion(c, LossConfig(num_points=256, taxonomy_dense_weight=0.0))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    model.train()
+    for _ in range(steps):
+        idx = rng.choice(len(clips), batch, replace=False)
+        frames = torch.stack([clips[i][0] for i in idx])
+        loss = criterion(model(frames), [clips[i][2] for i in idx])["loss"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
 
 
 def train_tcm(model: torch.nn.Module, clips: list, c: int, steps: int, batch: int = 4, lr: float = 1e-3,
               seed: int = 0, dense_weight: float = 1.0) -> None:
-    """Backbone + pixel decoder + TCM on the taxonomy losses alone (pooled presence + dense token targets)."""
+    """Backbone + pixel decoder + TCM on tokens on the taxonomy losses alone (pooled presence + dense targets)."""
     stats = label_stats([(cats, list(range(c))) for _, cats, _ in clips], c)
     model.tcm.set_prior(torch.from_numpy(stats.base_rate()))
     params = [p for n, p in model.named_parameters() if not n.startswith("decoder.") and not n.startswith("tim.")]
@@ -66,8 +89,8 @@ def train_tcm(model: torch.nn.Module, clips: list, c: int, steps: int, batch: in
         idx = rng.choice(len(clips), batch, replace=False)
         frames = torch.stack([clips[i][0] for i in idx])
         targets = [clips[i][2] for i in idx]
-        memory, _ = model.encode(frames)
-        tcm = model.compile_taxonomy(memory)
+        memory, mask_features = model.encode(frames)
+        tcm = model.compile_taxonomy(memory, mask_features)
         loss = taxonomy_loss(tcm["scores"], targets)
         if dense_weight:
             loss = loss + dense_weight * dense_taxonomy_loss(tcm["token_logits"], memory[model.tcm_level][2], targets)

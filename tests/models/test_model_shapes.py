@@ -29,7 +29,8 @@ def test_tiny_forward_backward():
     print(f"tiny TMT-VIS parameters: {count_parameters(model):,}")
     frames = torch.rand(2, 3, 3, 64, 96)
     out = model(frames)
-    check_outputs(out, 2, cfg.num_queries, 12, 3, 64, 96, cfg.hidden_dim, cfg.dec_layers)
+    # + the first decoder pass TCM reads (supervised as one more auxiliary output)
+    check_outputs(out, 2, cfg.num_queries, 12, 3, 64, 96, cfg.hidden_dim, cfg.dec_layers + 1)
     assert out["tcm_scores"].shape == (2, 12)
     assert out["taxonomy_ids"].shape == (2, min(cfg.set_size, 12))
     loss = out["pred_logits"].logsumexp(-1).mean() + out["pred_masks"].sigmoid().mean() + out["tcm_scores"].mean()
@@ -48,7 +49,7 @@ def test_r50_forward_backward():
     print(f"r50 TMT-VIS parameters: {n_params:,}; r50 baseline: {base:,}")
     assert 40e6 < n_params < 60e6 and base < n_params
     out = model(torch.rand(1, 2, 3, 64, 64))
-    check_outputs(out, 1, 100, c, 2, 64, 64, 256, 9)
+    check_outputs(out, 1, 100, c, 2, 64, 64, 256, 9 + 1)  # + TCM's first decoder pass
     out["pred_masks"].mean().add(out["pred_logits"].mean()).add(out["tcm_scores"].mean()).backward()
     assert model.tcm.adapter[0].weight.grad is not None
 
@@ -123,9 +124,22 @@ def test_invalid_config_is_a_config_error(bad):
         build_model(ModelConfig(**bad), bank())
 
 
-def test_taxonomy_loss_alone_trains_the_tcm():
+def test_taxonomy_loss_alone_trains_the_tcm_on_queries():
+    """TCM on the first decoder pass: the taxonomy loss trains its calibration and the detector it reads."""
     from tmtvis.losses import taxonomy_loss
     model = build_model(ModelConfig.tiny(), bank())
+    out = model(torch.rand(1, 2, 3, 32, 32))
+    target = [{"labels": torch.tensor([2]), "valid_classes": torch.arange(6)}]
+    taxonomy_loss(out["tcm_scores"], target).backward()
+    assert model.tcm.evidence_scale.grad.abs() > 0 and model.tcm.score_bias.grad.abs() > 0
+    assert model.decoder.class_head.fc.weight.grad.abs().sum() > 0  # the first pass's class predictions
+    assert model.backbone.layers[3][0].conv1.weight.grad.abs().sum() > 0
+    assert model.tim.cross.attn.in_proj_weight.grad is None  # TIM is not on this path
+
+
+def test_taxonomy_loss_alone_trains_the_tcm_on_tokens():
+    from tmtvis.losses import taxonomy_loss
+    model = build_model(ModelConfig(tcm_evidence="tokens"), bank())
     out = model(torch.rand(1, 2, 3, 32, 32))
     target = [{"labels": torch.tensor([2]), "valid_classes": torch.arange(6)}]
     taxonomy_loss(out["tcm_scores"], target).backward()

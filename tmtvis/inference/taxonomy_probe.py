@@ -18,12 +18,12 @@ def probe_clip(model: torch.nn.Module, frames: torch.Tensor, candidates: list[in
     model.eval()
     try:
         device = next(model.parameters()).device
-        memory, _ = model.encode(frames[None].to(device))
+        memory, mask_features = model.encode(frames[None].to(device))
         allowed = None
         if candidates is not None:
             allowed = torch.zeros(1, model.num_classes, dtype=torch.bool, device=device)
             allowed[0, list(candidates)] = True
-        tcm = model.compile_taxonomy(memory, set_ids, allowed)
+        tcm = model.compile_taxonomy(memory, mask_features, set_ids, allowed)
         ids = tcm["ids"]
         out = {"scores": tcm["scores"][0].float().cpu().numpy(), "ids": ids[0].cpu().numpy(),
                "set_cosine": mean_pairwise_cosine(tcm["set"][:, 0].float().cpu().numpy()),

@@ -9,6 +9,7 @@ BACKBONES = ("resnet18", "resnet50")
 TIM_MODES = ("cross_attn", "add_mean", "none")
 TCM_SETS = ("predicted", "oracle", "random")
 TCM_STRIDES = (8, 16, 32)
+TCM_EVIDENCE = ("queries", "tokens")
 
 
 @dataclass
@@ -31,7 +32,10 @@ class ModelConfig:
     tim: str = "cross_attn"  # taxonomy injection: 'cross_attn' | 'add_mean' | 'none'
     set_size: int = 10  # top-K categories kept in the taxonomy set (clipped to C)
     tcm_set: str = "predicted"  # 'predicted' (TCM's top-K) | 'oracle' (annotated categories) | 'random' (controls)
-    tcm_stride: int = 8  # feature level TCM reads: 8 | 16 | 32 (on 64x64 tiny input, 32 is 2x2 tokens per frame)
+    # What TCM reads: 'queries' = a first decoder pass without the set (object queries and their class
+    # predictions); 'tokens' = the pixel tokens of one feature level (tcm_stride), the first design.
+    tcm_evidence: str = "queries"
+    tcm_stride: int = 8  # feature level for 'tokens': 8 | 16 | 32 (on 64x64 tiny input, 32 is 2x2 tokens per frame)
     text_classifier: bool = False  # cosine similarity to the bank instead of a linear class head
 
     @classmethod
@@ -56,6 +60,8 @@ class ModelConfig:
             raise ConfigError(f"model.tim must be one of {TIM_MODES}, got {self.tim!r}")
         if self.tcm_set not in TCM_SETS:
             raise ConfigError(f"model.tcm_set must be one of {TCM_SETS}, got {self.tcm_set!r}")
+        if self.tcm_evidence not in TCM_EVIDENCE:
+            raise ConfigError(f"model.tcm_evidence must be one of {TCM_EVIDENCE}, got {self.tcm_evidence!r}")
         if self.tcm_stride not in TCM_STRIDES:
             raise ConfigError(f"model.tcm_stride must be one of {TCM_STRIDES}, got {self.tcm_stride!r}")
         if self.tim != "none" and not self.tcm:

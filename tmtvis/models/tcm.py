@@ -33,13 +33,16 @@ import torch.nn.functional as F
 from torch import nn
 
 SET_MODES = ("predicted", "oracle", "random")
+EVIDENCE = ("queries", "tokens")
 POOL_TEMPERATURE = 0.1
 
 
 class TCM(nn.Module):
     def __init__(self, text_dim: int, hidden: int, n_heads: int, ffn: int, set_size: int, num_classes: int,
-                 dropout: float = 0.0, layer_scale: float = 0.1, set_mode: str = "predicted") -> None:
+                 dropout: float = 0.0, layer_scale: float = 0.1, set_mode: str = "predicted",
+                 evidence: str = "queries") -> None:
         super().__init__()
+        self.evidence = evidence
         # Linear without bias: a shared bias (or a GELU's positive mean) would add one common direction to
         # every category embedding, which is the collapse we are avoiding.
         self.adapter = nn.Sequential(nn.Linear(text_dim, hidden, bias=False), nn.LayerNorm(hidden))
@@ -51,15 +54,19 @@ class TCM(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(hidden, ffn), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn, hidden))
         self.ffn_scale = nn.Parameter(torch.full((hidden,), layer_scale))
         self.out_norm = nn.LayerNorm(hidden)
-        self.score_query = nn.Linear(hidden, hidden)
-        self.score_key = nn.Linear(hidden, hidden)
         self.score_bias = nn.Parameter(torch.zeros(()))
-        self.token_bias = nn.Parameter(torch.tensor(-math.log(1 / 0.05 - 1)))  # ~5% of tokens show a category
-        # Small keys: at init the evidence spread (~0.2) is small against the prior's (~1.3 logits), so the
-        # ranking starts as the prior; zero keys kept it exactly but learned slower (no token selectivity at
-        # first: recall 0.56 vs 0.70 after 200 steps on frozen features).
-        nn.init.normal_(self.score_key.weight, std=0.05)
-        nn.init.zeros_(self.score_key.bias)
+        if evidence == "queries":
+            # The detector's own evidence, calibrated: presence logit = scale * (evidence) + bias + prior.
+            self.evidence_scale = nn.Parameter(torch.ones(()))
+        else:
+            self.score_query = nn.Linear(hidden, hidden)
+            self.score_key = nn.Linear(hidden, hidden)
+            self.token_bias = nn.Parameter(torch.tensor(-math.log(1 / 0.05 - 1)))  # ~5% of tokens show a category
+            # Small keys: at init the evidence spread (~0.2) is small against the prior's (~1.3 logits), so the
+            # ranking starts as the prior; zero keys kept it exactly but learned slower (no token selectivity at
+            # first: recall 0.56 vs 0.70 after 200 steps on frozen features).
+            nn.init.normal_(self.score_key.weight, std=0.05)
+            nn.init.zeros_(self.score_key.bias)
         # Per-category presence prior (logits); `set_prior` fills it from the training data.
         self.register_buffer("prior_logit", torch.full((num_classes,), -math.log(1 / 0.3 - 1)))
         self.set_size, self.set_mode = set_size, set_mode
@@ -75,33 +82,42 @@ class TCM(nn.Module):
             bank = bank - bank.mean(0, keepdim=True)
         return self.adapter(F.normalize(bank, dim=-1))
 
-    def forward(self, bank: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
-                set_ids: torch.Tensor | None = None, candidates: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
-        """bank (C, D), memory/pos (S, B, hidden) over all T frames; set_ids (B, K) forces the set (oracle);
-        candidates (B, C) bool: the categories the set may hold (the clip's source / target taxonomy).
+    def forward(self, bank: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor | None,
+                set_ids: torch.Tensor | None = None, candidates: torch.Tensor | None = None,
+                class_logits: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """bank (C, D); memory (S, B, hidden): the first decoder pass's object queries (evidence 'queries', pos
+        None) or the spatio-temporal tokens of one feature level over all T frames with their pos ('tokens');
+        class_logits (B, Q, C+1): the first pass's class predictions ('queries' only); set_ids (B, K) forces the
+        set (oracle); candidates (B, C) bool: the categories the set may hold (the clip's source / target taxonomy).
 
         -> scores (B, C) logits, ids (B, K), set (K, B, hidden), modulated (C, B, hidden) for every category,
-        token_logits (B, C, S): does token s show category c (what the dense taxonomy loss supervises)."""
+        token_logits (B, C, S) or None: does token s show category c (what the dense taxonomy loss supervises)."""
         s, b = memory.shape[:2]
         adapted = self.embed_categories(bank)  # (C, hidden)
         mem = self.mem_norm(memory)
         tgt = adapted[:, None].expand(-1, b, -1)  # (C, B, hidden)
-        attn = self.attn(self.attn_norm(tgt), mem + pos, mem, need_weights=False)[0]
+        attn = self.attn(self.attn_norm(tgt), mem if pos is None else mem + pos, mem, need_weights=False)[0]
         x = tgt + self.attn_scale * attn
         x = x + self.ffn_scale * self.ffn(self.ffn_norm(x))
         modulated = self.out_norm(x)  # (C, B, hidden)
 
-        q = self.score_query(adapted)  # (C, hidden)
-        k = self.score_key(mem)  # (S, B, hidden); no positions: presence does not depend on where
-        sim = torch.einsum("ch,sbh->bcs", q, k) / math.sqrt(q.shape[-1])  # (B, C, S)
-
-        # Soft max over the clip's tokens (log-mean-exp at temperature 0.1): one location is enough evidence.
-        evidence = POOL_TEMPERATURE * (torch.logsumexp(sim / POOL_TEMPERATURE, dim=-1) - math.log(s))
-        # Centred over the categories of the clip: a max-like pool grows with the spread of the similarities
-        # for every category alike; left in, that offset miscalibrates every score until a bias catches up.
-        evidence = evidence - evidence.mean(-1, keepdim=True)
-        scores = evidence + self.score_bias + self.prior_logit.to(evidence.dtype)  # (B, C)
+        token_logits = None
+        if self.evidence == "queries":
+            if class_logits is None:
+                raise ValueError("TCM evidence 'queries' needs the first decoder pass's class_logits")
+            evidence = query_evidence(class_logits, bank.shape[0])
+            scores = self.evidence_scale * evidence + self.score_bias + self.prior_logit.to(evidence.dtype)
+        else:
+            q = self.score_query(adapted)  # (C, hidden)
+            k = self.score_key(mem)  # (S, B, hidden); no positions: presence does not depend on where
+            sim = torch.einsum("ch,sbh->bcs", q, k) / math.sqrt(q.shape[-1])  # (B, C, S)
+            # Soft max over the clip's tokens (log-mean-exp at temperature 0.1): one location is enough evidence.
+            evidence = POOL_TEMPERATURE * (torch.logsumexp(sim / POOL_TEMPERATURE, dim=-1) - math.log(s))
+            # Centred over the categories of the clip: a max-like pool grows with the spread of the similarities
+            # for every category alike; left in, that offset miscalibrates every score until a bias catches up.
+            evidence = evidence - evidence.mean(-1, keepdim=True)
+            scores = evidence + self.score_bias + self.prior_logit.to(evidence.dtype)  # (B, C)
+            token_logits = sim + self.token_bias
 
         kk = min(self.set_size, bank.shape[0])
         if set_ids is None and self.set_mode == "oracle":
@@ -116,7 +132,15 @@ class TCM(nn.Module):
         ids = ranked.topk(kk, dim=1).indices if set_ids is None else set_ids.to(bank.device)  # (B, K)
         taxonomy_set = gather_set(modulated, ids)
         return {"scores": scores, "ids": ids, "set": taxonomy_set, "modulated": modulated,
-                "token_logits": sim + self.token_bias}
+                "token_logits": token_logits}
+
+
+def query_evidence(class_logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """class_logits (B, Q, C+1) -> (B, C): logit of the best query's probability for each category, relative to
+    the uniform probability 1/(C+1) (so an untrained detector gives ~0 for every category: the prior ranks)."""
+    p = class_logits.float().softmax(-1)[..., :num_classes].amax(1).clamp(1e-6, 1 - 1e-6)  # (B, C)
+    uniform = 1.0 / (num_classes + 1)
+    return torch.logit(p) - math.log(uniform / (1 - uniform))
 
 
 def gather_set(modulated: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

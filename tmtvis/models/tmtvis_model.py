@@ -21,9 +21,10 @@ class TMTVIS(nn.Module):
     """Input: frames (B, T, 3, H, W), uint8 0..255 or float 0..1 RGB; ImageNet normalisation happens inside.
 
     Output dict: pred_logits (B, Q, C+1; last = no-object), pred_masks (B, Q, T, H/4, W/4) logits,
-    pred_embeds (B, Q, hidden), aux_outputs [{pred_logits, pred_masks}] for layers 0..L-1, and with TCM on
-    tcm_scores (B, C) logits, taxonomy_ids (B, K), tcm_token_logits (B, C, T*h*w) over TCM's feature level of
-    size tcm_token_size (h, w). H and W should be multiples of 32.
+    pred_embeds (B, Q, hidden), aux_outputs [{pred_logits, pred_masks}] for layers 0..L-1 (then, with TCM on
+    queries, the first pass's final layer: supervised like every layer), and with TCM on tcm_scores (B, C) logits,
+    taxonomy_ids (B, K), and on tokens tcm_token_logits (B, C, T*h*w) over TCM's feature level of size
+    tcm_token_size (h, w). H and W should be multiples of 32.
     """
 
     def __init__(self, cfg: ModelConfig, bank: torch.Tensor) -> None:
@@ -44,7 +45,7 @@ class TMTVIS(nn.Module):
                                     cfg.mask_dim, self.num_classes, text_dim, cfg.text_classifier, cfg.dropout)
         # Baseline (tcm off, tim none) creates no TCM/TIM modules at all: exactly Mask2Former-VIS.
         self.tcm = (TCM(text_dim, cfg.hidden_dim, cfg.n_heads, cfg.dim_feedforward, cfg.set_size, self.num_classes,
-                        cfg.dropout, set_mode=cfg.tcm_set) if cfg.tcm else None)
+                        cfg.dropout, set_mode=cfg.tcm_set, evidence=cfg.tcm_evidence) if cfg.tcm else None)
         self.tcm_level = TCM_LEVELS[cfg.tcm_stride]
         self.tim = TIM(cfg.tim, cfg.hidden_dim, cfg.n_heads, cfg.dropout) if cfg.tim != "none" else None
 
@@ -69,11 +70,20 @@ class TMTVIS(nn.Module):
         mask_features, scales = self.pixel_decoder(self.backbone(x))  # (B*T, mask_dim, H/4, W/4), 3 x (B*T, C, h, w)
         return self.decoder.memory(scales, b, t), mask_features.view(b, t, *mask_features.shape[1:])
 
-    def compile_taxonomy(self, memory: list, set_ids: torch.Tensor | None = None,
-                         candidates: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """TCM over the configured memory level: scores (B, C), ids (B, K), set (K, B, hidden), modulated."""
-        src, pos, _ = memory[self.tcm_level]
-        return self.tcm(self.bank, src, pos, set_ids, candidates)
+    def compile_taxonomy(self, memory: list, mask_features: torch.Tensor, set_ids: torch.Tensor | None = None,
+                         candidates: torch.Tensor | None = None) -> dict:
+        """TCM: scores (B, C), ids (B, K), set (K, B, hidden), modulated, token_logits/token_size, first_pass.
+
+        On 'queries' TCM reads a first decoder pass without the set (the same decoder: a first look at the
+        objects, then a second pass focused by the set); on 'tokens' one level of the decoder memory."""
+        if self.cfg.tcm_evidence == "queries":
+            first = self.decoder(memory, mask_features, self.bank)
+            out = self.tcm(self.bank, first["pred_embeds"].transpose(0, 1), None, set_ids, candidates,
+                           class_logits=first["pred_logits"])  # queries (Q, B, hidden) as TCM's memory
+            return {**out, "token_size": None,
+                    "first_pass": {"pred_logits": first["pred_logits"], "pred_masks": first["pred_masks"]}}
+        src, pos, size = memory[self.tcm_level]
+        return {**self.tcm(self.bank, src, pos, set_ids, candidates), "token_size": size, "first_pass": None}
 
     def forward(self, frames: torch.Tensor, set_ids: torch.Tensor | None = None,
                 candidates: torch.Tensor | None = None) -> dict:
@@ -82,13 +92,15 @@ class TMTVIS(nn.Module):
         memory, mask_features = self.encode(frames)
         inject, extra = None, {}
         if self.tcm is not None:
-            tcm = self.compile_taxonomy(memory, set_ids, candidates)
+            tcm = self.compile_taxonomy(memory, mask_features, set_ids, candidates)
             extra = {"tcm_scores": tcm["scores"], "taxonomy_ids": tcm["ids"], "tcm_token_logits": tcm["token_logits"],
-                     "tcm_token_size": memory[self.tcm_level][2]}
+                     "tcm_token_size": tcm["token_size"]}
             if self.tim is not None:
                 inject = lambda q, qpos: self.tim(q, qpos, tcm["set"])  # noqa: E731
         out = self.decoder(memory, mask_features, self.bank, inject)
         out.update(extra)
+        if self.tcm is not None and tcm["first_pass"] is not None:
+            out["aux_outputs"].append(tcm["first_pass"])
         return out
 
 
