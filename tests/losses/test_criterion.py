@@ -33,7 +33,7 @@ def test_keys_weights_total_and_gradients():
     crit = build_criterion(C, LossConfig(num_points=64))
     out = outputs(requires_grad=True)
     losses = crit(out, targets())
-    expected = {"loss", "loss_taxonomy"} | {f"{k}{s}" for k in ("loss_ce", "loss_mask", "loss_dice")
+    expected = {"loss", "loss_taxonomy", "loss_taxonomy_rank"} | {f"{k}{s}" for k in ("loss_ce", "loss_mask", "loss_dice")
                                             for s in ("", "_0", "_1")}
     assert set(losses) == expected
     assert torch.allclose(losses["loss"], sum(v for k, v in losses.items() if k != "loss"))

@@ -39,3 +39,19 @@ def test_without_valid_classes_every_category_counts():
     present = torch.tensor([[0.0, 1, 0, 0, 0]])
     loss = taxonomy_loss(scores, [{"labels": torch.tensor([1])}])
     assert torch.allclose(loss, F.binary_cross_entropy_with_logits(scores, present))
+
+
+def test_rank_loss_prefers_annotated_categories_first_within_the_clip():
+    from tmtvis.losses.taxonomy_loss import taxonomy_rank_loss
+    tg = [{"labels": torch.tensor([1, 3]), "valid_classes": torch.tensor([0, 1, 2, 3])}]
+    good = torch.tensor([[0.0, 3.0, 0.0, 3.0, 9.0]])  # category 4 lies outside the clip's taxonomy
+    bad = torch.tensor([[3.0, 0.0, 3.0, 0.0, 9.0]])
+    assert taxonomy_rank_loss(good, tg) < taxonomy_rank_loss(bad, tg)
+    other = good.clone()
+    other[0, 4] = -50.0  # not a candidate: neither positive nor negative
+    assert torch.allclose(taxonomy_rank_loss(other, tg), taxonomy_rank_loss(good, tg))
+    s = torch.zeros(1, 5, requires_grad=True)
+    taxonomy_rank_loss(s, tg).backward()
+    assert (s.grad[0, [1, 3]] < 0).all() and (s.grad[0, [0, 2]] > 0).all() and s.grad[0, 4] == 0
+    empty = [{"labels": torch.tensor([], dtype=torch.long), "valid_classes": torch.tensor([0, 1])}]
+    assert taxonomy_rank_loss(torch.zeros(1, 5, requires_grad=True), empty) == 0

@@ -273,7 +273,8 @@ def train_loop_per_worker(config: dict) -> None:
             seen[t["labels"].cpu()] += 1
         seen[num_classes + batch["source"].cpu()] += 1
         next_sample = torch.maximum(next_sample, batch["sample"].cpu().max().view(1) + 1)
-        for k in ("loss", "loss_ce", "loss_mask", "loss_dice", "loss_taxonomy", "loss_taxonomy_dense"):
+        for k in ("loss", "loss_ce", "loss_mask", "loss_dice", "loss_taxonomy", "loss_taxonomy_dense",
+                  "loss_taxonomy_rank"):
             if k in losses:
                 loss_sums[k] = loss_sums.get(k, 0.0) + float(losses[k].detach())
         loss_sums["_n"] = loss_sums.get("_n", 0.0) + 1

@@ -8,7 +8,7 @@ from torch import nn
 
 from tmtvis.losses.matcher import HungarianMatcher
 from tmtvis.losses.point_sampling import point_sample, uncertain_points
-from tmtvis.losses.taxonomy_loss import dense_taxonomy_loss, taxonomy_loss
+from tmtvis.losses.taxonomy_loss import dense_taxonomy_loss, taxonomy_loss, taxonomy_rank_loss
 from tmtvis.models.config import LossConfig
 
 
@@ -98,6 +98,9 @@ class SetCriterion(nn.Module):
             losses["loss_dice" + suffix] = cfg.dice_weight * loss_dice
         if outputs.get("tcm_scores") is not None:
             losses["loss_taxonomy"] = cfg.taxonomy_weight * taxonomy_loss(outputs["tcm_scores"], targets)
+            if cfg.taxonomy_rank_weight > 0:
+                losses["loss_taxonomy_rank"] = cfg.taxonomy_rank_weight * taxonomy_rank_loss(outputs["tcm_scores"],
+                                                                                             targets)
         if outputs.get("tcm_token_logits") is not None and cfg.taxonomy_dense_weight > 0:
             losses["loss_taxonomy_dense"] = cfg.taxonomy_dense_weight * dense_taxonomy_loss(
                 outputs["tcm_token_logits"], outputs["tcm_token_size"], targets)

@@ -29,6 +29,20 @@ def taxonomy_loss(scores: torch.Tensor, targets: list[dict]) -> torch.Tensor:
     return torch.where(valid, loss, 0.0).sum() / valid.sum().clamp(min=1)
 
 
+def taxonomy_rank_loss(scores: torch.Tensor, targets: list[dict]) -> torch.Tensor:
+    """Listwise: softmax cross-entropy of scores (B, C) over each clip's valid categories, against its annotated
+    ones (uniform over them). The set is the top-K *within* a clip, which BCE alone does not optimise: calibrated
+    across clips, it let the per-category prior outweigh clip evidence that ranked better (measured: recall@4
+    47.7% with the BCE-fitted weights vs 52.6% from the evidence alone, same checkpoint)."""
+    present, valid = taxonomy_targets(targets, scores.shape[1], scores.device)
+    has = present.sum(1) > 0
+    if not has.any():
+        return scores.sum() * 0.0
+    logp = torch.log_softmax(scores.float().masked_fill(~valid, float("-inf")), dim=1)
+    target = present / present.sum(1, keepdim=True).clamp(min=1)
+    return -(torch.where(valid, logp, 0.0) * target).sum(1)[has].mean()
+
+
 def token_targets(targets: list[dict], num_classes: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """(B, C, T*h*w) soft targets: the share of each token (frame t, cell y, x) covered by an annotated
     object of each category (the max over that category's instances)."""

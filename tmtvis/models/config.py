@@ -91,6 +91,7 @@ class LossConfig:
     dice_weight: float = 5.0
     taxonomy_weight: float = 1.0
     taxonomy_dense_weight: float = 1.0  # TCM's token-level category targets from the instance masks
+    taxonomy_rank_weight: float = 1.0  # listwise: the clip's annotated categories first among its candidates
     no_object_weight: float = 0.1
     cost_class: float = 2.0
     cost_mask: float = 5.0
@@ -111,6 +112,7 @@ class LossConfig:
 
     def validate(self) -> "LossConfig":
         for name in ("class_weight", "mask_weight", "dice_weight", "taxonomy_weight", "taxonomy_dense_weight",
+                     "taxonomy_rank_weight",
                      "no_object_weight",
                      "cost_class", "cost_mask", "cost_dice"):
             if float(getattr(self, name)) < 0:
