@@ -1,25 +1,23 @@
 """Taxonomy Compilation Module: scores every category of the bank against the clip, keeps the top-K.
 
-Why it is built this way (each point fixes a measured collapse of the first version, see README "The method"):
+Why it is built this way (each point fixes a measured failure of an earlier version, see README "The method"):
 - The bank is centred and re-normalised first: CLIP-style text embeddings share a large common component
   (mean pairwise cosine 0.96 for the demo's random tower), which carries no category identity.
 - The adapter is a bias-free linear map + LayerNorm: every category embedding has the same scale
   (~sqrt(hidden)) and no shared offset.
 - Cross-attention and FFN are pre-norm residual branches scaled by a learnable LayerScale that starts at 0.1:
-  the visual memory (token norm ~11) cannot wash out the category's own embedding at init, yet the branch can
-  grow as much as training wants. The set embedding stays specific to the category and to the clip.
-- The presence score is evidence pooled over the clip: a category query is compared with every
-  spatio-temporal token's content (scaled dot product, no positional encoding: presence does not depend on
-  where) and the similarities are pooled with a sharp log-mean-exp (a soft max: an object present somewhere
-  in one frame is enough). Measured on frozen features (recall@2 after 600 steps, prior 0.55): mean pooling
-  0.46, log-mean-exp at temperature 1 0.68, keys with positions 0.69, this pooling 0.78. The score is that evidence plus a per-category prior
-  logit set from the training data (`set_prior`), so at init the ranking is the frequency prior and training
-  only has to learn clip-specific deviations from it. The evidence is centred over the categories of the clip
-  (a max-like pool grows with the spread of similarities for all categories alike).
-- The same token similarities are supervised densely (`loss.taxonomy_dense_weight`): a token covered by an
-  annotated object of category c should match c. Pooled presence alone is one label per category and clip;
-  in joint training it stayed at its base-rate loss for 600 iterations (2 clips per step); the dense targets
-  give every token a label (their loss falls; the pooled loss still stayed flat in the 900-iteration demo).
+  the visual memory cannot wash out the category's own embedding at init, yet the branch can grow as much as
+  training wants. The set embedding stays specific to the category and to the clip (set cosine ~0, not 0.99996).
+- Presence is read from the objects (`evidence="queries"`, the default): the model runs its decoder once without
+  the set, and a category's evidence is the logit of the best query's probability for it. Pooling pixel tokens
+  (`evidence="tokens"`, kept for comparison) never beat the frequency prior in joint training (demo recall@4
+  49.9% vs 48.5%) while the decoder's own class predictions on the same checkpoint ranked at 63.8%: the
+  detector already learns what is in the clip; TCM should not learn it a second time from weaker features.
+  The first pass is the same decoder (no new parameters) and is supervised like every decoder layer.
+- The score is `scale * evidence + bias + prior`, the prior a per-category logit from the training data
+  (`set_prior`): an untrained detector gives ~0 evidence, so the ranking starts as the frequency prior. The
+  scale is trained by the pooled BCE and by a listwise loss within each clip's candidates
+  (`taxonomy_rank_loss`): with BCE alone the prior outweighed evidence that ranked better (47.7% vs 52.6%).
 - The set is chosen among the clip's candidate categories (its source taxonomy in training, the target
   dataset's when predicting): the taxonomy loss never supervises other datasets' categories on a clip, and a
   first run without this picked those unsupervised categories (high prior, no negatives) for every clip.
