@@ -95,13 +95,13 @@ def free_port() -> int:
 
 
 def patiently(lookup, seconds: float):
-    """`lookup` retried (for RuntimeError: not there yet) for up to `seconds`."""
+    """`lookup` retried (not there yet, or the GCS too slow to answer) for up to `seconds`."""
     def retried(*args, **kwargs):
         deadline = time.monotonic() + seconds
         while True:
             try:
                 return lookup(*args, **kwargs)
-            except RuntimeError:
+            except Exception:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
