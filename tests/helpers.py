@@ -1,7 +1,14 @@
 """Helpers shared by the tests: tiny YouTube-VIS-format datasets and configs written to tmp dirs."""
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -79,3 +86,67 @@ def with_truncated_frame(synth_root: Path, tmp_path: Path) -> tuple[Path, Path]:
     rows[0]["image_root"] = str(images)
     write_manifest(manifest, rows)
     return prepared, bad
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def patiently(lookup, seconds: float):
+    """`lookup` retried (not there yet, or the GCS too slow to answer) for up to `seconds`."""
+    def retried(*args, **kwargs):
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return lookup(*args, **kwargs)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    return retried
+
+
+@contextlib.contextmanager
+def ray_nodes(cpus: int, nodes: int = 2) -> Iterator[tuple["Cluster", str, str]]:
+    """Several Ray nodes on this machine (ray.cluster_utils.Cluster): a head with its dashboard on 127.0.0.1 and
+    `nodes - 1` worker nodes, `cpus` logical CPUs each. Yields (cluster, dashboard address, base dir); RAY_TMPDIR
+    is base meanwhile, so the cluster's address file goes to base/ray, the nodes' temp dir, where a job's driver
+    and Ray Train's placement group cleaner look for their cluster, whatever other Ray instances run here."""
+    import pytest
+    from ray._private import services
+    from ray.cluster_utils import Cluster
+    from ray.job_submission import JobSubmissionClient
+
+    port = free_port()
+    base = tempfile.mkdtemp(prefix="tmtvis-rc-")  # short: Ray's socket paths live under it
+    temp = os.path.join(base, "ray")
+    os.makedirs(temp)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_TMPDIR", base)
+        # A node that starts gives its raylet 30 s (hard-coded) to register with the GCS, too short on a machine
+        # shared with long jobs: wait up to 3 min for it here.
+        mp.setattr(services, "get_node", patiently(services.get_node, 180))
+        c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+            # the job agent's default port (52365) is taken by any other Ray instance on this machine
+            "dashboard_agent_listen_port": free_port(), "temp_dir": temp})
+        try:
+            for _ in range(nodes - 1):
+                c.add_node(num_cpus=cpus, temp_dir=temp)
+            c.wait_for_nodes()
+            address = f"http://127.0.0.1:{port}"
+            for _ in range(120):  # the dashboard's job module comes up after the node
+                try:
+                    JobSubmissionClient(address).list_jobs()
+                    break
+                except Exception:
+                    time.sleep(0.5)
+            else:
+                pytest.fail("the Ray dashboard did not come up")
+            yield c, address, base
+        finally:
+            c.shutdown()
+            shutil.rmtree(base, ignore_errors=True)

@@ -72,10 +72,23 @@ def _kill_tree() -> bool:
     return True
 
 
+def _ray_up() -> bool:
+    """Whether this process is connected to Ray (without importing it; it may be half imported by the command)."""
+    is_initialized = getattr(sys.modules.get("ray"), "is_initialized", None)
+    return is_initialized is not None and is_initialized()
+
+
 def _stop_ray() -> None:
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+    if _ray_up():
+        sys.modules["ray"].shutdown()
+
+
+def _take_back_sigterm(handler) -> None:
+    """`ray.init` (on the command thread) installs Ray's C++ failure signal handler, SIGTERM included: it writes a
+    native stack dump to stderr before passing the signal on. Once Ray is up, SIGTERM is ours again (the
+    handler stays for the crash signals: SIGSEGV, SIGABRT, ...). Main thread only."""
+    if _ray_up():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _exit_now(code: int) -> None:
@@ -117,6 +130,7 @@ def run_interruptible(fn: Callable[[], int], exit_process: bool = True) -> int:
         worker.start()
         while worker.is_alive():
             worker.join(0.2)
+            _take_back_sigterm(handler)  # each time: a command may start a new Ray session
     except _Stop as stop:
         code = EXIT_CODES[stop.signum]
         print(f"tmtvis: stopped by {signal.Signals(stop.signum).name}; what was saved can be resumed",

@@ -5,13 +5,12 @@ server) reaches SUCCEEDED and leaves a loadable checkpoint, a failing job makes 
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import tempfile
 import time
 
 import pytest
 
+from helpers import free_port, ray_nodes
 from tmtvis.cli import main
 from tmtvis.inference.checkpoint import load_checkpoint
 
@@ -21,43 +20,10 @@ pytestmark = pytest.mark.integration
 NODE_CPUS = 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
-    from ray.job_submission import JobSubmissionClient
-
-    port = free_port()
-    base = tempfile.mkdtemp(prefix="tmtvis-mn-")  # short: Ray's socket paths live under it
-    temp = os.path.join(base, "ray")
-    os.makedirs(temp)
-    with pytest.MonkeyPatch.context() as mp:
-        # The cluster's address file goes to RAY_TMPDIR/ray = the nodes' temp dir, where the job supervisor
-        # looks for it: otherwise a job's driver may join whichever other Ray instance runs on this machine.
-        mp.setenv("RAY_TMPDIR", base)
-        c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": NODE_CPUS, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
-            # the job agent's default port (52365) is taken by any other Ray instance on this machine
-            "dashboard_agent_listen_port": free_port(), "temp_dir": temp})
-        try:
-            c.add_node(num_cpus=NODE_CPUS, temp_dir=temp)
-            address = f"http://127.0.0.1:{port}"
-            for _ in range(120):  # the dashboard's job module comes up after the node
-                try:
-                    JobSubmissionClient(address).list_jobs()
-                    break
-                except Exception:
-                    time.sleep(0.5)
-            else:
-                pytest.fail("the Ray dashboard did not come up")
-            yield c, address, base
-        finally:
-            c.shutdown()
+    with ray_nodes(NODE_CPUS) as nodes:
+        yield nodes
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from helpers import ROOT, tiny_config
+from helpers import ROOT, ray_nodes, tiny_config
 from tmtvis.cli import main
 from tmtvis.config import load_config, save_config
 from tmtvis.engine.trainer import latest_checkpoint
@@ -112,13 +110,6 @@ def test_sweep_asha_failure_mlflow_best_config_and_resume(synth_root, ray_local,
     assert len(client.search_runs([parents[0].info.experiment_id])) == 4
 
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def tmtvis(*args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
     """`tmtvis ARGS` as a user runs it: its own process (and process group), output to `log`."""
     env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -197,26 +188,10 @@ def test_killed_sweep_resumes_the_running_trial_from_its_checkpoint(synth_root, 
 
 
 @pytest.fixture
-def two_nodes(tmp_path):
+def two_nodes():
     """A head and a worker node of 3 CPUs each on this machine, the head with its dashboard on 127.0.0.1."""
-    from ray.cluster_utils import Cluster
-
-    base = tempfile.mkdtemp(prefix="tmtvis-2n-")  # short: Ray's socket paths live under it
-    temp = os.path.join(base, "ray")
-    os.makedirs(temp)
-    with pytest.MonkeyPatch.context() as mp:
-        # The address file goes to RAY_TMPDIR/ray, where the nodes' workers (Ray Train's placement group
-        # cleaner) look for their cluster, whatever other Ray instances run on this machine.
-        mp.setenv("RAY_TMPDIR", base)
-        c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 3, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port(),
-            "dashboard_agent_listen_port": free_port(), "temp_dir": temp})
-        try:
-            c.add_node(num_cpus=3, temp_dir=temp)
-            c.wait_for_nodes()
-            yield c, base
-        finally:
-            c.shutdown()
+    with ray_nodes(3) as (c, _, base):
+        yield c, base
 
 
 @pytest.mark.slow

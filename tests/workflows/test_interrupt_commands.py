@@ -1,4 +1,5 @@
-"""Ctrl-C / SIGTERM on the real commands (subprocesses): `train` in each phase, `tune`, `infer`, `demo`.
+"""Ctrl-C / SIGTERM on the real commands (subprocesses): `train` in each phase (waiting for resources: on a joined
+multi-node cluster, the only place it waits), `tune`, `infer`, `demo`.
 
 Each case waits for a sign that the command is in the phase, sends the signal, and checks the exit code,
 that no process of the command survives, and that what is left resumes. Latencies are printed (-s).
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT, TINY_CLIP, tiny_config
+from helpers import ROOT, TINY_CLIP, ray_nodes, tiny_config
 from tmtvis.config import save_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -53,34 +54,51 @@ def alive(pid: int) -> bool:
 
 
 class Command:
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
+    def __init__(self, args: list[str], log: Path, err: Path | None = None) -> None:
+        """`tmtvis ARGS` in its own process group, output to `log` (stderr to `err` when given)."""
+        self.log, self.err = log, err
         self.proc = subprocess.Popen([sys.executable, "-m", "tmtvis.cli", *args], cwd=log.parent,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=open(log, "w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=open(err, "w") if err else subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text() + (self.err.read_text() if self.err else "")
 
     def wait_for(self, what: str, ready, timeout: float = 900) -> None:
         deadline = time.time() + timeout
         while not ready():
             if self.proc.poll() is not None:
-                pytest.fail(f"exited ({self.proc.returncode}) before {what}:\n{self.log.read_text()[-3000:]}")
+                pytest.fail(f"exited ({self.proc.returncode}) before {what}:\n{self.output()[-3000:]}")
             if time.time() > deadline:
-                self.proc.kill()
-                pytest.fail(f"never reached {what}:\n{self.log.read_text()[-3000:]}")
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                pytest.fail(f"never reached {what}:\n{self.output()[-3000:]}")
             time.sleep(0.1)
 
-    def interrupt(self, sig: int, label: str, group: bool = False) -> float:
-        """Send `sig` (to the process group, as a terminal's Ctrl-C does, with `group`); its exit latency."""
+    def interrupt(self, sig: int, label: str, group: bool = False, within: float = 120) -> float:
+        """Send `sig` (to the process group, as a terminal's Ctrl-C does, with `group`); its exit latency.
+
+        The command must exit within `within` seconds. With a separate stderr, all it writes there after the
+        signal must be the one line saying what stopped it."""
         tree = descendants(self.proc.pid)
+        said = len(self.err.read_text()) if self.err else 0
         t0 = time.time()
         (os.killpg if group else os.kill)(self.proc.pid, sig)
-        rc = self.proc.wait(120)
+        try:
+            rc = self.proc.wait(within)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            pytest.fail(f"{label}: still running {within:g} s after {signal.Signals(sig).name}:\n"
+                        f"{self.output()[-3000:]}")
         latency = time.time() - t0
         print(f"\n[interrupt] {label}: {signal.Signals(sig).name} -> exit {rc} in {latency:.2f} s "
               f"({len(tree)} child processes)")
-        out = self.log.read_text()
+        out = self.output()
         assert rc == CODES[sig], out[-3000:]
         assert f"stopped by {signal.Signals(sig).name}" in out and "Traceback" not in out, out[-3000:]
+        if self.err:
+            after = self.err.read_text()[said:].splitlines()
+            assert after == [f"tmtvis: stopped by {signal.Signals(sig).name}; what was saved can be resumed"], after
         deadline = time.time() + 30
         while any(alive(p) for p in tree) and time.time() < deadline:
             time.sleep(0.2)
@@ -128,6 +146,67 @@ def test_train_that_can_never_get_its_resources_is_refused_not_left_waiting(root
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tmtvis: error:")]
     assert len(errors) == 1 and "train.cpus_per_worker=512" in errors[0] and "Traceback" not in proc.stderr
     assert not (run_dir / "workers").exists()
+
+
+@pytest.fixture(scope="module")
+def joined(root):
+    """A cluster of two 1-CPU nodes that `train --address` joins: it may autoscale, as far as tmtvis can tell."""
+    with ray_nodes(1) as nodes:
+        yield nodes
+
+
+def job_of(address: str, pid: int):
+    """The Ray job whose driver is process `pid`."""
+    from ray.util.state import list_jobs
+
+    for job in list_jobs(address=address, detail=True):
+        if job.driver_info is not None and str(job.driver_info.pid) == str(pid):
+            return job
+    return None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_train_waiting_for_resources_on_a_joined_cluster(root, joined, tmp_path, sig):
+    """Two workers of 2 CPUs fit no 1-CPU node: `train --address` waits (saying so), the signal ends it within
+    the issue's 15 s, in one line, and the cluster, still up, drops the command's actors and placement groups."""
+    from ray.util.state import list_actors, list_nodes, list_placement_groups
+
+    c, address, _ = joined
+    log, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    cmd = Command(["train", "--config", str(root / "cfg.yaml"), "--address", c.address,
+                   "--set", f"output_dir={root / 'joined'}", "--set", "train.workers=2",
+                   "--set", "train.cpus_per_worker=2", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                   "--run-dir", str(tmp_path / "run")], log, err)
+    cmd.wait_for("waiting for resources", lambda: "waiting for resources:" in err.read_text())
+    line = next(x for x in err.read_text().splitlines() if "waiting for resources:" in x)
+    assert "2 x {'CPU': 2.0}" in line and "Ctrl-C stops" in line, line
+    print(f"\n[waiting] {line}")
+    job = job_of(address, cmd.proc.pid)
+    assert job is not None and job.status == "RUNNING", job
+    pgs = [pg for pg in list_placement_groups(address=address, filters=[("creator_job_id", "=", job.job_id)])]
+    assert [pg.state for pg in pgs] == ["PENDING"], pgs
+    cmd.interrupt(sig, "train, waiting for resources (joined cluster)", group=sig == signal.SIGINT, within=15)
+
+    def left() -> tuple[list, list]:
+        # what stays are Ray's named, detached per-cluster singletons that later jobs share (Ray Train's state
+        # actor, Ray Data's autoscaling coordinator); everything else the command started must be gone
+        actors = [a for a in list_actors(address=address, detail=True,
+                                         filters=[("job_id", "=", job.job_id), ("state", "!=", "DEAD")])
+                  if not (a.is_detached and a.name)]
+        groups = [pg for pg in list_placement_groups(address=address, filters=[("creator_job_id", "=", job.job_id)])
+                  if pg.state != "REMOVED"]
+        return actors, groups
+
+    # Ray Train's placement group cleaner (detached) ends itself once it sees the controller gone: it polls
+    # the State API, slow on a loaded machine
+    t0 = time.time()
+    while any(left()) and time.time() < t0 + 180:
+        time.sleep(1)
+    assert left() == ([], []), left()
+    print(f"[cluster] the command's actors and placement groups gone {time.time() - t0:.0f} s after it exited")
+    assert job_of(address, cmd.proc.pid).status != "RUNNING"
+    nodes = list_nodes(address=address)
+    assert len(nodes) == 2 and all(n.state == "ALIVE" for n in nodes), nodes
 
 
 @pytest.fixture(scope="module")

@@ -119,32 +119,41 @@ def check_cluster(cfg: Config, can_grow: bool, track: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def report_pending(every_s: float | None = None) -> Iterator[None]:
-    """While the block runs, a console line every `every_s` seconds (default 30) on the placement groups that
-    wait for resources: on an autoscaling cluster training starts only once new nodes have joined."""
+def report_pending(every_s: float | None = None, first_s: float = 2.0) -> Iterator[None]:
+    """While the block runs, console lines on the placement groups that wait for resources: the first once one
+    has been pending at two checks in a row (`first_s` apart), then one every `every_s` seconds (default 30).
+    On an autoscaling cluster training starts only once new nodes have joined."""
     import threading
 
     import ray
     from ray.util import placement_group_table
 
     every_s = every_s or float(os.environ.get("TMTVIS_PENDING_REPORT_S", "30"))
+    poll = min(first_s, every_s)
     stop = threading.Event()
 
     def watch() -> None:
-        waited = 0.0
-        while not stop.wait(every_s):
-            waited += every_s
+        start, last, before = time.monotonic(), None, set()
+        while not stop.wait(poll):
             try:
-                pending = [pg for pg in placement_group_table().values() if pg.get("state") == "PENDING"]
+                table = placement_group_table()
                 free, total = ray.available_resources(), ray.cluster_resources()
             except Exception:  # the session is closing
                 return
-            if not pending:
+            now = time.monotonic()
+            pending = {k for k, pg in table.items() if pg.get("state") == "PENDING"}
+            stuck, before = [table[k] for k in pending & before], pending  # pending at two checks in a row
+            if not stuck or (last is not None and now - last < every_s - 1e-3):
                 continue
-            shapes = "; ".join(f"{len(pg['bundles'])} x {dict(pg['bundles'][0])}" for pg in pending[:3])
+            shapes = "; ".join(f"{len(pg['bundles'])} x {dict(pg['bundles'][0])}" for pg in stuck[:3])
             have = ", ".join(f"{k} {free.get(k, 0.0):g}/{total[k]:g}" for k in ("CPU", "GPU") if k in total)
-            log.info("waiting %.0f s for resources: %d placement group(s) pending (%s); free/total: %s",
-                     waited, len(pending), shapes, have or "none")
+            if last is None:
+                log.info("waiting for resources: %d placement group(s) pending (%s); free/total: %s; training "
+                         "starts once the cluster has them (Ctrl-C stops)", len(stuck), shapes, have or "none")
+            else:
+                log.info("waiting %.0f s for resources: %d placement group(s) pending (%s); free/total: %s",
+                         now - start, len(stuck), shapes, have or "none")
+            last = now
 
     thread = threading.Thread(target=watch, name="tmtvis-pending", daemon=True)
     thread.start()
