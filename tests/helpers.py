@@ -94,21 +94,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def patiently(lookup, seconds: float):
-    """`lookup` retried (not there yet, or the GCS too slow to answer) for up to `seconds`."""
-    def retried(*args, **kwargs):
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                return lookup(*args, **kwargs)
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    return retried
-
-
 @contextlib.contextmanager
 def ray_nodes(cpus: int, nodes: int = 2) -> Iterator[tuple["Cluster", str, str]]:
     """Several Ray nodes on this machine (ray.cluster_utils.Cluster): a head with its dashboard on 127.0.0.1 and
@@ -116,7 +101,6 @@ def ray_nodes(cpus: int, nodes: int = 2) -> Iterator[tuple["Cluster", str, str]]
     is base meanwhile, so the cluster's address file goes to base/ray, the nodes' temp dir, where a job's driver
     and Ray Train's placement group cleaner look for their cluster, whatever other Ray instances run here."""
     import pytest
-    from ray._private import services
     from ray.cluster_utils import Cluster
     from ray.job_submission import JobSubmissionClient
 
@@ -126,9 +110,6 @@ def ray_nodes(cpus: int, nodes: int = 2) -> Iterator[tuple["Cluster", str, str]]
     os.makedirs(temp)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_TMPDIR", base)
-        # A node that starts gives its raylet 30 s (hard-coded) to register with the GCS, too short on a machine
-        # shared with long jobs: wait up to 3 min for it here.
-        mp.setattr(services, "get_node", patiently(services.get_node, 180))
         c = Cluster(initialize_head=True, head_node_args={
             "num_cpus": cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
             # the job agent's default port (52365) is taken by any other Ray instance on this machine
