@@ -46,7 +46,7 @@ def ray_local():
     own placement group cleaner needs it when Tune stops a trial)."""
     import ray
 
-    from tmtvis.engine.trainer import ray_session
+    from tmtvis.ray_session import ray_session
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with ray_session(num_cpus=2, dashboard=True):

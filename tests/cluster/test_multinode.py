@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tmtvis.cli import main
-from tmtvis.inference.checkpoint import load_checkpoint
+from tmtvis.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.integration
 # Logical CPUs per node. A train worker asks for 2, so no node holds both workers: DDP has to span the two

@@ -118,8 +118,8 @@ def finish(started: tuple[subprocess.Popen, Path], seconds: float = 420) -> str:
 def test_train_kill_resume_and_infer_on_s3(synth_root, s3_env, mlflow_server, tmp_path):
     import boto3
 
-    from tmtvis.engine.trainer import latest_checkpoint
-    from tmtvis.inference.checkpoint import resolve_checkpoint
+    from tmtvis.checkpoint import latest_checkpoint
+    from tmtvis.checkpoint import resolve_checkpoint
 
     cfg = tiny_config(synth_root, f"output_dir={synth_root}", "train.iterations=24", "train.checkpoint_every=2",
                       "train.log_every=2", "train.workers=1", "train.cpus_per_worker=1")

@@ -13,7 +13,7 @@ from PIL import Image
 from tmtvis.cli import main
 from tmtvis.data.video_files import decode_video_file, discover, read_video
 from tmtvis.errors import DataError, TmtvisError
-from tmtvis.inference.checkpoint import load_checkpoint
+from tmtvis.checkpoint import load_checkpoint
 from tmtvis.pipeline.batch_inference import PREDICTIONS, read_predictions, write_predictions
 
 

@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from helpers import tiny_config
 from tmtvis.cli import main
 from tmtvis.config import save_config
-from tmtvis.engine.trainer import latest_checkpoint, train
+from tmtvis.checkpoint import latest_checkpoint
+from tmtvis.engine.trainer import train
 from tmtvis.tracking.mlflow_tracking import LOST_TAG
 
 pytestmark = pytest.mark.integration

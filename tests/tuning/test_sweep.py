@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from helpers import ROOT, tiny_config
 from tmtvis.cli import main
 from tmtvis.config import load_config, save_config
-from tmtvis.engine.trainer import latest_checkpoint
+from tmtvis.checkpoint import latest_checkpoint
 from tmtvis.taxonomy import UnifiedTaxonomy
 
 pytestmark = pytest.mark.integration

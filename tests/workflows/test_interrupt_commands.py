@@ -142,7 +142,7 @@ def resumed_run(root, tmp_path_factory) -> tuple[Path, list[int], int]:
     # The second checkpoint on disk: the first one has been registered by Ray Train by then.
     cmd.wait_for("two checkpoints", lambda: len(glob.glob(pattern)) >= 2)
     cmd.interrupt(signal.SIGINT, "train, training", group=True)
-    from tmtvis.engine.train_loop import checkpoint_complete
+    from tmtvis.checkpoint import checkpoint_complete
 
     saved = sorted(m["iteration"] for m in map(checkpoint_complete, map(lambda p: Path(p).parent, glob.glob(pattern)))
                    if m)
@@ -151,8 +151,8 @@ def resumed_run(root, tmp_path_factory) -> tuple[Path, list[int], int]:
 
 
 def test_train_interrupted_while_training_resumes_from_its_checkpoint(resumed_run):
-    from tmtvis.engine.trainer import latest_checkpoint
-    from tmtvis.engine.train_loop import load_state
+    from tmtvis.checkpoint import latest_checkpoint
+    from tmtvis.checkpoint import load_state
 
     run_dir, saved, iterations = resumed_run
     assert saved and saved[0] == 4

@@ -155,7 +155,8 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
               report_only: bool = False) -> tuple[str, list[RunResult]]:
     """Run every cell x seed (resumable: finished runs are read back from results.jsonl); report_only writes
     the table and plot from the finished runs without training."""
-    from tmtvis.engine.trainer import ray_session, train
+    from tmtvis.engine.trainer import train
+    from tmtvis.ray_session import ray_session
     from tmtvis.prepare import prepare
 
     out = out.resolve()

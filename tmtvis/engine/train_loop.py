@@ -1,11 +1,9 @@
 """The per-worker training loop run by Ray Train (V2): DDP, checkpoints, resume, validation, tracking."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -16,15 +14,16 @@ import torch.distributed as dist
 
 import ray.train
 import ray.train.torch
+from tmtvis.checkpoint import load_state, save_checkpoint
 from tmtvis.config import Config, from_dict
 from tmtvis.data.manifest import read_manifest
-from tmtvis.data.frames import read_frame
-from tmtvis.data.ytvis_format import read_json, resolve_frame
+from tmtvis.data.frames import read_frames
+from tmtvis.data.ytvis_format import read_json
 from tmtvis.engine.optim import build_optimizer, build_scheduler
-from tmtvis.engine.validate import annotated, class_agnostic, evaluate_rows, predict_rows
+from tmtvis.inference.validate import annotated, class_agnostic, evaluate_rows, predict_rows
 from tmtvis.eval.taxonomy_diagnostics import LabelStats, label_stats, summarize
 from tmtvis.inference.taxonomy_probe import probe_clip
-from tmtvis.io_utils import atomic_path, atomic_write_text
+from tmtvis.io_utils import atomic_write_text
 from tmtvis.losses.criterion import SetCriterion
 from tmtvis.models.tcm import oracle_ids
 from tmtvis.models.tmtvis_model import build_model
@@ -32,8 +31,6 @@ from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
 
 log = logging.getLogger(__name__)
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
 
 
 def to_targets(batch: dict[str, torch.Tensor], device: torch.device) -> list[dict]:
@@ -45,40 +42,6 @@ def to_targets(batch: dict[str, torch.Tensor], device: torch.device) -> list[dic
                         "masks": batch["masks"][b, :n].to(device).float(),               # (n, T, H, W)
                         "valid_classes": batch["valid_classes"][b].nonzero()[:, 0].to(device)})
     return targets
-
-
-def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, iteration: int,
-                    data_position: int, cfg_yaml: str, taxonomy_path: Path) -> None:
-    """Write a checkpoint; meta.json goes last and records state.pt's size, so a partly written or partly
-    copied checkpoint is never taken for a whole one (see checkpoint_complete)."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "iteration": iteration, "data_position": data_position, "torch_rng": torch.get_rng_state(),
-             "python_rng": random.getstate()}
-    with atomic_path(directory / STATE_FILE) as tmp:
-        torch.save(state, tmp)
-    atomic_write_text(directory / "config.yaml", cfg_yaml)
-    shutil.copy(taxonomy_path, directory / "taxonomy.json")
-    atomic_write_text(directory / META_FILE, json.dumps({"iteration": iteration, "data_position": data_position,
-                                                         "state_bytes": (directory / STATE_FILE).stat().st_size}))
-
-
-def checkpoint_complete(directory: Path) -> dict | None:
-    """A checkpoint directory's meta.json when the checkpoint is whole (state.pt of the recorded size), else None."""
-    try:
-        meta = json.loads((Path(directory) / META_FILE).read_text())
-        size = (Path(directory) / STATE_FILE).stat().st_size
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("iteration"), int):
-        return None
-    return meta if meta.get("state_bytes", size) == size else None
-
-
-def load_state(directory: str | Path) -> dict:
-    """A checkpoint's training state; weights_only, so a checkpoint cannot run code; a bad file is one line."""
-    from tmtvis.inference.checkpoint import read_state
-
-    return read_state(Path(directory) / STATE_FILE)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -184,7 +147,7 @@ def _log_validation(tracker, details: dict, taxonomy: UnifiedTaxonomy, cfg: Conf
     for ds, d in details.items():
         names = {c["id"]: c["name"] for c in taxonomy.datasets[ds].categories}
         for row in d["rows"][:cfg.tracking.overlays]:
-            frames = [read_frame(resolve_frame(row["image_root"], name)) for name in row["file_names"]]
+            frames = read_frames(row["image_root"], row["file_names"])
             preds = [r for r in d["results"] if r["video_id"] == row["video_id"]]
             sheet = grid(overlay_frames(frames, preds, names), columns=min(8, len(frames)))
             tracker.image(sheet, f"overlays/iter{iteration:06d}/{ds}_video{row['video_id']}.png")
@@ -192,7 +155,7 @@ def _log_validation(tracker, details: dict, taxonomy: UnifiedTaxonomy, cfg: Conf
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. config: {"cfg": Config as dict, "prepared": dir, "run_dir": dir or URI,
-    "cfg_yaml": the config as saved in checkpoints, "tracking_uri": str|None, "run_id": str|None}."""
+    "tracking_uri": str|None, "run_id": str|None}."""
     cfg: Config = from_dict(Config, config["cfg"])
     prepared, run_dir = Path(config["prepared"]), Path(config["run_dir"])
     ctx = ray.train.get_context()
@@ -237,7 +200,6 @@ def train_loop_per_worker(config: dict) -> None:
 
         tracker = RunLogger(config["tracking_uri"], config["run_id"], background=True)  # never stalls a step
     validator = Validator(cfg, prepared, taxonomy, stats) if cfg.data.splits("valid") else None
-    cfg_yaml = config["cfg_yaml"]
     use_amp = cfg.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -327,7 +289,7 @@ def train_loop_per_worker(config: dict) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None
                 if rank == 0:
-                    save_checkpoint(Path(tmp), _unwrap(model), optimizer, scheduler, iteration, position, cfg_yaml,
+                    save_checkpoint(Path(tmp), _unwrap(model), optimizer, scheduler, iteration, position, cfg,
                                     prepared / "taxonomy.json")
                     ckpt = ray.train.Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=ckpt)

@@ -5,15 +5,16 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from tmtvis import storage
+from tmtvis.checkpoint import latest_checkpoint
 from tmtvis.config import Config, to_dict
 from tmtvis.errors import TmtvisError
+from tmtvis.ray_session import ray_session
 
 log = logging.getLogger(__name__)
 
@@ -26,49 +27,6 @@ class TrainResult:
     tracking_uri: str | None = None
     run_id: str | None = None
     model: object | None = None          # tmtvis.tracking.model.LoggedModelInfo of the final checkpoint
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> Iterator[None]:
-    """Connect to `address` (or RAY_ADDRESS), reuse a running session, or start a local Ray (stopped at the end).
-
-    `dashboard`: the local Ray runs the dashboard (on 127.0.0.1). Sweeps need it: when Tune stops a trial, Ray
-    Train frees the placement group of its dead controller from a cleaner actor that asks the State API. It
-    costs a few processes at start, so plain training and inference go without.
-    """
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    # Inside a Ray job (or with RAY_ADDRESS exported) connect to that cluster instead of starting one.
-    address = address or os.environ.get("RAY_ADDRESS")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Worker logs (per-report lines, library warnings) reach the console only with `tmtvis -v`.
-    to_driver = os.environ.get("TMTVIS_RAY_WORKER_LOGS") == "1"
-    saved_tmpdir = os.environ.get("RAY_TMPDIR")
-    if address:
-        ray.init(address=address, log_to_driver=to_driver)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        tmp = tempfile.mkdtemp(prefix="tmtvis-ray-")
-        if dashboard:
-            # The cleaner finds its cluster, as after `ray start`, from RAY_TMPDIR/ray/ray_current_cluster: the
-            # workers inherit RAY_TMPDIR, so other Ray instances on the machine cannot confuse it.
-            os.environ["RAY_TMPDIR"] = tmp
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
-                 **({"dashboard_host": "127.0.0.1", "dashboard_port": 0} if dashboard else {}),
-                 _temp_dir=os.path.join(tmp, "ray"), log_to_driver=to_driver)
-        if dashboard:
-            Path(tmp, "ray", "ray_current_cluster").write_text(ray.get_runtime_context().gcs_address)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        if saved_tmpdir is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved_tmpdir
 
 
 def tracking_configured(cfg: Config) -> bool:
@@ -160,23 +118,6 @@ def failure_summary(error: BaseException) -> str:
     cause = next(iter(failures.values()), None) or error
     lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
     return lines[-1] if lines else type(cause).__name__
-
-
-def latest_checkpoint(root: str | Path) -> tuple[Path | str | None, dict]:
-    """The checkpoint with the highest iteration under a Ray Train storage dir (local or a URI), and its meta.json."""
-    from tmtvis.engine.train_loop import META_FILE, checkpoint_complete
-
-    best, meta = None, {}
-    for rel in storage.files(root):
-        parts = rel.split("/")
-        if len(parts) == 3 and parts[1].startswith("checkpoint_") and parts[2] == META_FILE:
-            where = storage.join(root, parts[0], parts[1])
-            # a local checkpoint cut short while written or copied (a crash) is skipped
-            data = (json.loads(storage.read_text(storage.join(root, rel))) if storage.is_uri(where)
-                    else checkpoint_complete(Path(where)))
-            if data is not None and (best is None or data["iteration"] > meta["iteration"]):
-                best, meta = where, data
-    return best, meta
 
 
 def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str | None = None,
@@ -273,7 +214,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"cfg": to_dict(cfg), "prepared": str(prepared), "run_dir": str(run_dir),
-                               "cfg_yaml": cfg_yaml, "tracking_uri": tracking_uri, "run_id": run_id,
+                               "tracking_uri": tracking_uri, "run_id": run_id,
                                "skipped": skipped},
             scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, resources_per_worker=worker_resources(cfg)),
             torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),

@@ -19,12 +19,12 @@ CHECKPOINT = "checkpoint"  # the artifact key (and folder) holding state.pt, con
 
 class TmtvisVideoModel(PythonModel):
     def load_context(self, context) -> None:
-        from tmtvis.inference.checkpoint import load_checkpoint
+        from tmtvis.checkpoint import load_checkpoint
 
         self.ckpt = load_checkpoint(context.artifacts[CHECKPOINT])
 
     def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> list[dict]:
-        from tmtvis.engine.validate import resize_frames
+        from tmtvis.inference.preprocess import resize_frames
         from tmtvis.errors import TmtvisError
         from tmtvis.inference.video_predictor import VideoPredictor
 
