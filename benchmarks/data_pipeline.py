@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from tmtvis.env import apply_defaults  # noqa: E402
+
+apply_defaults()
 
 from tmtvis.config import load_config  # noqa: E402
 from tmtvis.data.clips import ClipConfig  # noqa: E402

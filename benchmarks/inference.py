@@ -15,9 +15,9 @@ import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from tmtvis.env import apply_defaults  # noqa: E402
+
+apply_defaults()
 
 import torch  # noqa: E402
 

@@ -5,7 +5,7 @@ exits with the job's outcome (see tmtvis/cluster_submit.py).
 """
 import sys
 
-from tmtvis.cli import main
+from workflows.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["submit", *sys.argv[1:]]))

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from tmtvis.env import JOB_DEFAULTS
 from tmtvis.errors import TmtvisError
 from tmtvis.io_utils import read_yaml_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout (tmtvis is installed editable)
-DEFAULT_ENV_VARS = {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60.0
 
@@ -35,7 +35,7 @@ def build_runtime_env(runtime_env_file: str | Path | None = None, working_dir: s
     """working_dir + .rayignore excludes + offline env vars, updated by a runtime_env YAML (its keys win;
     excludes and env_vars are merged; a relative working_dir resolves against the project)."""
     root = Path(working_dir).resolve()
-    env: dict = {"working_dir": str(root), "excludes": ignore_patterns(root), "env_vars": dict(DEFAULT_ENV_VARS)}
+    env: dict = {"working_dir": str(root), "excludes": ignore_patterns(root), "env_vars": dict(JOB_DEFAULTS)}
     if runtime_env_file is None:
         return env
     path = Path(runtime_env_file)
@@ -54,7 +54,7 @@ def build_runtime_env(runtime_env_file: str | Path | None = None, working_dir: s
 
 def entrypoint(args: list[str], python: str = "python") -> str:
     """The shell command a job runs: `tmtvis ARGS` through the cluster's Python."""
-    return shlex.join([python, "-m", "tmtvis.cli", *args])
+    return shlex.join([python, "-m", "workflows.cli", *args])
 
 
 def _client(address: str):
@@ -110,7 +110,7 @@ def submit(address: str, args: list[str], runtime_env_file: str | Path | None = 
     out = out or sys.stdout
     if not args:
         raise TmtvisError("nothing to submit: give a tmtvis command after `--`, e.g. -- train --config CFG")
-    if args[0] in ("tmtvis", "tmtvis.cli"):
+    if args[0] in ("tmtvis", "workflows.cli"):
         args = args[1:]
     env = build_runtime_env(runtime_env_file, working_dir)
     client = _client(address)

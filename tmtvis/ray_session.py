@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from tmtvis import env
+
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> Iterator[None]:
@@ -23,29 +25,23 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, dashboa
         return
     # Inside a Ray job (or with RAY_ADDRESS exported) connect to that cluster instead of starting one.
     address = address or os.environ.get("RAY_ADDRESS")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Worker logs (per-report lines, library warnings) reach the console only with `tmtvis -v`.
     to_driver = os.environ.get("TMTVIS_RAY_WORKER_LOGS") == "1"
-    saved_tmpdir = os.environ.get("RAY_TMPDIR")
-    if address:
-        ray.init(address=address, log_to_driver=to_driver)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        tmp = tempfile.mkdtemp(prefix="tmtvis-ray-")
-        if dashboard:
-            # The cleaner finds its cluster, as after `ray start`, from RAY_TMPDIR/ray/ray_current_cluster: the
-            # workers inherit RAY_TMPDIR, so other Ray instances on the machine cannot confuse it.
-            os.environ["RAY_TMPDIR"] = tmp
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
-                 **({"dashboard_host": "127.0.0.1", "dashboard_port": 0} if dashboard else {}),
-                 _temp_dir=os.path.join(tmp, "ray"), log_to_driver=to_driver)
-        if dashboard:
-            Path(tmp, "ray", "ray_current_cluster").write_text(ray.get_runtime_context().gcs_address)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        if saved_tmpdir is None:
-            os.environ.pop("RAY_TMPDIR", None)
+    with contextlib.ExitStack() as restore:
+        if address:
+            ray.init(address=address, log_to_driver=to_driver)
         else:
-            os.environ["RAY_TMPDIR"] = saved_tmpdir
+            tmp = tempfile.mkdtemp(prefix="tmtvis-ray-")
+            if dashboard:
+                # The cleaner finds its cluster, as after `ray start`, from RAY_TMPDIR/ray/ray_current_cluster:
+                # the workers inherit RAY_TMPDIR, so other Ray instances on the machine cannot confuse it.
+                restore.enter_context(env.overridden(RAY_TMPDIR=tmp))
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
+                     **({"dashboard_host": "127.0.0.1", "dashboard_port": 0} if dashboard else {}),
+                     _temp_dir=os.path.join(tmp, "ray"), log_to_driver=to_driver)
+            if dashboard:
+                Path(tmp, "ray", "ray_current_cluster").write_text(ray.get_runtime_context().gcs_address)
+        try:
+            yield
+        finally:
+            ray.shutdown()

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from tmtvis import storage
+from tmtvis import env, storage
 from tmtvis.config import Config, from_dict, to_dict
 from tmtvis.errors import TmtvisError
 from tuning.space import Space, check_keys, clip_set_size, parse_space, space_to_dict, trial_config
@@ -198,10 +198,9 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
     space = parse_space(state["space"], str(storage.join(sweep_dir, STATE_FILE)))
     sched = space.scheduler
     # Train reports validation AP only every train.val_every iterations; the other reports lack it, and
-    # ASHA simply skips those. Tune's strict check would fail the trial instead.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # ASHA simply skips those. Tune's strict check would fail the trial instead (for this sweep only).
     fs, fs_path = storage.filesystem(sweep_dir)
-    with ray_session(address, dashboard=True):
+    with env.overridden(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"), ray_session(address, dashboard=True):
         trainable = tune.with_parameters(_trial, base=_absolute(base), prepared=state["prepared"],
                                          sweep_dir=str(sweep_dir), tracking_uri=state["tracking_uri"],
                                          parent_run_id=state["parent_run_id"])

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from helpers import ROOT, tiny_config
-from tmtvis.cli import main
+from workflows.cli import main
 from tmtvis.checkpoint import STATE_FILE, load_state, save_checkpoint
 from tmtvis.checkpoint import latest_checkpoint
 from tmtvis.config import Config, to_dict

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from helpers import tiny_config
-from tmtvis.cli import main
+from workflows.cli import main
 from tmtvis.checkpoint import load_checkpoint, save_checkpoint
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.video_files import decode_video_file, discover

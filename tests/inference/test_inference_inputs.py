@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tmtvis.cli import main
+from workflows.cli import main
 from tmtvis.data.video_files import decode_video_file, discover, read_video
 from tmtvis.errors import DataError, TmtvisError
 from tmtvis.checkpoint import load_checkpoint

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils import git_utils
 
 from helpers import ROOT, tiny_config
-from tmtvis.cli import main
+from workflows.cli import main
 from tmtvis.config import save_config
 from tmtvis.data.frames import read_frame
 from tmtvis.data.manifest import read_manifest

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import tiny_config
-from tmtvis.cli import main
+from workflows.cli import main
 from tmtvis.config import save_config
 from tmtvis.checkpoint import latest_checkpoint
 from tmtvis.engine.trainer import train

@@ -55,7 +55,7 @@ def alive(pid: int) -> bool:
 class Command:
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "tmtvis.cli", *args], cwd=log.parent,
+        self.proc = subprocess.Popen([sys.executable, "-m", "workflows.cli", *args], cwd=log.parent,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=open(log, "w"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -89,7 +89,7 @@ class Command:
 
 
 def run(args: list[str], cwd: Path) -> str:
-    proc = subprocess.run([sys.executable, "-m", "tmtvis.cli", *args], cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    proc = subprocess.run([sys.executable, "-m", "workflows.cli", *args], cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -120,7 +120,7 @@ def test_train_that_can_never_get_its_resources_is_refused_not_left_waiting(root
     """On a local Ray (which cannot grow) workers that fit no node are refused before training starts, so there
     is no waiting phase to interrupt there; it exists only on a joined cluster, which may autoscale."""
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "tmtvis.cli", "train", "--config", str(root / "cfg.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "workflows.cli", "train", "--config", str(root / "cfg.yaml"),
                            "--set", "train.cpus_per_worker=512", "--set", f"output_dir={tmp_path}",
                            "--run-dir", str(run_dir)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=600)
