@@ -6,7 +6,6 @@ three loaders, in one run. Usage: python benchmarks/data_pipeline.py [--clips 60
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
@@ -69,7 +68,7 @@ def main() -> None:
     plan = make_plan(sources, seed=0, repeat_threshold=cfg.data.repeat_threshold)
     valid = [tax.datasets[d.name].unified_ids for d in splits]
     clip = ClipConfig(num_frames=5, frame_window=4, short_edge=(96, 112, 128), crop=(96, 96), max_instances=12)
-    udf = DecodeClips(plan, 0, dataclasses.asdict(clip), len(tax), valid)
+    udf = DecodeClips(plan, 0, clip, len(tax), valid)
     print(f"{args.clips} clips of {clip.num_frames} frames from {args.size}x{args.size} JPEGs, crop {clip.crop}, "
           f"{os.cpu_count()} CPUs")
 
