@@ -15,12 +15,10 @@ import torch
 import yaml
 
 from helpers import ROOT, tiny_config
-from workflows.cli import main
-from tmtvis.checkpoint import STATE_FILE, load_state, save_checkpoint
-from tmtvis.checkpoint import latest_checkpoint
+from tmtvis.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, load_state, resolve_checkpoint, save_checkpoint
 from tmtvis.config import Config, to_dict
 from tmtvis.errors import TmtvisError
-from tmtvis.checkpoint import load_checkpoint, resolve_checkpoint
+from workflows.cli import main
 
 
 def tiny_state():

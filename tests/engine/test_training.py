@@ -16,8 +16,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from helpers import tiny_config
-from tmtvis.checkpoint import load_state
-from tmtvis.checkpoint import latest_checkpoint
+from tmtvis.checkpoint import latest_checkpoint, load_state
 from tmtvis.engine.trainer import train
 
 pytestmark = pytest.mark.integration
