@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from workflows.cli import build_parser
-from tmtvis.cluster_submit import build_runtime_env, entrypoint, ignore_patterns
+from workflows.submit import build_runtime_env, entrypoint, ignore_patterns
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
