@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from workflows.cli import main
 from tmtvis.checkpoint import load_checkpoint
+from workflows.cli import main
 
 pytestmark = pytest.mark.integration
 # Logical CPUs per node. A train worker asks for 2, so no node holds both workers: DDP has to span the two

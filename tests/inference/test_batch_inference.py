@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from helpers import tiny_config
-from workflows.cli import main
 from tmtvis.checkpoint import load_checkpoint, save_checkpoint
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.video_files import decode_video_file, discover
@@ -28,6 +27,7 @@ from tmtvis.inference.video_predictor import VideoPredictor
 from tmtvis.models.tmtvis_model import build_model
 from tmtvis.pipeline import batch_inference
 from tmtvis.taxonomy_bank import load_bank
+from workflows.cli import main
 
 pytestmark = pytest.mark.integration
 DATASET = "ytvis_synth"

@@ -17,10 +17,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from helpers import ROOT, tiny_config
-from workflows.cli import main
 from tmtvis.config import load_config, save_config
 from tmtvis.checkpoint import latest_checkpoint
 from tmtvis.taxonomy import UnifiedTaxonomy
+from workflows.cli import main
 
 pytestmark = pytest.mark.integration
 

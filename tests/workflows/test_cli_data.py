@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY_CLIP
-from workflows.cli import main
 from tmtvis.data.manifest import read_manifest
 from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
+from workflows.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
