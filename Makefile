@@ -7,10 +7,7 @@ CACHE_DIR ?= $(HOME)/.cache/tmtvis
 PIN_HASH := $(shell $(PYTHON) -c "import tomllib,hashlib;d=tomllib.load(open('pyproject.toml','rb'))['project']['dependencies'];print(hashlib.sha256('\n'.join(d).encode()).hexdigest()[:16])")
 CACHED_VENV := $(CACHE_DIR)/venv-$(PIN_HASH)
 VENV := .venv
-export RAY_USAGE_STATS_ENABLED := 0
-export RAY_AUTH_MODE := disabled
-export HF_HUB_OFFLINE := 1
-export TOKENIZERS_PARALLELISM := false
+# Environment defaults (offline, local Ray) are applied by the entry points themselves: tmtvis/env.py.
 
 .PHONY: install test test-fast demo clean
 
@@ -25,8 +22,9 @@ install:
 	  touch "$(CACHED_VENV)/.complete"; \
 	fi
 	@[ "$$(readlink $(VENV))" = "$(CACHED_VENV)" ] || { rm -rf $(VENV) && ln -s "$(CACHED_VENV)" $(VENV); }
-	@# The project itself is installed editable (no deps) from this checkout, unless it already is.
-	@$(VENV)/bin/python -P -c "import os,sys,tmtvis; sys.exit(os.path.dirname(os.path.dirname(tmtvis.__file__)) != os.getcwd())" 2>/dev/null || \
+	@# The project itself is installed editable (no deps) from this checkout, unless it already is with this
+	@# checkout's console script (an older install's `tmtvis` may point elsewhere).
+	@$(VENV)/bin/python -P -c "import os,sys,tmtvis,importlib.metadata as m; sys.exit(os.path.dirname(os.path.dirname(tmtvis.__file__)) != os.getcwd() or m.entry_points(group='console_scripts')['tmtvis'].value != 'workflows.cli:main')" 2>/dev/null || \
 	  $(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1
 
 test: install

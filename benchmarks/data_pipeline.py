@@ -6,7 +6,6 @@ three loaders, in one run. Usage: python benchmarks/data_pipeline.py [--clips 60
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import tempfile
@@ -17,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from tmtvis.env import apply_defaults  # noqa: E402
+
+apply_defaults()
 
 from tmtvis.config import load_config  # noqa: E402
 from tmtvis.data.clips import ClipConfig  # noqa: E402
@@ -69,7 +68,7 @@ def main() -> None:
     plan = make_plan(sources, seed=0, repeat_threshold=cfg.data.repeat_threshold)
     valid = [tax.datasets[d.name].unified_ids for d in splits]
     clip = ClipConfig(num_frames=5, frame_window=4, short_edge=(96, 112, 128), crop=(96, 96), max_instances=12)
-    udf = DecodeClips(plan, 0, dataclasses.asdict(clip), len(tax), valid)
+    udf = DecodeClips(plan, 0, clip, len(tax), valid)
     print(f"{args.clips} clips of {clip.num_frames} frames from {args.size}x{args.size} JPEGs, crop {clip.crop}, "
           f"{os.cpu_count()} CPUs")
 

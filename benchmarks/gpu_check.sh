@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 t0=$(date +%s)
 for preset in ytvis ovis uvo; do
-  [ -f "$OUT/data/$preset/valid.json" ] || "$PY" -m tmtvis.cli data synth --preset "$preset" --videos 12 --frames 10 \
+  [ -f "$OUT/data/$preset/valid.json" ] || "$PY" -m workflows.cli data synth --preset "$preset" --videos 12 --frames 10 \
       --size 360x640 --out "$OUT/data/$preset" >/dev/null
 done
 # configs/r50.yaml (model, loss, clips, AMP) on the synthetic datasets of configs/tiny.yaml, 1 GPU worker.
@@ -39,9 +39,9 @@ nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 > "$OU
 SMI=$!
 trap 'kill $SMI 2>/dev/null || true' EXIT
 t1=$(date +%s)
-"$PY" -m tmtvis.cli train --config "$OUT/gpu.yaml" --run-dir "$OUT/runs/train" | tee "$OUT/train.log"
+"$PY" -m workflows.cli train --config "$OUT/gpu.yaml" --run-dir "$OUT/runs/train" | tee "$OUT/train.log"
 t2=$(date +%s)
-"$PY" -m tmtvis.cli infer --checkpoint "$OUT/runs/train" --input "$OUT/data/ytvis/valid.json" \
+"$PY" -m workflows.cli infer --checkpoint "$OUT/runs/train" --input "$OUT/data/ytvis/valid.json" \
     --images "$OUT/data/ytvis/JPEGImages" --dataset ytvis_synth --out "$OUT/infer" --actors 2 --gpus-per-actor 0.5 \
     --no-progress | tee "$OUT/infer.log"
 t3=$(date +%s)

@@ -15,18 +15,17 @@ import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from tmtvis.env import apply_defaults  # noqa: E402
+
+apply_defaults()
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
-from tmtvis.config import load_config, to_dict  # noqa: E402
+from tmtvis.config import load_config  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.engine.optim import build_optimizer, build_scheduler  # noqa: E402
-from tmtvis.engine.train_loop import save_checkpoint  # noqa: E402
-from tmtvis.engine.trainer import ray_session  # noqa: E402
+from tmtvis.checkpoint import save_checkpoint  # noqa: E402
+from tmtvis.ray_session import ray_session  # noqa: E402
 from tmtvis.models.tmtvis_model import build_model  # noqa: E402
 from tmtvis.pipeline.batch_inference import run_inference  # noqa: E402
 from tmtvis.prepare import prepare  # noqa: E402
@@ -51,7 +50,7 @@ def make_checkpoint(work: Path, size: int) -> tuple[Path, Path]:
     ckpt = work / "checkpoint"
     ckpt.mkdir(exist_ok=True)
     save_checkpoint(ckpt, model, optimizer, build_scheduler(optimizer, cfg.train), 0, 0,
-                    yaml.safe_dump(to_dict(cfg), sort_keys=False), prepared / "taxonomy.json")
+                    cfg, prepared / "taxonomy.json")
     return ckpt, work / "data/ytvis/train.json"
 
 

@@ -12,14 +12,18 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from tmtvis.config import load_config
 from tmtvis.inference import VideoPredictor
 from tmtvis.losses import build_criterion
 from tmtvis.models import LossConfig, ModelConfig, build_model, count_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def clip_targets(t: int, h: int, w: int, c: int, n: int = 3) -> list[dict]:
@@ -70,7 +74,7 @@ def step_times(cfgs: dict, loss_cfg: LossConfig, c: int, t: int, h: int, w: int,
 def predict_memory_child(t: int, window: int, overlap: int) -> None:
     torch.set_num_threads(1)
     bank = F.normalize(torch.randn(40, 512, generator=torch.Generator().manual_seed(0)), dim=-1)
-    model = build_model(ModelConfig.tiny(), bank)
+    model = build_model(ModelConfig(), bank)
     frames = (torch.rand(t, 3, 64, 64) * 255).to(torch.uint8)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
@@ -102,9 +106,10 @@ def main() -> None:
                   f"peak RSS {r['peak_rss_kib'] / 1024:.0f} MiB "
                   f"(after model build {r['rss_before_kib'] / 1024:.0f} MiB), {r['seconds']:.1f}s")
         return
-    runs = [("tiny", ModelConfig.tiny(), LossConfig.tiny(), 3, 64, 64)]
+    runs = [("tiny", ModelConfig(), LossConfig(), 3, 64, 64)]
     if not args.skip_r50:
-        runs.append(("r50", ModelConfig.r50(), LossConfig.r50(), 5, 128, 128))
+        r50 = load_config(ROOT / "configs" / "r50.yaml")
+        runs.append(("r50", r50.model, r50.loss, 5, 128, 128))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, C={args.classes} categories, "
           f"{args.repeats} forward+loss+backward steps each, batch 1")
     print("times in ms: wall min / wall median / process CPU median; the min is the figure least disturbed by "

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import pytest
 
 from helpers import TINY_CLIP, make_dataset, tiny_config
+from tmtvis.env import apply_defaults
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+apply_defaults()
 
 
 @pytest.fixture
@@ -46,8 +44,7 @@ def ray_local():
     own placement group cleaner needs it when Tune stops a trial)."""
     import ray
 
-    from tmtvis.engine.trainer import ray_session
+    from tmtvis.ray_session import ray_session
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with ray_session(num_cpus=2, dashboard=True):
         yield ray

@@ -7,7 +7,7 @@ import pytest
 from helpers import TINY_CLIP, make_dataset
 from tmtvis.config import load_config
 from tmtvis.data.manifest import read_manifest
-from tmtvis.data.ytvis_format import decode_rle
+from tmtvis.data.rle import decode_rle
 from tmtvis.errors import DataError
 from tmtvis.prepare import prepare
 from tmtvis.taxonomy_bank import load_bank

@@ -49,6 +49,11 @@ class DataConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     repeat_threshold: float = 0.0                 # LVIS-style repeat factor threshold t (0 = off)
 
+    def __post_init__(self) -> None:
+        train = [d for d in self.datasets if d.split == "train"]
+        if train and not any(d.weight > 0 for d in train):
+            raise ConfigError("data.datasets: every train split has weight 0; give at least one a weight > 0")
+
     def resolve(self, p: str) -> Path:
         path = Path(p).expanduser()
         return path if path.is_absolute() else Path(self.root).expanduser() / path
@@ -201,24 +206,37 @@ def apply_override(data: dict, override: str) -> None:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
-    parts = key.strip().split(".")
+    problem = set_key(data, key.strip(), value)
+    if problem is not None:
+        raise ConfigError(f"--set {override}: {problem}")
+
+
+def set_key(data: dict, key: str, value: Any, create: bool = True) -> str | None:
+    """Set a value by dotted key (list items by index; with `create`, missing mapping keys are added).
+
+    Returns None, or what is wrong with the key (a part that is no section, list index or, without `create`, key).
+    """
+    parts = key.split(".")
     node: Any = data
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set {override}: '{'.'.join(parts[:i + 1])}' is not a valid list index")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
+                return f"'{'.'.join(parts[:i + 1])}' is not a valid list index"
+            index: Any = int(part)
         elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
+            if part not in node and not create:
+                return f"'{'.'.join(parts[:i + 1])}' is not a config key"
+            index = part
+            if not last:
+                node.setdefault(part, {})
         else:
-            raise ConfigError(f"--set {override}: '{'.'.join(parts[:i])}' is not a section")
+            return f"'{'.'.join(parts[:i])}' is not a section"
+        if last:
+            node[index] = value
+        else:
+            node = node[index]
+    return None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -234,7 +252,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return from_dict(Config, data, where)
 
 
+def config_text(cfg: Config) -> str:
+    """The config as YAML, as run dirs, checkpoints and MLflow runs keep it."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     from tmtvis.io_utils import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, config_text(cfg))

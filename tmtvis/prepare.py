@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from tmtvis.config import Config, DatasetConfig
 from tmtvis.data.frames import check_video_frames
-from tmtvis.data.manifest import video_rows, write_manifest
+from tmtvis.data.manifest import manifest_path, video_rows, write_manifest
 from tmtvis.data.ytvis_format import VisDataset, load_dataset, resolve_frame
 from tmtvis.errors import DataError
 from tmtvis.io_utils import atomic_write_text
@@ -105,7 +105,7 @@ def prepare(cfg: Config, out_dir: str | Path, check_frames: bool = False, show_p
 
     for ds, data, root in loaded:
         key = manifest_key(ds)
-        path = out / "manifests" / f"{key}.parquet"
+        path = manifest_path(out, ds.name, ds.split)
         labels = taxonomy.datasets[ds.name]
         fp = _digest({"v": MANIFEST_VERSION, "ann": file_sha256(data.path), "root": str(root.resolve()),
                       "to_unified": labels.to_unified, "skipped": data.skipped, "split": ds.split})

@@ -6,7 +6,6 @@ seed (deterministic, but the embeddings then carry no language prior). Nothing h
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 import warnings
@@ -20,8 +19,6 @@ import pyarrow.parquet as pq
 from tmtvis.errors import ConfigError, DataError
 from tmtvis.io_utils import atomic_path
 from tmtvis.taxonomy import UnifiedTaxonomy
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_TEMPLATES = (
     "a photo of a {}.",

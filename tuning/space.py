@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tmtvis.config import Config, from_dict
+from tmtvis.config import Config, from_dict, set_key
 from tmtvis.errors import ConfigError
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "fixed")
@@ -161,16 +161,5 @@ def check_keys(space: Space, base: dict) -> None:
 
 def _set(data: dict, key: str, value: Any) -> None:
     """Set an EXISTING config value by dotted key (list items by index); a typo is a ConfigError, not a new key."""
-    parts = key.split(".")
-    node: Any = data
-    for i, part in enumerate(parts):
-        if isinstance(node, dict) and part in node:
-            index: Any = part
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            index = int(part)
-        else:
-            raise ConfigError(f"search space: '{key}' is not a config key")
-        if i == len(parts) - 1:
-            node[index] = value
-        else:
-            node = node[index]
+    if set_key(data, key, value, create=False) is not None:
+        raise ConfigError(f"search space: '{key}' is not a config key")

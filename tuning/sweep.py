@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from tmtvis import storage
+from tmtvis import env, storage
 from tmtvis.config import Config, from_dict, to_dict
 from tmtvis.errors import TmtvisError
 from tuning.space import Space, check_keys, clip_set_size, parse_space, space_to_dict, trial_config
@@ -87,7 +87,8 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
     `sweep_dir` may be an object-storage URI (s3://...; tracking then needs a server). `trial_resource`: a
     custom resource each trial's driver asks a little of, to pin the drivers to the nodes that advertise it.
     """
-    from tmtvis.engine.trainer import check_cluster, local_root, ray_session, tracking_configured
+    from tmtvis.engine.trainer import check_cluster, local_root, tracking_configured
+    from tmtvis.ray_session import ray_session
     from tmtvis.prepare import prepare
     from tmtvis.tracking.mlflow_tracking import resolve_tracking_uri, start_run
 
@@ -131,7 +132,8 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
 
 def resume(sweep_dir: str | Path, address: str | None = None) -> SweepResult:
     """Continue an interrupted sweep: unfinished trials go on from their last training checkpoint."""
-    from tmtvis.engine.trainer import check_cluster, ray_session
+    from tmtvis.engine.trainer import check_cluster
+    from tmtvis.ray_session import ray_session
 
     sweep_dir = storage.resolve(sweep_dir)
     if not storage.is_file(storage.join(sweep_dir, STATE_FILE)) or not storage.is_dir(storage.join(sweep_dir, "tune")):
@@ -187,7 +189,8 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tmtvis.engine.trainer import ray_session, report_pending
+    from tmtvis.engine.trainer import report_pending
+    from tmtvis.ray_session import ray_session
     from tuning.console import TrialEvents, tune_verbosity
 
     base = state["base"]
@@ -195,10 +198,9 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
     space = parse_space(state["space"], str(storage.join(sweep_dir, STATE_FILE)))
     sched = space.scheduler
     # Train reports validation AP only every train.val_every iterations; the other reports lack it, and
-    # ASHA simply skips those. Tune's strict check would fail the trial instead.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # ASHA simply skips those. Tune's strict check would fail the trial instead (for this sweep only).
     fs, fs_path = storage.filesystem(sweep_dir)
-    with ray_session(address, dashboard=True):
+    with env.overridden(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"), ray_session(address, dashboard=True):
         trainable = tune.with_parameters(_trial, base=_absolute(base), prepared=state["prepared"],
                                          sweep_dir=str(sweep_dir), tracking_uri=state["tracking_uri"],
                                          parent_run_id=state["parent_run_id"])

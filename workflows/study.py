@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tmtvis.config import load_config
     from tmtvis.data.synthetic import generate
-    from tmtvis.engine.study import run_study
+    from experiments.method_study import run_study
 
     out = args.out.resolve()
     for preset in PRESETS:

@@ -1,8 +1,148 @@
-"""`tmtvis submit`: run a tmtvis command on a Ray cluster through the Jobs API and exit with its outcome."""
+"""`tmtvis submit`: a `tmtvis` command as a job on a Ray cluster (Ray Jobs SDK), its logs followed, its outcome.
+
+The project directory travels as the job's working_dir (minus what `.rayignore`/`.gitignore` exclude), so
+the cluster runs this checkout's code; its Python environment must already have the pinned dependencies.
+"""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import secrets
+import shlex
+import sys
+import time
 from pathlib import Path
+from typing import TextIO
+
+from tmtvis.env import JOB_DEFAULTS
+from tmtvis.errors import TmtvisError
+from tmtvis.io_utils import read_yaml_mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout a job ships (workflows/ lives in it)
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+AGENT_WAIT_S = 60.0
+
+
+def ignore_patterns(root: Path) -> list[str]:
+    """The patterns of `root/.rayignore` (gitignore syntax), comments and blanks dropped."""
+    path = root / ".rayignore"
+    if not path.is_file():
+        return []
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def build_runtime_env(runtime_env_file: str | Path | None = None, working_dir: str | Path = PROJECT_ROOT) -> dict:
+    """working_dir + .rayignore excludes + offline env vars, updated by a runtime_env YAML (its keys win;
+    excludes and env_vars are merged; a relative working_dir resolves against the project)."""
+    root = Path(working_dir).resolve()
+    env: dict = {"working_dir": str(root), "excludes": ignore_patterns(root), "env_vars": dict(JOB_DEFAULTS)}
+    if runtime_env_file is None:
+        return env
+    path = Path(runtime_env_file)
+    extra = read_yaml_mapping(path, "runtime env file", TmtvisError)
+    for key, value in extra.items():
+        if key == "excludes":
+            env["excludes"] = env["excludes"] + [p for p in value or [] if p not in env["excludes"]]
+        elif key == "env_vars":
+            env["env_vars"].update({k: str(v) for k, v in (value or {}).items()})
+        elif key == "working_dir" and value and "://" not in str(value):
+            env["working_dir"] = str((root / str(value)).resolve())
+        else:
+            env[key] = value
+    return env
+
+
+def entrypoint(args: list[str], python: str = "python") -> str:
+    """The shell command a job runs: `tmtvis ARGS` through the cluster's Python."""
+    return shlex.join([python, "-m", "workflows.cli", *args])
+
+
+def _client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:  # connection refused, wrong port, auth: one line, not the SDK's traceback
+        raise TmtvisError(f"cannot reach the Ray dashboard at {address}: {str(e).splitlines()[0]}") from None
+
+
+def _follow(client, job_id: str, out: TextIO) -> None:
+    """Stream the job's logs until it ends; polling get_job_logs if the websocket tail breaks."""
+    shown = 0
+
+    async def tail() -> None:
+        nonlocal shown
+        async for chunk in client.tail_job_logs(job_id):
+            out.write(chunk)
+            out.flush()
+            shown += len(chunk)
+
+    try:
+        asyncio.run(tail())
+        return
+    except Exception:  # the tail closed early (proxy, restart, a very short job): poll from where it stopped
+        pass
+    while True:
+        status = str(client.get_job_status(job_id))
+        logs = client.get_job_logs(job_id)
+        out.write(logs[shown:])
+        out.flush()
+        shown = max(shown, len(logs))
+        if status in TERMINAL:
+            return
+        time.sleep(1.0)
+
+
+def wait_status(client, job_id: str, timeout: float = 60.0) -> str:
+    """The job's status once terminal (logs can end a moment before the status settles)."""
+    deadline = time.time() + timeout
+    while True:
+        status = str(client.get_job_status(job_id))
+        if status in TERMINAL or time.time() > deadline:
+            return status
+        time.sleep(0.5)
+
+
+def submit(address: str, args: list[str], runtime_env_file: str | Path | None = None, wait: bool = True,
+           python: str = "python", working_dir: str | Path = PROJECT_ROOT, out: TextIO | None = None) -> int:
+    """Submit `tmtvis ARGS` as a job; with `wait`, follow it (logs to `out`, default stdout) and return 0 if it
+    SUCCEEDED, else 1."""
+    out = out or sys.stdout
+    if not args:
+        raise TmtvisError("nothing to submit: give a tmtvis command after `--`, e.g. -- train --config CFG")
+    if args[0] in ("tmtvis", "workflows.cli"):
+        args = args[1:]
+    env = build_runtime_env(runtime_env_file, working_dir)
+    client = _client(address)
+    job_id = f"tmtvis-{args[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    deadline = time.time() + AGENT_WAIT_S
+    while True:
+        try:
+            client.submit_job(entrypoint=entrypoint(args, python), submission_id=job_id, runtime_env=env,
+                              metadata={"tmtvis.command": args[0]})
+            break
+        except Exception as e:
+            # a cluster that has just started answers before its job agents are up
+            if "No available agent" in str(e) and time.time() < deadline:
+                time.sleep(2.0)
+                continue
+            raise TmtvisError(f"job submission to {address} failed: {str(e).splitlines()[0]}") from None
+    print(f"submitted job {job_id} to {address}", file=sys.stderr)
+    if not wait:
+        print(job_id, file=out)
+        return 0
+    try:
+        _follow(client, job_id, out)
+    except KeyboardInterrupt:
+        print(f"stopped following; the job goes on (stop it with: ray job stop --address {address} {job_id})",
+              file=sys.stderr)
+        raise
+    status = wait_status(client, job_id)
+    info = client.get_job_info(job_id)
+    detail = f": {info.message}" if status != "SUCCEEDED" and info.message else ""
+    print(f"job {job_id}: {status}{detail}", file=sys.stderr)
+    return 0 if status == "SUCCEEDED" else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +164,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tmtvis.cluster_submit import PROJECT_ROOT, submit
-
     job = args.job[1:] if args.job[:1] == ["--"] else args.job
     return submit(args.address, job, runtime_env_file=args.runtime_env, wait=not args.no_wait, python=args.python,
                   working_dir=args.working_dir or PROJECT_ROOT)

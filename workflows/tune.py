@@ -8,7 +8,7 @@ from pathlib import Path
 def default_space() -> Path:
     from importlib import resources
 
-    return Path(str(resources.files("tmtvis.resources").joinpath("tune_space.yaml")))
+    return Path(str(resources.files("tuning").joinpath("spaces", "default.yaml")))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tmtvis.cli import build_parser
-from tmtvis.cluster_submit import build_runtime_env, entrypoint, ignore_patterns
+from workflows.cli import build_parser
+from workflows.submit import build_runtime_env, entrypoint, ignore_patterns
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
@@ -30,12 +30,12 @@ def subcommands() -> set[str]:
 
 
 def tmtvis_commands(text: str) -> list[list[str]]:
-    """The argument lists of every `tmtvis ...` / `python -m tmtvis.cli ...` in a shell command line."""
+    """The argument lists of every `tmtvis ...` / `python -m workflows.cli ...` in a shell command line."""
     out = []
     for part in re.split(r"&&|;|\|\|", text):
         words = shlex.split(part)
         for i, w in enumerate(words):
-            if w == "tmtvis.cli" and i > 0 and words[i - 1] == "-m":
+            if w == "workflows.cli" and i > 0 and words[i - 1] == "-m":
                 out.append(words[i + 1:])
             elif w == "tmtvis" or w.endswith("/bin/tmtvis"):
                 out.append(words[i + 1:])
@@ -166,7 +166,7 @@ def test_kuberay_kinds_have_their_required_fields():
         runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])  # KubeRay passes it as the job's runtime_env
         assert isinstance(runtime_env, dict) and runtime_env["env_vars"]["HF_HUB_OFFLINE"] == "1"
         assert all(isinstance(v, str) for v in runtime_env["env_vars"].values())
-        if "tmtvis.cli infer" not in spec["entrypoint"]:
+        if "workflows.cli infer" not in spec["entrypoint"]:
             assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://tmtvis-mlflow:5000"
 
 
@@ -246,7 +246,7 @@ def test_runtime_env_merges_file_and_rayignore(tmp_path):
 
     with pytest.raises(TmtvisError, match="must be a mapping"):
         build_runtime_env(bad)
-    assert entrypoint(["train", "--config", "a b.yaml"], "python") == "python -m tmtvis.cli train --config 'a b.yaml'"
+    assert entrypoint(["train", "--config", "a b.yaml"], "python") == "python -m workflows.cli train --config 'a b.yaml'"
 
 
 def test_submit_helper_script_wraps_the_cli():

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from helpers import free_port, ray_nodes
-from tmtvis.cli import main
-from tmtvis.inference.checkpoint import load_checkpoint
+from tmtvis.checkpoint import load_checkpoint
+from workflows.cli import main
 
 pytestmark = pytest.mark.integration
 # Logical CPUs per node. A train worker asks for 2, so no node holds both workers: DDP has to span the two
@@ -121,7 +121,7 @@ def test_tracking_refusal_and_pending_lines_on_two_nodes(cluster, synth_root, tm
     c, _, base = cluster
     save_config(tiny_config(synth_root, f"output_dir={synth_root}", "train.gpus_per_worker=1"), tmp_path / "gpu.yaml")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": base, "TMTVIS_PENDING_REPORT_S": "2"}
-    args = [sys.executable, "-m", "tmtvis.cli", "train", "--config", str(tmp_path / "gpu.yaml"), "--address", c.address]
+    args = [sys.executable, "-m", "workflows.cli", "train", "--config", str(tmp_path / "gpu.yaml"), "--address", c.address]
     refused = subprocess.run([*args, "--run-dir", str(tmp_path / "r0")], capture_output=True, text=True, env=env,
                              timeout=300)
     err = [line for line in refused.stderr.splitlines() if line.startswith("tmtvis: error")]

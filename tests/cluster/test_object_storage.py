@@ -99,7 +99,7 @@ def tmtvis(*args: str, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     log = tmp_path / f"{args[0]}-{time.time_ns()}.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "tmtvis.cli", *args], env=env, stdout=f,
+        proc = subprocess.Popen([sys.executable, "-m", "workflows.cli", *args], env=env, stdout=f,
                                 stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
     return proc, log
 
@@ -118,8 +118,8 @@ def finish(started: tuple[subprocess.Popen, Path], seconds: float = 420) -> str:
 def test_train_kill_resume_and_infer_on_s3(synth_root, s3_env, mlflow_server, tmp_path):
     import boto3
 
-    from tmtvis.engine.trainer import latest_checkpoint
-    from tmtvis.inference.checkpoint import resolve_checkpoint
+    from tmtvis.checkpoint import latest_checkpoint
+    from tmtvis.checkpoint import resolve_checkpoint
 
     cfg = tiny_config(synth_root, f"output_dir={synth_root}", "train.iterations=24", "train.checkpoint_every=2",
                       "train.log_every=2", "train.workers=1", "train.cpus_per_worker=1")
@@ -128,7 +128,7 @@ def test_train_kill_resume_and_infer_on_s3(synth_root, s3_env, mlflow_server, tm
     args = ["train", "--config", str(tmp_path / "cfg.yaml"), "--run-dir", run, "--tracking-uri", mlflow_server]
 
     # without a tracking server an s3:// run dir is refused in one line
-    refused = subprocess.run([sys.executable, "-m", "tmtvis.cli", *args[:-2]], capture_output=True, text=True,
+    refused = subprocess.run([sys.executable, "-m", "workflows.cli", *args[:-2]], capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert refused.returncode == 2 and "needs an MLflow server" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

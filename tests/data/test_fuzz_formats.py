@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import rle
-from tmtvis.data.ytvis_format import decode_rle, load_dataset, load_results, to_rle
+from tmtvis.data.rle import decode_rle, to_rle
+from tmtvis.data.ytvis_format import load_dataset, load_results
 from tmtvis.errors import TmtvisError
 from tmtvis.eval import evaluate_files
 

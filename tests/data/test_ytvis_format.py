@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tmtvis.data.ytvis_format import decode_rle, encode_mask, load_dataset, load_results, to_rle, write_results
+from tmtvis.data.rle import decode_rle, encode_mask, to_rle
+from tmtvis.data.ytvis_format import load_dataset, load_results, write_results
 from tmtvis.errors import DataError
 
 

@@ -15,12 +15,10 @@ import torch
 import yaml
 
 from helpers import ROOT, tiny_config
-from tmtvis.cli import main
-from tmtvis.config import to_dict
-from tmtvis.engine.train_loop import STATE_FILE, load_state, save_checkpoint
-from tmtvis.engine.trainer import latest_checkpoint
+from tmtvis.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, load_state, resolve_checkpoint, save_checkpoint
+from tmtvis.config import Config, to_dict
 from tmtvis.errors import TmtvisError
-from tmtvis.inference.checkpoint import load_checkpoint, resolve_checkpoint
+from workflows.cli import main
 
 
 def tiny_state():
@@ -33,7 +31,7 @@ def tiny_state():
 def save(directory: Path, iteration: int, taxonomy: Path) -> None:
     directory.mkdir(parents=True)
     model, opt, sched = tiny_state()
-    save_checkpoint(directory, model, opt, sched, iteration, 10 * iteration, "seed: 0\n", taxonomy)
+    save_checkpoint(directory, model, opt, sched, iteration, 10 * iteration, Config(), taxonomy)
 
 
 class Evil:
@@ -83,7 +81,8 @@ def test_corrupt_or_foreign_state_is_one_line_without_weights_only_advice(kind, 
 CRASH = """
 import sys, torch
 from pathlib import Path
-from tmtvis.engine import train_loop
+from tmtvis import checkpoint
+from tmtvis.config import Config
 
 directory, taxonomy = Path(sys.argv[1]), Path(sys.argv[2])
 model = torch.nn.Linear(4, 3)
@@ -98,9 +97,9 @@ def dies_half_way(obj, f, *a, **k):  # the process is killed while the file is h
         os._exit(9)
 
 torch.save = dies_half_way
-train_loop.torch.save = dies_half_way
+checkpoint.torch.save = dies_half_way
 directory.mkdir(parents=True)
-train_loop.save_checkpoint(directory, model, opt, sched, 6, 60, "seed: 0\\n", taxonomy)
+checkpoint.save_checkpoint(directory, model, opt, sched, 6, 60, Config(), taxonomy)
 """
 
 

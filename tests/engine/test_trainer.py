@@ -37,7 +37,7 @@ def test_gpu_request_on_a_cpu_cluster_is_refused_in_one_line(ray_local, synth_ro
 
     # the command a user runs: its own local Ray (2 CPUs, no GPU), the r50-style request for a GPU per worker
     save_config(tiny_config(synth_root, f"output_dir={synth_root}", "train.gpus_per_worker=1"), tmp_path / "gpu.yaml")
-    out = subprocess.run([sys.executable, "-m", "tmtvis.cli", "train", "--config", str(tmp_path / "gpu.yaml"),
+    out = subprocess.run([sys.executable, "-m", "workflows.cli", "train", "--config", str(tmp_path / "gpu.yaml"),
                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     err = [line for line in out.stderr.splitlines() if line.startswith("tmtvis: error")]

@@ -16,8 +16,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from helpers import tiny_config
-from tmtvis.engine.train_loop import load_state
-from tmtvis.engine.trainer import latest_checkpoint, train
+from tmtvis.checkpoint import latest_checkpoint, load_state
+from tmtvis.engine.trainer import train
 
 pytestmark = pytest.mark.integration
 

@@ -13,23 +13,21 @@ import av
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from helpers import tiny_config
-from tmtvis.cli import main
-from tmtvis.config import to_dict
+from tmtvis.checkpoint import load_checkpoint, save_checkpoint
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.video_files import decode_video_file, discover
 from tmtvis.data.ytvis_format import read_json
 from tmtvis.engine.optim import build_optimizer, build_scheduler
-from tmtvis.engine.train_loop import save_checkpoint
-from tmtvis.engine.validate import predict_rows, resize_frames
-from tmtvis.inference.checkpoint import load_checkpoint
+from tmtvis.inference.preprocess import resize_frames
+from tmtvis.inference.validate import predict_rows
 from tmtvis.inference.video_predictor import VideoPredictor
 from tmtvis.models.tmtvis_model import build_model
 from tmtvis.pipeline import batch_inference
 from tmtvis.taxonomy_bank import load_bank
+from workflows.cli import main
 
 pytestmark = pytest.mark.integration
 DATASET = "ytvis_synth"
@@ -56,7 +54,7 @@ def checkpoint(synth_root, tmp_path_factory) -> Path:
     optimizer = build_optimizer(model, cfg.train)
     out = tmp_path_factory.mktemp("ckpt")
     save_checkpoint(out, model, optimizer, build_scheduler(optimizer, cfg.train), 0, 0,
-                    yaml.safe_dump(to_dict(cfg), sort_keys=False), prepared / "taxonomy.json")
+                    cfg, prepared / "taxonomy.json")
     return out
 
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tmtvis.cli import main
 from tmtvis.data.video_files import decode_video_file, discover, read_video
 from tmtvis.errors import DataError, TmtvisError
-from tmtvis.inference.checkpoint import load_checkpoint
+from tmtvis.checkpoint import load_checkpoint
 from tmtvis.pipeline.batch_inference import PREDICTIONS, read_predictions, write_predictions
+from workflows.cli import main
 
 
 def frames_dir(root: Path, name: str, n: int, size=(24, 32)) -> list[np.ndarray]:

@@ -91,7 +91,7 @@ def test_windowed_linking_equals_whole_video():
 def tiny_model():
     torch.manual_seed(0)
     bank = F.normalize(torch.randn(8, 32), dim=-1)
-    return build_model(ModelConfig.tiny(), bank)
+    return build_model(ModelConfig(), bank)
 
 
 def test_one_window_covering_the_video_equals_whole_video_inference():

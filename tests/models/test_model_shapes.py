@@ -2,6 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import ROOT
+from tmtvis.config import load_config
 from tmtvis.errors import ConfigError
 from tmtvis.models import ModelConfig, build_model, count_parameters
 
@@ -24,7 +26,7 @@ def check_outputs(out, b, q, c, t, h, w, hidden, layers):
 
 def test_tiny_forward_backward():
     torch.manual_seed(0)
-    cfg = ModelConfig.tiny()
+    cfg = ModelConfig()
     model = build_model(cfg, bank())
     print(f"tiny TMT-VIS parameters: {count_parameters(model):,}")
     frames = torch.rand(2, 3, 3, 64, 96)
@@ -41,7 +43,7 @@ def test_tiny_forward_backward():
 
 def test_r50_forward_backward():
     torch.manual_seed(0)
-    cfg = ModelConfig.r50()
+    cfg = load_config(ROOT / "configs/r50.yaml").model
     c = 40
     model = build_model(cfg, bank(c, 512))
     n_params = count_parameters(model)
@@ -59,7 +61,7 @@ def test_baseline_has_no_tcm_tim_parameters():
     assert model.tcm is None and model.tim is None
     names = [n for n, _ in model.named_parameters()]
     assert not any(n.startswith(("tcm.", "tim.")) for n in names)
-    full = build_model(ModelConfig.tiny(), bank())
+    full = build_model(ModelConfig(), bank())
     extra = {n for n, _ in full.named_parameters()} - set(names)
     assert extra and all(n.startswith(("tcm.", "tim.")) for n in extra)
     out = model(torch.rand(1, 2, 3, 64, 64))
@@ -70,7 +72,7 @@ def test_baseline_has_no_tcm_tim_parameters():
 def test_gradients_reach_tcm_adapter_and_tim_attention():
     """The decoder's losses alone train TIM and, through the taxonomy set, the TCM adapter."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig.tiny(), bank())
+    model = build_model(ModelConfig(), bank())
     out = model(torch.rand(1, 2, 3, 64, 64))
     (out["pred_logits"].square().mean() + out["pred_masks"].sigmoid().mean()).backward()
     assert model.tim.cross.attn.in_proj_weight.grad.abs().sum() > 0
@@ -98,7 +100,7 @@ def test_text_classifier_and_set_size_clipped():
 
 
 def test_uint8_input_is_normalised_like_floats():
-    model = build_model(ModelConfig.tiny(), bank()).eval()
+    model = build_model(ModelConfig(), bank()).eval()
     frames = torch.randint(0, 256, (1, 2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         a, b = model(frames), model(frames.float() / 255)
@@ -127,7 +129,7 @@ def test_invalid_config_is_a_config_error(bad):
 def test_taxonomy_loss_alone_trains_the_tcm_on_queries():
     """TCM on the first decoder pass: the taxonomy loss trains its calibration and the detector it reads."""
     from tmtvis.losses import taxonomy_loss
-    model = build_model(ModelConfig.tiny(), bank())
+    model = build_model(ModelConfig(), bank())
     out = model(torch.rand(1, 2, 3, 32, 32))
     target = [{"labels": torch.tensor([2]), "valid_classes": torch.arange(6)}]
     taxonomy_loss(out["tcm_scores"], target).backward()
@@ -159,7 +161,7 @@ def test_mixed_precision_forward_loss_and_inference():
     from tmtvis.losses import build_criterion
     from tmtvis.models import LossConfig
     torch.manual_seed(0)
-    model = build_model(ModelConfig.tiny(), bank())
+    model = build_model(ModelConfig(), bank())
     crit = build_criterion(12, LossConfig(num_points=64, mask_foreign_classes=True))
     target = [{"labels": torch.tensor([1, 3]), "masks": torch.rand(2, 2, 32, 32) > 0.5,
                "valid_classes": torch.arange(5)}]

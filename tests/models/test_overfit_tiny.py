@@ -26,7 +26,7 @@ def test_tiny_model_overfits_one_clip():
     torch.manual_seed(0)
     frames, target = synthetic_clip(t=3, size=64)
     bank = F.normalize(torch.randn(C, 32, generator=torch.Generator().manual_seed(1)), dim=-1)
-    model = build_model(ModelConfig.tiny(), bank)
+    model = build_model(ModelConfig(), bank)
     criterion = build_criterion(C, LossConfig(num_points=256))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     predictor = VideoPredictor(model, topk=3)

@@ -14,16 +14,15 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils import git_utils
 
 from helpers import ROOT, tiny_config
-from tmtvis.cli import main
+from tmtvis.checkpoint import latest_checkpoint, load_checkpoint
 from tmtvis.config import save_config
 from tmtvis.data.frames import read_frame
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.ytvis_format import resolve_frame
-from tmtvis.engine.trainer import latest_checkpoint
-from tmtvis.engine.validate import resize_frames
-from tmtvis.inference.checkpoint import load_checkpoint
+from tmtvis.inference.preprocess import resize_frames
 from tmtvis.inference.video_predictor import VideoPredictor
 from tmtvis.tracking.model import tracking_at
+from workflows.cli import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NAME, DATASET = "tmtvis-tiny", "ytvis_synth"

@@ -16,7 +16,7 @@ from PIL import Image
 
 from helpers import ROOT, rle
 from tmtvis.errors import TmtvisError
-from tmtvis.inference.checkpoint import resolve_checkpoint
+from tmtvis.checkpoint import resolve_checkpoint
 from tmtvis.tracking.mlflow_tracking import RunLogger, check_reachable, context_tags, start_run
 from tmtvis.tracking.plots import ap_over_iterations_figure
 from tmtvis.viz import fit_label, overlay_frames

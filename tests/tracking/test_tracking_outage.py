@@ -12,10 +12,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import tiny_config
-from tmtvis.cli import main
 from tmtvis.config import save_config
-from tmtvis.engine.trainer import latest_checkpoint, train
+from tmtvis.checkpoint import latest_checkpoint
+from tmtvis.engine.trainer import train
 from tmtvis.tracking.mlflow_tracking import LOST_TAG
+from workflows.cli import main
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from tmtvis.errors import ConfigError
 from tuning.space import (Dist, Space, check_keys, clip_set_size, load_space, parse_space, sample, space_to_dict,
                           trial_config)
 from tuning.sweep import TrialRow, best_row, format_table, max_concurrent_trials
-from tmtvis.cli import main
+from workflows.cli import main
 from workflows.tune import default_space
 
 ROOT = Path(__file__).resolve().parents[2]

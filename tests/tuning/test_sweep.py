@@ -15,10 +15,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from helpers import ROOT, ray_nodes, tiny_config
-from tmtvis.cli import main
+from tmtvis.checkpoint import latest_checkpoint
 from tmtvis.config import load_config, save_config
-from tmtvis.engine.trainer import latest_checkpoint
 from tmtvis.taxonomy import UnifiedTaxonomy
+from workflows.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ def tmtvis(*args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
     """`tmtvis ARGS` as a user runs it: its own process (and process group), output to `log`."""
     env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with open(log, "w") as f:
-        return subprocess.Popen([sys.executable, "-m", "tmtvis.cli", *args], env=env, stdout=f,
+        return subprocess.Popen([sys.executable, "-m", "workflows.cli", *args], env=env, stdout=f,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -201,7 +201,7 @@ def test_two_node_sweep_runs_two_trials_at_once(synth_root, two_nodes, tmp_path)
     # one trial's worker (2 CPUs) fits a node and leaves a CPU there for its data pipeline: room for two trials
     args = grid_sweep(synth_root, tmp_path, [5e-4, 1e-4], "train.iterations=8", "train.checkpoint_every=8",
                       "train.workers=1", "train.cpus_per_worker=2")
-    refused = subprocess.run([sys.executable, "-m", "tmtvis.cli", *args, "--address", c.address],
+    refused = subprocess.run([sys.executable, "-m", "workflows.cli", *args, "--address", c.address],
                              capture_output=True, text=True, timeout=300,
                              env={**os.environ, **env, "PYTHONPATH": str(ROOT)})
     err = [line for line in refused.stderr.splitlines() if line.startswith("tmtvis: error")]

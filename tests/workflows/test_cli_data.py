@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY_CLIP
-from tmtvis.cli import main
 from tmtvis.data.manifest import read_manifest
 from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
+from workflows.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,7 @@ def test_prepare_on_three_presets(synth_root, tmp_path, capsys):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "tmtvis.cli", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "workflows.cli", *args], capture_output=True, text=True, env=env)
 
 
 def test_bad_input_is_one_line_and_exit_2(synth_root, tmp_path):

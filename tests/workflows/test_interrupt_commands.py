@@ -57,7 +57,7 @@ class Command:
     def __init__(self, args: list[str], log: Path, err: Path | None = None) -> None:
         """`tmtvis ARGS` in its own process group, output to `log` (stderr to `err` when given)."""
         self.log, self.err = log, err
-        self.proc = subprocess.Popen([sys.executable, "-m", "tmtvis.cli", *args], cwd=log.parent,
+        self.proc = subprocess.Popen([sys.executable, "-m", "workflows.cli", *args], cwd=log.parent,
                                      env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=open(log, "w"),
                                      stderr=open(err, "w") if err else subprocess.STDOUT, start_new_session=True)
 
@@ -107,7 +107,7 @@ class Command:
 
 
 def run(args: list[str], cwd: Path) -> str:
-    proc = subprocess.run([sys.executable, "-m", "tmtvis.cli", *args], cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    proc = subprocess.run([sys.executable, "-m", "workflows.cli", *args], cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -138,7 +138,7 @@ def test_train_that_can_never_get_its_resources_is_refused_not_left_waiting(root
     """On a local Ray (which cannot grow) workers that fit no node are refused before training starts, so there
     is no waiting phase to interrupt there; it exists only on a joined cluster, which may autoscale."""
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "tmtvis.cli", "train", "--config", str(root / "cfg.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "workflows.cli", "train", "--config", str(root / "cfg.yaml"),
                            "--set", "train.cpus_per_worker=512", "--set", f"output_dir={tmp_path}",
                            "--run-dir", str(run_dir)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=600)
@@ -221,7 +221,7 @@ def resumed_run(root, tmp_path_factory) -> tuple[Path, list[int], int]:
     # The second checkpoint on disk: the first one has been registered by Ray Train by then.
     cmd.wait_for("two checkpoints", lambda: len(glob.glob(pattern)) >= 2)
     cmd.interrupt(signal.SIGINT, "train, training", group=True)
-    from tmtvis.engine.train_loop import checkpoint_complete
+    from tmtvis.checkpoint import checkpoint_complete
 
     saved = sorted(m["iteration"] for m in map(checkpoint_complete, map(lambda p: Path(p).parent, glob.glob(pattern)))
                    if m)
@@ -230,8 +230,8 @@ def resumed_run(root, tmp_path_factory) -> tuple[Path, list[int], int]:
 
 
 def test_train_interrupted_while_training_resumes_from_its_checkpoint(resumed_run):
-    from tmtvis.engine.trainer import latest_checkpoint
-    from tmtvis.engine.train_loop import load_state
+    from tmtvis.checkpoint import latest_checkpoint
+    from tmtvis.checkpoint import load_state
 
     run_dir, saved, iterations = resumed_run
     assert saved and saved[0] == 4

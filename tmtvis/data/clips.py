@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from tmtvis.data.frames import read_frame
-from tmtvis.data.ytvis_format import decode_rle, resolve_frame
+from tmtvis.data.rle import decode_rle
+from tmtvis.data.ytvis_format import resolve_frame
 
 
 @dataclass

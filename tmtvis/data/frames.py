@@ -25,6 +25,11 @@ def read_frame(path: str | Path) -> np.ndarray:
         raise DataError(path, "", f"unreadable or truncated image ({e})") from None
 
 
+def read_frames(image_root: str | Path, names: list[str]) -> list[np.ndarray]:
+    """Decode the named frames of one video under its image root."""
+    return [read_frame(resolve_frame(image_root, name)) for name in names]
+
+
 def check_video_frames(dataset: VisDataset, video_id: int, image_root: str | Path) -> None:
     """Decode every frame of one video and check its size against the annotation file."""
     video = dataset.videos[video_id]

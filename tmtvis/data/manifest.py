@@ -7,9 +7,15 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tmtvis.data.ytvis_format import VisDataset, to_rle
+from tmtvis.data.rle import to_rle
+from tmtvis.data.ytvis_format import VisDataset
 from tmtvis.io_utils import atomic_path
 from tmtvis.taxonomy import DatasetLabels
+
+def manifest_path(prepared: str | Path, name: str, split: str) -> Path:
+    """Where `prepare` writes the manifest of one dataset's split."""
+    return Path(prepared) / "manifests" / f"{name}_{split}.parquet"
+
 
 INSTANCE = pa.struct([
     ("track_id", pa.int64()),

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from tmtvis.data.rle import encode_mask
 from tmtvis.data.shapes import Appearance, appearance, background, draw
 from tmtvis.errors import ConfigError
 from tmtvis.resources import load_json, vis_categories
@@ -217,8 +217,7 @@ def _render_video(cfg: Preset, own: list[dict], foreign: list[str], frames: int,
             if area == 0:
                 seg = box = None
             else:
-                rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
-                seg, box = {"size": [h, w], "counts": rle["counts"].decode("ascii")}, _bbox(visible)
+                seg, box = encode_mask(visible), _bbox(visible)
             track["segmentations"].append(seg)
             track["areas"].append(area or None)
             track["bboxes"].append(box)

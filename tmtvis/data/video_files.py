@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmtvis.data.frames import read_frame
+from tmtvis.data.frames import read_frames
 from tmtvis.data.ytvis_format import load_dataset, resolve_frame
 from tmtvis.errors import DataError, TmtvisError
 
@@ -86,7 +86,7 @@ def read_video(source: VideoSource) -> list[np.ndarray]:
     if source.kind == "file":
         frames = decode_video_file(resolve_frame(source.root, source.file_names[0]))
     else:
-        frames = [read_frame(resolve_frame(source.root, n)) for n in source.file_names]
+        frames = read_frames(source.root, source.file_names)
     h, w = frames[0].shape[:2]
     if source.height and (h, w) != (source.height, source.width):
         raise DataError(Path(source.root) / source.file_names[0], f"video {source.video_id}",

@@ -2,7 +2,7 @@
 
 Every problem with an input file is raised as a `DataError` naming the file, the entry and the
 problem. Segmentations may be compressed RLE, uncompressed RLE, polygons or null; readers keep
-them as given and `to_rle` turns any of them into compressed RLE.
+them as given and `rle.to_rle` turns any of them into compressed RLE.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from tmtvis.errors import DataError
 from tmtvis.io_utils import atomic_write_text
@@ -337,37 +336,6 @@ def _parse_track(a: Any, i: int, path: Path, videos: dict[int, Video], cat_ids: 
     return Track(aid, vid, cid, iscrowd, segs, areas, bboxes)
 
 
-def to_rle(seg: Any, height: int, width: int) -> dict | None:
-    """Any segmentation (compressed/uncompressed RLE, polygons, null) -> compressed RLE with str counts."""
-    if seg is None:
-        return None
-    if isinstance(seg, list):  # polygons
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width)) if seg else encode_mask(
-            np.zeros((height, width), np.uint8))
-    elif isinstance(seg["counts"], list):
-        rle = mask_utils.frPyObjects(seg, height, width)
-    else:
-        rle = {"size": [int(seg["size"][0]), int(seg["size"][1])], "counts": seg["counts"]}
-    counts = rle["counts"]
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])],
-            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
-
-
-def encode_mask(mask: np.ndarray) -> dict:
-    """A binary (H, W) mask -> compressed RLE with str counts."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
-
-
-def decode_rle(rle: dict) -> np.ndarray:
-    """Compressed or uncompressed RLE -> (H, W) uint8 mask."""
-    if isinstance(rle["counts"], list):
-        rle = mask_utils.frPyObjects(rle, *rle["size"])
-    elif isinstance(rle["counts"], str):
-        rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-    return mask_utils.decode(rle)
-
-
 def load_results(path: str | Path, dataset: VisDataset | None = None) -> list[dict]:
     """Read a results (submission) file: a list of {video_id, category_id, score, segmentations}."""
     path = Path(path)
@@ -407,9 +375,4 @@ def write_results(path: str | Path, results: list[dict]) -> None:
             if key not in r:
                 raise ValueError(f"prediction is missing '{key}'")
     atomic_write_text(path, json.dumps(results, separators=(",", ":")))
-
-
-def write_dataset(path: str | Path, dataset: dict) -> None:
-    """Write a ground-truth dict in YouTube-VIS JSON (atomically)."""
-    atomic_write_text(path, json.dumps(dataset, separators=(",", ":"), sort_keys=False))
 

@@ -1,30 +1,26 @@
 """The per-worker training loop run by Ray Train (V2): DDP, checkpoints, resume, validation, tracking."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
-import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 import ray.train
 import ray.train.torch
-from tmtvis.config import Config, from_dict
-from tmtvis.data.manifest import read_manifest
-from tmtvis.data.frames import read_frame
-from tmtvis.data.ytvis_format import read_json, resolve_frame
+from tmtvis.checkpoint import load_state, save_checkpoint
+from tmtvis.config import Config
 from tmtvis.engine.optim import build_optimizer, build_scheduler
-from tmtvis.engine.validate import annotated, class_agnostic, evaluate_rows, predict_rows
-from tmtvis.eval.taxonomy_diagnostics import LabelStats, label_stats, summarize
-from tmtvis.inference.taxonomy_probe import probe_clip
-from tmtvis.io_utils import atomic_path, atomic_write_text
+from tmtvis.engine.validation import Validator, log_validation, training_label_stats, unwrap
+from tmtvis.eval.taxonomy_diagnostics import LabelStats
+from tmtvis.io_utils import atomic_write_text
 from tmtvis.losses.criterion import SetCriterion
 from tmtvis.models.tcm import oracle_ids
 from tmtvis.models.tmtvis_model import build_model
@@ -32,8 +28,99 @@ from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
 
 log = logging.getLogger(__name__)
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
+LOGGED_LOSSES = ("loss", "loss_ce", "loss_mask", "loss_dice", "loss_taxonomy", "loss_taxonomy_dense",
+                 "loss_taxonomy_rank")
+
+
+@dataclass
+class WorkerJob:
+    """What the driver hands every worker; Ray pickles it as it is."""
+
+    cfg: Config
+    prepared: Path
+    run_dir: str                      # a local path or an object-storage URI
+    tracking_uri: str | None = None
+    run_id: str | None = None         # the MLflow run rank 0 logs to; None: no tracking
+    skipped: Any = None               # the SkippedVideos actor when data.skip_bad_videos is on
+
+    @property
+    def local_run_dir(self) -> Path | None:
+        return None if "://" in self.run_dir else Path(self.run_dir)
+
+
+@dataclass
+class TrainState:
+    """What a step changes and a checkpoint saves."""
+
+    model: torch.nn.Module
+    criterion: SetCriterion
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    iteration: int = 0
+    resumed_from: int = 0
+
+
+@dataclass
+class Worker:
+    """This rank and what it reports to."""
+
+    job: WorkerJob
+    rank: int
+    world: int
+    taxonomy: UnifiedTaxonomy
+    validator: Validator | None
+    tracker: Any = None               # rank 0's RunLogger when the run is tracked
+
+
+class Meters:
+    """Loss means since the last report, the data position, and how often each category and dataset was seen."""
+
+    def __init__(self, num_classes: int, num_sources: int) -> None:
+        self.num_classes = num_classes
+        self.seen = torch.zeros(num_classes + num_sources, dtype=torch.float64)
+        self.next_sample = torch.zeros(1, dtype=torch.int64)  # 1 + the highest sample index consumed
+        self.loss_sums: dict[str, float] = {}
+        self.steps = 0
+        self.t_last = time.time()
+
+    def update(self, losses: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+        for b in range(batch["labels"].shape[0]):
+            self.seen[batch["labels"][b, :int(batch["num_instances"][b])]] += 1
+        self.seen[self.num_classes + batch["source"].cpu()] += 1
+        self.next_sample = torch.maximum(self.next_sample, batch["sample"].cpu().max().view(1) + 1)
+        for k in LOGGED_LOSSES:
+            if k in losses:
+                self.loss_sums[k] = self.loss_sums.get(k, 0.0) + float(losses[k].detach())
+        self.steps += 1
+
+    def report(self, state: TrainState, w: Worker, train_splits: list) -> dict[str, float]:
+        """Means since the last report (then reset), lr, speed, and the seen shares summed over the ranks."""
+        n = self.steps
+        metrics = {f"train.{k}": v / n for k, v in self.loss_sums.items()}
+        self.loss_sums, self.steps = {}, 0
+        metrics["train.lr"] = state.optimizer.param_groups[0]["lr"]
+        metrics["train.sec_per_iter"] = (time.time() - self.t_last) / n
+        self.t_last = time.time()
+        metrics["iteration"] = state.iteration
+        metrics["train.resumed_from"] = state.resumed_from
+        seen_all = self.seen.clone()
+        if w.world > 1:
+            dist.all_reduce(seen_all)
+        cats, srcs = seen_all[:self.num_classes], seen_all[self.num_classes:]
+        for c in cats.nonzero()[:, 0].tolist():
+            metrics[f"seen.category.{w.taxonomy.names[c].replace(' ', '_')}"] = float(cats[c] / cats.sum())
+        for s, ds in enumerate(train_splits):
+            metrics[f"seen.dataset.{ds.name}"] = float(srcs[s] / max(srcs.sum(), 1))
+        return metrics
+
+    def data_position(self, world: int) -> int:
+        """Samples consumed by all ranks: where a resumed run continues the stream."""
+        position = self.next_sample.clone()
+        if world > 1:
+            dist.all_reduce(position, op=dist.ReduceOp.MAX)
+        return int(position)
 
 
 def to_targets(batch: dict[str, torch.Tensor], device: torch.device) -> list[dict]:
@@ -47,293 +134,142 @@ def to_targets(batch: dict[str, torch.Tensor], device: torch.device) -> list[dic
     return targets
 
 
-def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, iteration: int,
-                    data_position: int, cfg_yaml: str, taxonomy_path: Path) -> None:
-    """Write a checkpoint; meta.json goes last and records state.pt's size, so a partly written or partly
-    copied checkpoint is never taken for a whole one (see checkpoint_complete)."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "iteration": iteration, "data_position": data_position, "torch_rng": torch.get_rng_state(),
-             "python_rng": random.getstate()}
-    with atomic_path(directory / STATE_FILE) as tmp:
-        torch.save(state, tmp)
-    atomic_write_text(directory / "config.yaml", cfg_yaml)
-    shutil.copy(taxonomy_path, directory / "taxonomy.json")
-    atomic_write_text(directory / META_FILE, json.dumps({"iteration": iteration, "data_position": data_position,
-                                                         "state_bytes": (directory / STATE_FILE).stat().st_size}))
-
-
-def checkpoint_complete(directory: Path) -> dict | None:
-    """A checkpoint directory's meta.json when the checkpoint is whole (state.pt of the recorded size), else None."""
-    try:
-        meta = json.loads((Path(directory) / META_FILE).read_text())
-        size = (Path(directory) / STATE_FILE).stat().st_size
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("iteration"), int):
-        return None
-    return meta if meta.get("state_bytes", size) == size else None
-
-
-def load_state(directory: str | Path) -> dict:
-    """A checkpoint's training state; weights_only, so a checkpoint cannot run code; a bad file is one line."""
-    from tmtvis.inference.checkpoint import read_state
-
-    return read_state(Path(directory) / STATE_FILE)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def _param_checksum(model: torch.nn.Module) -> float:
-    return float(sum(p.detach().double().sum() for p in _unwrap(model).parameters()))
+    return float(sum(p.detach().double().sum() for p in unwrap(model).parameters()))
 
 
-def training_label_stats(cfg: Config, prepared: Path, taxonomy: UnifiedTaxonomy) -> LabelStats:
-    """Which unified categories each training video annotates, within its source taxonomy."""
-    videos = []
-    for ds in cfg.data.splits("train"):
-        source = taxonomy.datasets[ds.name].unified_ids
-        for row in read_manifest(prepared / "manifests" / f"{ds.name}_{ds.split}.parquet"):
-            videos.append((annotated(row), source))
-    return label_stats(videos, len(taxonomy))
+def build_state(cfg: Config, prepared: Path, num_classes: int, stats: LabelStats, device: torch.device) -> TrainState:
+    """Model (with the TCM's prior), criterion, optimiser, schedule and AMP scaler, before restore and DDP."""
+    bank = torch.from_numpy(load_bank(prepared / "bank.parquet").embeddings)
+    model = build_model(cfg.model, bank).to(device)
+    if model.tcm is not None:  # a checkpoint restores the same buffer
+        model.tcm.set_prior(torch.from_numpy(stats.base_rate()))
+    criterion = SetCriterion(num_classes, cfg.loss).to(device)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    use_amp = cfg.train.amp and device.type == "cuda"
+    return TrainState(model, criterion, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp)
 
 
-class Validator:
-    """Validation AP per dataset and the TCM diagnostics; videos are split over the ranks, gathered on rank 0."""
+def restore(state: TrainState, rank: int) -> None:
+    """Continue from Ray Train's latest checkpoint, if there is one: weights, optimiser, schedule, RNG."""
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return
+    with checkpoint.as_directory() as d:
+        saved = load_state(d)
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.iteration = state.resumed_from = int(saved["iteration"])
+    torch.set_rng_state(saved["torch_rng"])
+    random.setstate(saved["python_rng"])
+    log.info("rank %d resumed from iteration %d", rank, state.iteration)
 
-    def __init__(self, cfg: Config, prepared: Path, taxonomy: UnifiedTaxonomy, stats: LabelStats) -> None:
-        self.cfg, self.taxonomy, self.stats = cfg, taxonomy, stats
-        self.splits = []
-        for ds in cfg.data.splits("valid"):
-            rows = read_manifest(prepared / "manifests" / f"{ds.name}_valid.parquet")
-            if cfg.train.val_max_videos:
-                rows = rows[:cfg.train.val_max_videos]
-            self.splits.append((ds, rows, read_json(cfg.data.resolve(ds.annotations))))
 
-    def _oracle(self, row: dict, source: list[int], generator: torch.Generator) -> torch.Tensor | None:
-        if self.cfg.model.tcm_set != "oracle":
-            return None
-        candidates = torch.zeros(1, len(self.taxonomy), dtype=torch.bool)
-        candidates[0, source] = True
-        return oracle_ids([torch.tensor(sorted(annotated(row)), dtype=torch.long)], len(self.taxonomy),
-                          self.cfg.model.set_size, candidates, generator)
+def train_step(state: TrainState, batch: dict[str, torch.Tensor], cfg: Config, num_classes: int,
+               device: torch.device) -> dict[str, torch.Tensor]:
+    """One optimiser step on a batch of clips; the criterion's losses."""
+    frames = batch["frames"].to(device).permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W) uint8
+    targets = to_targets(batch, device)
+    candidates = batch["valid_classes"].to(device).bool()  # (B, C): each clip's source taxonomy
+    set_ids = (oracle_ids([t["labels"] for t in targets], num_classes, cfg.model.set_size, candidates)
+               if cfg.model.tcm_set == "oracle" else None)
+    with torch.autocast(device.type, enabled=state.use_amp):
+        outputs = state.model(frames, set_ids=set_ids, candidates=candidates)
+        losses = state.criterion(outputs, targets)
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(losses["loss"]).backward()
+    if cfg.train.grad_clip > 0:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.train.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    state.iteration += 1
+    return losses
 
-    def run(self, model: torch.nn.Module, rank: int, world: int) -> tuple[dict[str, float], dict]:
-        cfg = self.cfg
-        short = cfg.data.clip.short_edge[0]
-        window = cfg.train.val_window or None
-        was_training = model.training
-        net = _unwrap(model)
-        generator = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
-        local = {}
-        for ds, rows, _ in self.splits:
-            source = self.taxonomy.datasets[ds.name].unified_ids
-            records: list[dict] = []
 
-            def probe(row: dict, frames: torch.Tensor, forced: torch.Tensor | None) -> None:
-                rec = probe_clip(net, frames[:window] if window else frames, source, forced, generator)
-                records.append({**rec, "present": annotated(row), "valid": source})
+def _set_phase(w: Worker, phase: str) -> None:
+    """What the run is doing, for whoever watches a local run dir."""
+    if w.rank == 0 and w.job.local_run_dir is not None:
+        atomic_write_text(w.job.local_run_dir / "workers" / "phase", f"{phase}\n")
 
-            results = predict_rows(net, rows[rank::world], self.taxonomy.datasets[ds.name], short, window=window,
-                                   overlap=max(0, (window or 0) // 4),
-                                   set_ids=lambda r: self._oracle(r, source, generator),
-                                   probe=probe if net.tcm is not None else None)
-            local[ds.name] = (results, records)
-        model.train(was_training)
-        gathered = [None] * world
-        if world > 1:
-            dist.all_gather_object(gathered, local)
+
+def validate_and_report(w: Worker, state: TrainState, meters: Meters, do_val: bool, do_ckpt: bool,
+                        last: bool) -> None:
+    """The report of this iteration: meters, validation when due, the DDP sync check at the end, a checkpoint."""
+    cfg, iteration = w.job.cfg, state.iteration
+    metrics = meters.report(state, w, cfg.data.splits("train"))
+    if w.rank == 0 and w.job.skipped is not None:  # videos left out by data.skip_bad_videos so far
+        metrics["data.skipped"] = float(ray.get(w.job.skipped.count.remote()))
+    if do_val:
+        _set_phase(w, f"validating {iteration}")
+        val_metrics, details = w.validator.run(state.model, w.rank, w.world)
+        _set_phase(w, f"training {iteration}")
+        metrics.update(val_metrics)
+        if w.tracker is not None and details:
+            log_validation(w.tracker, details, w.taxonomy, cfg, iteration)
+    if last:
+        sums = [None] * w.world
+        if w.world > 1:
+            dist.all_gather_object(sums, _param_checksum(state.model))
         else:
-            gathered = [local]
-        if rank != 0:
-            return {}, {}
-        metrics, details, all_records = {}, {}, []
-        for ds, rows, gt in self.splits:
-            results = [r for part in gathered for r in part[ds.name][0]]
-            records = [r for part in gathered for r in part[ds.name][1]]
-            all_records += records
-            res = evaluate_rows(gt, rows, results)
-            for k, v in res.stats.items():
-                metrics[f"val.{ds.name}.{k}"] = v
-            agnostic_gt, agnostic_results = class_agnostic(gt, results)
-            metrics[f"val.{ds.name}.agnostic_AP"] = evaluate_rows(agnostic_gt, rows, agnostic_results).stats["AP"]
-            if records:
-                diag = summarize(records, self.stats, cfg.model.set_size)
-                metrics[f"val.{ds.name}.tcm_recall_at_k"] = diag["recall_at_k"]
-                metrics[f"val.{ds.name}.prior_recall_at_k"] = diag["prior_recall_at_k"]
-            details[ds.name] = {"per_category": {res.category_names[c]: ap for c, ap in res.per_category.items()},
-                                "results": results, "rows": rows}
-        if all_records:
-            metrics.update({f"val.tcm.{k}": v for k, v in summarize(all_records, self.stats,
-                                                                     cfg.model.set_size).items()})
-        aps = [metrics[f"val.{ds.name}.AP"] for ds, _, _ in self.splits if metrics[f"val.{ds.name}.AP"] >= 0]
-        metrics["val.mean_AP"] = float(np.mean(aps)) if aps else -1.0
-        return metrics, details
-
-
-def _log_validation(tracker, details: dict, taxonomy: UnifiedTaxonomy, cfg: Config, iteration: int) -> None:
-    from tmtvis.tracking.plots import per_category_ap_figure
-    from tmtvis.viz import grid, overlay_frames
-
-    fig = per_category_ap_figure({ds: d["per_category"] for ds, d in details.items()})
-    tracker.figure(fig, f"plots/per_category_ap_iter{iteration:06d}.png")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    for ds, d in details.items():
-        names = {c["id"]: c["name"] for c in taxonomy.datasets[ds].categories}
-        for row in d["rows"][:cfg.tracking.overlays]:
-            frames = [read_frame(resolve_frame(row["image_root"], name)) for name in row["file_names"]]
-            preds = [r for r in d["results"] if r["video_id"] == row["video_id"]]
-            sheet = grid(overlay_frames(frames, preds, names), columns=min(8, len(frames)))
-            tracker.image(sheet, f"overlays/iter{iteration:06d}/{ds}_video{row['video_id']}.png")
+            sums = [_param_checksum(state.model)]
+        metrics["ranks_in_sync"] = float(max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0])))
+    if w.tracker is not None:
+        w.tracker.metrics({k: v for k, v in metrics.items() if k != "iteration"}, step=iteration)
+    if not do_ckpt:
+        ray.train.report(metrics)
+        return
+    position = meters.data_position(w.world)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if w.rank == 0:
+            save_checkpoint(Path(tmp), unwrap(state.model), state.optimizer, state.scheduler, iteration, position,
+                            cfg, w.job.prepared / "taxonomy.json")
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt)
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point. config: {"cfg": Config as dict, "prepared": dir, "run_dir": dir or URI,
-    "cfg_yaml": the config as saved in checkpoints, "tracking_uri": str|None, "run_id": str|None}."""
-    cfg: Config = from_dict(Config, config["cfg"])
-    prepared, run_dir = Path(config["prepared"]), Path(config["run_dir"])
+    """Ray Train entry point; config: {"job": WorkerJob}."""
+    job: WorkerJob = config["job"]
+    cfg = job.cfg
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.train.threads_per_worker)
-    local_run_dir = "://" not in config["run_dir"]
-    if local_run_dir:  # a local (or shared) run dir: where each rank's process is, for tests/ops
-        (run_dir / "workers").mkdir(parents=True, exist_ok=True)
-        (run_dir / "workers" / f"rank{rank}.pid").write_text(str(os.getpid()))
+    if job.local_run_dir is not None:  # a local (or shared) run dir: where each rank's process is, for tests/ops
+        (job.local_run_dir / "workers").mkdir(parents=True, exist_ok=True)
+        (job.local_run_dir / "workers" / f"rank{rank}.pid").write_text(str(os.getpid()))
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
 
-    taxonomy = UnifiedTaxonomy.load(prepared / "taxonomy.json")
-    bank = torch.from_numpy(load_bank(prepared / "bank.parquet").embeddings)
+    taxonomy = UnifiedTaxonomy.load(job.prepared / "taxonomy.json")
+    stats = training_label_stats(cfg, job.prepared, taxonomy)
     device = ray.train.torch.get_device()
-    model = build_model(cfg.model, bank).to(device)
-    stats = training_label_stats(cfg, prepared, taxonomy)
-    if model.tcm is not None:  # a checkpoint restores the same buffer
-        model.tcm.set_prior(torch.from_numpy(stats.base_rate()))
-    criterion = SetCriterion(len(taxonomy), cfg.loss).to(device)
-    optimizer = build_optimizer(model, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train)
-    iteration = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = load_state(d)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        iteration = int(state["iteration"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
-        log.info("rank %d resumed from iteration %d", rank, iteration)
-    resumed_from = iteration
-    model = ray.train.torch.prepare_model(model)
-    model.train()
-
+    state = build_state(cfg, job.prepared, len(taxonomy), stats, device)
+    restore(state, rank)
+    state.model = ray.train.torch.prepare_model(state.model)
+    state.model.train()
     tracker = None
-    if rank == 0 and config.get("run_id"):
+    if rank == 0 and job.run_id:
         from tmtvis.tracking.mlflow_tracking import RunLogger
 
-        tracker = RunLogger(config["tracking_uri"], config["run_id"], background=True)  # never stalls a step
-    validator = Validator(cfg, prepared, taxonomy, stats) if cfg.data.splits("valid") else None
-    cfg_yaml = config["cfg_yaml"]
-    use_amp = cfg.train.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    num_classes = len(taxonomy)
-    num_sources = len(cfg.data.splits("train"))
-    seen = torch.zeros(num_classes + num_sources, dtype=torch.float64)
-    next_sample = torch.zeros(1, dtype=torch.int64)  # 1 + the highest sample index consumed (data position)
-    loss_sums: dict[str, float] = {}
-    t_last = time.time()
-    shard = ray.train.get_dataset_shard("train")
-    for batch in shard.iter_torch_batches(batch_size=cfg.train.batch_size, drop_last=True):
-        if iteration >= cfg.train.iterations:
+        tracker = RunLogger(job.tracking_uri, job.run_id, background=True)  # never stalls a step
+    validator = Validator(cfg, job.prepared, taxonomy, stats) if cfg.data.splits("valid") else None
+    w = Worker(job, rank, world, taxonomy, validator, tracker)
+    meters = Meters(len(taxonomy), len(cfg.data.splits("train")))
+    for batch in ray.train.get_dataset_shard("train").iter_torch_batches(batch_size=cfg.train.batch_size,
+                                                                         drop_last=True):
+        if state.iteration >= cfg.train.iterations:
             break
-        frames = batch["frames"].to(device).permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W) uint8
-        targets = to_targets(batch, device)
-        candidates = batch["valid_classes"].to(device).bool()  # (B, C): each clip's source taxonomy
-        set_ids = (oracle_ids([t["labels"] for t in targets], num_classes, cfg.model.set_size, candidates)
-                   if cfg.model.tcm_set == "oracle" else None)
-        with torch.autocast(device.type, enabled=use_amp):
-            outputs = model(frames, set_ids=set_ids, candidates=candidates)
-            losses = criterion(outputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["loss"]).backward()
-        if cfg.train.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        iteration += 1
-
-        for t in targets:
-            seen[t["labels"].cpu()] += 1
-        seen[num_classes + batch["source"].cpu()] += 1
-        next_sample = torch.maximum(next_sample, batch["sample"].cpu().max().view(1) + 1)
-        for k in ("loss", "loss_ce", "loss_mask", "loss_dice", "loss_taxonomy", "loss_taxonomy_dense",
-                  "loss_taxonomy_rank"):
-            if k in losses:
-                loss_sums[k] = loss_sums.get(k, 0.0) + float(losses[k].detach())
-        loss_sums["_n"] = loss_sums.get("_n", 0.0) + 1
-
-        last = iteration >= cfg.train.iterations
-        do_ckpt = iteration % cfg.train.checkpoint_every == 0 or last
-        do_val = validator is not None and (last or (cfg.train.val_every and iteration % cfg.train.val_every == 0))
-        if not (do_ckpt or do_val or iteration % cfg.train.log_every == 0):
-            continue
-        n = loss_sums.pop("_n")
-        metrics = {f"train.{k}": v / n for k, v in loss_sums.items()}
-        loss_sums = {}
-        metrics["train.lr"] = optimizer.param_groups[0]["lr"]
-        metrics["train.sec_per_iter"] = (time.time() - t_last) / n
-        t_last = time.time()
-        metrics["iteration"] = iteration
-        metrics["train.resumed_from"] = resumed_from
-        seen_all = seen.clone()
-        if world > 1:
-            dist.all_reduce(seen_all)
-        cats, srcs = seen_all[:num_classes], seen_all[num_classes:]
-        for c in cats.nonzero()[:, 0].tolist():
-            metrics[f"seen.category.{taxonomy.names[c].replace(' ', '_')}"] = float(cats[c] / cats.sum())
-        for s, ds in enumerate(cfg.data.splits("train")):
-            metrics[f"seen.dataset.{ds.name}"] = float(srcs[s] / max(srcs.sum(), 1))
-        if rank == 0 and config.get("skipped") is not None:  # videos left out by data.skip_bad_videos so far
-            metrics["data.skipped"] = float(ray.get(config["skipped"].count.remote()))
-        if do_val:
-            if rank == 0 and local_run_dir:  # what the run is doing, for whoever watches the run dir
-                atomic_write_text(run_dir / "workers" / "phase", f"validating {iteration}\n")
-            val_metrics, details = validator.run(model, rank, world)
-            if rank == 0 and local_run_dir:
-                atomic_write_text(run_dir / "workers" / "phase", f"training {iteration}\n")
-            metrics.update(val_metrics)
-            if tracker is not None and details:
-                _log_validation(tracker, details, taxonomy, cfg, iteration)
-        if last:
-            sums = [None] * world
-            if world > 1:
-                dist.all_gather_object(sums, _param_checksum(model))
-            else:
-                sums = [_param_checksum(model)]
-            metrics["ranks_in_sync"] = float(max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0])))
-        if tracker is not None:
-            tracker.metrics({k: v for k, v in metrics.items() if k != "iteration"}, step=iteration)
-        if do_ckpt:
-            position = next_sample.clone()
-            if world > 1:
-                dist.all_reduce(position, op=dist.ReduceOp.MAX)
-            position = int(position)
-            with tempfile.TemporaryDirectory() as tmp:
-                ckpt = None
-                if rank == 0:
-                    save_checkpoint(Path(tmp), _unwrap(model), optimizer, scheduler, iteration, position, cfg_yaml,
-                                    prepared / "taxonomy.json")
-                    ckpt = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report(metrics, checkpoint=ckpt)
-        else:
-            ray.train.report(metrics)
+        meters.update(train_step(state, batch, cfg, len(taxonomy), device), batch)
+        it, last = state.iteration, state.iteration >= cfg.train.iterations
+        do_ckpt = it % cfg.train.checkpoint_every == 0 or last
+        do_val = validator is not None and (last or (cfg.train.val_every and it % cfg.train.val_every == 0))
+        if do_ckpt or do_val or it % cfg.train.log_every == 0:
+            validate_and_report(w, state, meters, do_val, do_ckpt, last)
         if last:
             break
     if tracker is not None:

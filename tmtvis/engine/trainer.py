@@ -5,15 +5,16 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from tmtvis import storage
-from tmtvis.config import Config, to_dict
+from tmtvis.checkpoint import latest_checkpoint
+from tmtvis.config import Config, config_text, to_dict
 from tmtvis.errors import TmtvisError
+from tmtvis.ray_session import ray_session
 
 log = logging.getLogger(__name__)
 
@@ -26,49 +27,6 @@ class TrainResult:
     tracking_uri: str | None = None
     run_id: str | None = None
     model: object | None = None          # tmtvis.tracking.model.LoggedModelInfo of the final checkpoint
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> Iterator[None]:
-    """Connect to `address` (or RAY_ADDRESS), reuse a running session, or start a local Ray (stopped at the end).
-
-    `dashboard`: the local Ray runs the dashboard (on 127.0.0.1). Sweeps need it: when Tune stops a trial, Ray
-    Train frees the placement group of its dead controller from a cleaner actor that asks the State API. It
-    costs a few processes at start, so plain training and inference go without.
-    """
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    # Inside a Ray job (or with RAY_ADDRESS exported) connect to that cluster instead of starting one.
-    address = address or os.environ.get("RAY_ADDRESS")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Worker logs (per-report lines, library warnings) reach the console only with `tmtvis -v`.
-    to_driver = os.environ.get("TMTVIS_RAY_WORKER_LOGS") == "1"
-    saved_tmpdir = os.environ.get("RAY_TMPDIR")
-    if address:
-        ray.init(address=address, log_to_driver=to_driver)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        tmp = tempfile.mkdtemp(prefix="tmtvis-ray-")
-        if dashboard:
-            # The cleaner finds its cluster, as after `ray start`, from RAY_TMPDIR/ray/ray_current_cluster: the
-            # workers inherit RAY_TMPDIR, so other Ray instances on the machine cannot confuse it.
-            os.environ["RAY_TMPDIR"] = tmp
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
-                 **({"dashboard_host": "127.0.0.1", "dashboard_port": 0} if dashboard else {}),
-                 _temp_dir=os.path.join(tmp, "ray"), log_to_driver=to_driver)
-        if dashboard:
-            Path(tmp, "ray", "ray_current_cluster").write_text(ray.get_runtime_context().gcs_address)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        if saved_tmpdir is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved_tmpdir
 
 
 def tracking_configured(cfg: Config) -> bool:
@@ -171,21 +129,73 @@ def failure_summary(error: BaseException) -> str:
     return lines[-1] if lines else type(cause).__name__
 
 
-def latest_checkpoint(root: str | Path) -> tuple[Path | str | None, dict]:
-    """The checkpoint with the highest iteration under a Ray Train storage dir (local or a URI), and its meta.json."""
-    from tmtvis.engine.train_loop import META_FILE, checkpoint_complete
+def _check_inputs(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool, track: bool) -> None:
+    """Refuse, in one line, a run that cannot start: no prepare output, a taken run dir, no tracking server."""
+    from tmtvis.data.manifest import manifest_path
 
-    best, meta = None, {}
-    for rel in storage.files(root):
-        parts = rel.split("/")
-        if len(parts) == 3 and parts[1].startswith("checkpoint_") and parts[2] == META_FILE:
-            where = storage.join(root, parts[0], parts[1])
-            # a local checkpoint cut short while written or copied (a crash) is skipped
-            data = (json.loads(storage.read_text(storage.join(root, rel))) if storage.is_uri(where)
-                    else checkpoint_complete(Path(where)))
-            if data is not None and (best is None or data["iteration"] > meta["iteration"]):
-                best, meta = where, data
-    return best, meta
+    for needed in ("taxonomy.json", "bank.parquet"):
+        if not (prepared / needed).is_file():
+            raise TmtvisError(f"{prepared}: missing {needed}; run `tmtvis prepare` first")
+    if track and storage.is_uri(run_dir) and not tracking_configured(cfg):
+        raise TmtvisError(f"{run_dir}: a run directory on object storage needs an MLflow server: pass "
+                          "--tracking-uri http://HOST:PORT (or set tracking.tracking_uri / MLFLOW_TRACKING_URI)")
+    if not resume and not storage.is_empty_dir(run_dir):
+        raise TmtvisError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another")
+    if not cfg.data.splits("train"):
+        raise TmtvisError("config: data.datasets has no train split")
+    for ds in cfg.data.splits("train") + cfg.data.splits("valid"):
+        if not manifest_path(prepared, ds.name, ds.split).is_file():
+            raise TmtvisError(f"{prepared}: no manifest for {ds.name}/{ds.split}; re-run `tmtvis prepare` with this config")
+
+
+def _open_run(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool, sources: list, taxonomy,
+              tags: dict[str, str] | None, parent_run_id: str | None):
+    """The run's MLflow logger: the run of a resumed run dir, else a new run with params, config and lineage."""
+    from tmtvis.pipeline.sampling import expected_category_shares
+    from tmtvis.tracking.lineage import log_lineage
+    from tmtvis.tracking.mlflow_tracking import RunLogger, check_reachable, flatten, resolve_tracking_uri, start_run
+
+    # a local run dir holds the default SQLite store; a remote one was refused without a server
+    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, run_dir)
+    run_file = storage.join(run_dir, "mlflow_run.json")
+    if resume and storage.is_file(run_file):
+        check_reachable(tracking_uri)
+        return RunLogger(tracking_uri, json.loads(storage.read_text(run_file))["run_id"])
+    tracker = start_run(tracking_uri, cfg.tracking.experiment, local_root(run_dir, tracking_uri), storage.name(run_dir),
+                        tags={"tmtvis.kind": "train", **(tags or {})}, parent_run_id=parent_run_id)
+    storage.write_text(run_file, json.dumps({"tracking_uri": tracking_uri, "run_id": tracker.run_id}))
+    tracker.params(flatten(to_dict(cfg)))
+    tracker.text(config_text(cfg), "config/config.yaml")
+    tracker.artifact(prepared / "taxonomy.json", "taxonomy")
+    shares = expected_category_shares(sources, cfg.data.repeat_threshold)
+    tracker.json({taxonomy.names[c]: s for c, s in shares.items()}, "data/expected_category_shares.json")
+    log_lineage(tracker.client, tracker.run_id, prepared, {"training": cfg.data.splits("train"),
+                                                           "validation": cfg.data.splits("valid")})
+    return tracker
+
+
+def _torch_trainer(cfg: Config, job, dataset, fs, fs_path: str, callbacks: list | None):
+    """The TorchTrainer of one run: its workers, backend, storage, failure and checkpoint policy."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from tmtvis.engine.train_loop import train_loop_per_worker
+
+    gpu = cfg.train.gpus_per_worker > 0
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job},
+        scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=gpu,
+                                     resources_per_worker=worker_resources(cfg)),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        datasets={"train": dataset},
+        run_config=RunConfig(name="ray_train", storage_path=fs_path, storage_filesystem=fs,
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+                             callbacks=callbacks,
+                             logging_config=LoggingConfig(log_level=os.environ.get("TMTVIS_RAY_TRAIN_LOG_LEVEL",
+                                                                                   "WARNING"))),
+    )
 
 
 def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str | None = None,
@@ -201,99 +211,43 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     `register_model` when given.
     """
     import ray
-    import yaml
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
-    from tmtvis.engine.train_loop import train_loop_per_worker
+    from tmtvis.engine.train_loop import WorkerJob
     from tmtvis.errors import find_user_error
     from tmtvis.pipeline.clip_stream import SkippedVideos, clip_dataset, load_sources
-    from tmtvis.pipeline.sampling import expected_category_shares, make_plan
+    from tmtvis.pipeline.sampling import make_plan
     from tmtvis.taxonomy import UnifiedTaxonomy
-    from tmtvis.tracking.lineage import log_lineage
-    from tmtvis.tracking.mlflow_tracking import RunLogger, check_reachable, flatten, resolve_tracking_uri, start_run
 
     prepared, run_dir = Path(prepared).resolve(), storage.resolve(run_dir)
-    remote = storage.is_uri(run_dir)
-    for needed in ("taxonomy.json", "bank.parquet"):
-        if not (prepared / needed).is_file():
-            raise TmtvisError(f"{prepared}: missing {needed}; run `tmtvis prepare` first")
-    if track and remote and not tracking_configured(cfg):
-        raise TmtvisError(f"{run_dir}: a run directory on object storage needs an MLflow server: pass "
-                          "--tracking-uri http://HOST:PORT (or set tracking.tracking_uri / MLFLOW_TRACKING_URI)")
-    if not resume and not storage.is_empty_dir(run_dir):
-        raise TmtvisError(f"{run_dir}: run directory exists; pass --resume to continue it or choose another")
-    cfg_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    _check_inputs(cfg, prepared, run_dir, resume, track)
     checkpoints = storage.join(run_dir, "checkpoints")
     ckpt, meta = latest_checkpoint(checkpoints) if resume else (None, {})
     position = int(meta.get("data_position", 0))
     if resume and ckpt:
         log.info("resuming %s from iteration %d (checkpoint %s)", run_dir, meta["iteration"], ckpt)
-
     taxonomy = UnifiedTaxonomy.load(prepared / "taxonomy.json")
     train_splits = cfg.data.splits("train")
-    if not train_splits:
-        raise TmtvisError("config: data.datasets has no train split")
-    for ds in train_splits + cfg.data.splits("valid"):
-        if not (prepared / "manifests" / f"{ds.name}_{ds.split}.parquet").is_file():
-            raise TmtvisError(f"{prepared}: no manifest for {ds.name}/{ds.split}; re-run `tmtvis prepare` with this config")
     sources = load_sources(prepared, train_splits, taxonomy)
-    world = cfg.train.workers
     plan = make_plan(sources, cfg.seed, cfg.data.repeat_threshold)
     # The stream is twice as long as the run needs (it is lazy, the excess is never decoded): a restarted
     # worker group continues the stream, and what was prefetched before a failure is not replayed.
-    stop = position + 2 * cfg.train.iterations * cfg.train.batch_size * world
+    stop = position + 2 * cfg.train.iterations * cfg.train.batch_size * cfg.train.workers
     valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
 
-    gpu = cfg.train.gpus_per_worker > 0
     reused = ray.is_initialized()  # a Tune trial: the sweep has checked the cluster
     can_grow = bool(address or os.environ.get("RAY_ADDRESS"))  # we cannot tell whether a cluster autoscales
     with ray_session(address):
         if not reused:
             check_cluster(cfg, can_grow, track)
-        storage.write_text(storage.join(run_dir, "config.yaml"), cfg_yaml)  # a refused run leaves nothing behind
-        tracking_uri = run_id = None
-        tracker = None
-        if track:
-            # a local run dir holds the default SQLite store; a remote one was refused above without a server
-            tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, run_dir)
-            run_file = storage.join(run_dir, "mlflow_run.json")
-            if resume and storage.is_file(run_file):
-                run_id = json.loads(storage.read_text(run_file))["run_id"]
-                check_reachable(tracking_uri)
-                tracker = RunLogger(tracking_uri, run_id)
-            else:
-                tracker = start_run(tracking_uri, cfg.tracking.experiment, local_root(run_dir, tracking_uri),
-                                    storage.name(run_dir),
-                                    tags={"tmtvis.kind": "train", **(tags or {})}, parent_run_id=parent_run_id)
-                run_id = tracker.run_id
-                storage.write_text(run_file, json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}))
-                tracker.params(flatten(to_dict(cfg)))
-                tracker.text(cfg_yaml, "config/config.yaml")
-                tracker.artifact(prepared / "taxonomy.json", "taxonomy")
-                shares = expected_category_shares(sources, cfg.data.repeat_threshold)
-                tracker.json({taxonomy.names[c]: s for c, s in shares.items()}, "data/expected_category_shares.json")
-                log_lineage(tracker.client, run_id, prepared, {"training": train_splits,
-                                                               "validation": cfg.data.splits("valid")})
-
-        fs, fs_path = storage.filesystem(checkpoints)
+        storage.write_text(storage.join(run_dir, "config.yaml"), config_text(cfg))  # a refused run leaves nothing
+        tracker = _open_run(cfg, prepared, run_dir, resume, sources, taxonomy, tags, parent_run_id) if track else None
         skipped = SkippedVideos.remote() if cfg.data.skip_bad_videos else None
         dataset = clip_dataset(plan, position, stop, cfg.data.clip, len(taxonomy), valid, skipped=skipped)
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"cfg": to_dict(cfg), "prepared": str(prepared), "run_dir": str(run_dir),
-                               "cfg_yaml": cfg_yaml, "tracking_uri": tracking_uri, "run_id": run_id,
-                               "skipped": skipped},
-            scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, resources_per_worker=worker_resources(cfg)),
-            torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-            datasets={"train": dataset},
-            run_config=RunConfig(name="ray_train", storage_path=fs_path, storage_filesystem=fs,
-                                 failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-                                 callbacks=callbacks,
-                                 logging_config=LoggingConfig(log_level=os.environ.get("TMTVIS_RAY_TRAIN_LOG_LEVEL",
-                                                                                       "WARNING"))),
-        )
+        job = WorkerJob(cfg, prepared, str(run_dir), skipped=skipped)
+        if tracker is not None:
+            job.tracking_uri, job.run_id = tracker.tracking_uri, tracker.run_id
+        fs, fs_path = storage.filesystem(checkpoints)
+        trainer = _torch_trainer(cfg, job, dataset, fs, fs_path, callbacks)
         t0 = time.time()
         try:
             with report_pending() if not reused else contextlib.nullcontext():
@@ -306,12 +260,19 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
             raise (user or TmtvisError(f"training failed: {failure_summary(e)}")) from None
         elapsed = time.time() - t0
         bad = ray.get(skipped.lines.remote()) if skipped is not None else []
-    for line in bad:
-        log.warning("data.skip_bad_videos: left out clips of %s", line)
     checkpoint = storage.to_location(fs, result.checkpoint.path) if result.checkpoint else None
-    metrics = dict(result.metrics or {})
+    return _finish(cfg, run_dir, checkpoint, result.metrics, elapsed, bad if skipped is not None else None, tracker,
+                   register_model)
+
+
+def _finish(cfg: Config, run_dir: Path | str, checkpoint: Path | str | None, final: dict | None, elapsed: float,
+            bad: list[str] | None, tracker, register_model: str | None) -> TrainResult:
+    """The run's outcome: final metrics, the skipped videos, the final checkpoint as an MLflow LoggedModel."""
+    for line in bad or []:
+        log.warning("data.skip_bad_videos: left out clips of %s", line)
+    metrics = dict(final or {})
     metrics["train.wall_seconds"] = elapsed
-    if skipped is not None:
+    if bad is not None:
         metrics["data.skipped"] = len(bad)
         if tracker is not None:
             tracker.metrics({"data.skipped": len(bad)}, step=int(metrics.get("iteration", 0)))
@@ -324,4 +285,5 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
         model = finish_training_run(tracker, storage.local_copy(checkpoint) if checkpoint else None,
                                     int(metrics.get("iteration", 0)), [ds.name for ds in cfg.data.splits("valid")],
                                     register_model, cfg.tracking.log_model)
+    tracking_uri, run_id = (tracker.tracking_uri, tracker.run_id) if tracker is not None else (None, None)
     return TrainResult(run_dir, checkpoint, metrics, tracking_uri, run_id, model)

@@ -6,9 +6,15 @@ import contextlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 from torch import nn
+
+from tmtvis.data.rle import encode_nonempty
+
+
+def default_overlap(window: int | None) -> int:
+    """The overlap of consecutive windows, in frames: a quarter of the window (none for whole videos)."""
+    return max(0, (window or 0) // 4)
 
 
 def window_starts(t: int, window: int, overlap: int) -> list[int]:
@@ -27,15 +33,6 @@ def link(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
     perm = torch.empty(prev.shape[0], dtype=torch.long)
     perm[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)
     return perm
-
-
-def encode_rle(binary: np.ndarray) -> dict | None:
-    """(h, w) bool -> compressed COCO RLE with str counts, or None for an empty mask."""
-    if not binary.any():
-        return None
-    rle = mask_utils.encode(np.asfortranarray(binary.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def no_autocast() -> contextlib.ExitStack:
@@ -154,5 +151,5 @@ class VideoPredictor:
             binary = x > 0.5
             prob_in += float((x * binary).sum())
             area += int(binary.sum())
-            rles.extend(encode_rle(b) for b in binary.numpy())
+            rles.extend(encode_nonempty(b) for b in binary.numpy())
         return rles, prob_in / area if area else 0.0

@@ -14,7 +14,7 @@ TCM_EVIDENCE = ("queries", "tokens")
 
 @dataclass
 class ModelConfig:
-    """Defaults are the `tiny` sizes; `ModelConfig.r50()` gives the paper's."""
+    """Defaults are the `tiny` sizes; configs/r50.yaml gives the paper's."""
 
     backbone: str = "resnet18"
     backbone_weights: str | None = None  # local torchvision state_dict file, or None (random init)
@@ -37,16 +37,6 @@ class ModelConfig:
     tcm_evidence: str = "queries"
     tcm_stride: int = 8  # feature level for 'tokens': 8 | 16 | 32 (on 64x64 tiny input, 32 is 2x2 tokens per frame)
     text_classifier: bool = False  # cosine similarity to the bank instead of a linear class head
-
-    @classmethod
-    def tiny(cls) -> "ModelConfig":
-        return cls()
-
-    @classmethod
-    def r50(cls) -> "ModelConfig":
-        return cls(backbone="resnet50", hidden_dim=256, num_queries=100, dec_layers=9,
-                   pixel_decoder_layers=6, n_heads=8, dim_feedforward=2048, pixel_decoder_ffn=1024,
-                   deform_points=4, mask_dim=256, tcm=True, tim="cross_attn", set_size=10)
 
     @classmethod
     def baseline(cls, base: "ModelConfig | None" = None) -> "ModelConfig":
@@ -101,14 +91,6 @@ class LossConfig:
     importance_sample_ratio: float = 0.75
     mask_foreign_classes: bool = False  # mask logits outside the clip's source taxonomy in CE
     deep_supervision: bool = True
-
-    @classmethod
-    def tiny(cls) -> "LossConfig":
-        return cls()
-
-    @classmethod
-    def r50(cls) -> "LossConfig":
-        return cls(num_points=12544)
 
     def validate(self) -> "LossConfig":
         for name in ("class_weight", "mask_weight", "dice_weight", "taxonomy_weight", "taxonomy_dense_weight",

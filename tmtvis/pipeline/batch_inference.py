@@ -86,7 +86,7 @@ def read_predictions(path: Path) -> list[dict]:
 
 def decode_row(row: dict, short_edge: int) -> dict:
     """Ray Data map: a VideoSource row -> frames at the model input size plus the original size."""
-    from tmtvis.engine.validate import resize_frames
+    from tmtvis.inference.preprocess import resize_frames
 
     source = VideoSource.from_row(row)
     frames = read_video(source)
@@ -102,7 +102,7 @@ class Predictor:
         import ray
         import torch
 
-        from tmtvis.inference.checkpoint import load_checkpoint
+        from tmtvis.checkpoint import load_checkpoint
         from tmtvis.inference.video_predictor import VideoPredictor
 
         torch.set_num_threads(threads)
@@ -277,8 +277,9 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     `checkpoint`: a checkpoint or run dir, or an MLflow URI (models:/..., runs:/...) fetched via `tracking_uri`.
     `window`: None -> the checkpoint config's `train.val_window`; 0 -> each video as one clip.
     """
-    from tmtvis.engine.trainer import ray_session
-    from tmtvis.inference.checkpoint import is_mlflow_uri, load_checkpoint
+    from tmtvis.checkpoint import is_mlflow_uri, load_checkpoint
+    from tmtvis.inference.video_predictor import default_overlap
+    from tmtvis.ray_session import ray_session
 
     if actors < 1:
         raise TmtvisError(f"--actors must be at least 1, got {actors}")
@@ -291,7 +292,7 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     labels = ckpt.labels(dataset)
     window = ckpt.cfg.train.val_window if window is None else window
     window = window or None
-    overlap = max(0, (window or 0) // 4)
+    overlap = default_overlap(window)
     sources = discover(input_path, images)
     out_dir = storage.resolve(out_dir)
     remote = out_dir if storage.is_uri(out_dir) else None

@@ -12,14 +12,13 @@ the video is reported once to a `SkippedVideos` actor (the `data.skipped` metric
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import ray
 
 from tmtvis.data.clips import ClipConfig, load_clip, sample_frames
-from tmtvis.data.manifest import read_manifest
+from tmtvis.data.manifest import manifest_path, read_manifest
 from tmtvis.errors import DataError
 from tmtvis.pipeline.sampling import SamplePlan, SourceSpec
 from tmtvis.taxonomy import UnifiedTaxonomy
@@ -37,7 +36,7 @@ def load_sources(prepared: str | Path, splits: list, taxonomy: UnifiedTaxonomy) 
     """SourceSpecs of the training splits, read from the manifests written by `prepare`."""
     out = []
     for ds in splits:
-        path = str(Path(prepared) / "manifests" / f"{ds.name}_{ds.split}.parquet")
+        path = str(manifest_path(prepared, ds.name, ds.split))
         videos = [{"length": r["length"], "categories": [i["category_id"] for i in r["instances"] if not i["iscrowd"]]}
                   for r in _rows(path)]
         out.append(SourceSpec(ds.name, path, ds.weight, videos))
@@ -64,10 +63,9 @@ class SkippedVideos:
 class DecodeClips:
     """map_batches UDF: sample indices -> stacked clip tensors."""
 
-    def __init__(self, plan: SamplePlan, start: int, clip: dict, num_classes: int,
+    def __init__(self, plan: SamplePlan, start: int, clip: ClipConfig, num_classes: int,
                  valid_classes: list[list[int]], skipped=None) -> None:
-        self.plan, self.start = plan, start
-        self.clip = ClipConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in clip.items()})
+        self.plan, self.start, self.clip = plan, start, clip
         self.num_classes = num_classes
         self.valid_classes = valid_classes
         self.skipped = skipped  # a SkippedVideos handle: skip bad videos; None: a bad video is an error
@@ -126,5 +124,5 @@ def clip_dataset(plan: SamplePlan, start: int, stop: int, clip: ClipConfig, num_
     batch_size = batch_size or decode_batch_size(clip)
     # One block per decode task: smaller blocks would split the work into more, slower tasks.
     ds = ray.data.range(stop - start, override_num_blocks=max(1, -(-(stop - start) // batch_size)))
-    udf = DecodeClips(plan, start, dataclasses.asdict(clip), num_classes, valid_classes, skipped)
+    udf = DecodeClips(plan, start, clip, num_classes, valid_classes, skipped)
     return ds.map_batches(udf, batch_size=batch_size, batch_format="numpy")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from tmtvis.data.manifest import manifest_path
 from tmtvis.taxonomy_bank import file_sha256
 
 
@@ -28,7 +29,7 @@ def log_lineage(client, run_id: str, prepared: Path, splits: dict[str, list]) ->
     inputs = []
     for context, items in splits.items():
         for ds in items:
-            data = manifest_dataset(prepared / "manifests" / f"{ds.name}_{ds.split}.parquet", f"{ds.name}/{ds.split}")
+            data = manifest_dataset(manifest_path(prepared, ds.name, ds.split), f"{ds.name}/{ds.split}")
             inputs.append(DatasetInput(data, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     if inputs:
         client.log_inputs(run_id, datasets=inputs)

@@ -65,7 +65,7 @@ def log_trained_model(tracking_uri: str, run_id: str, checkpoint: str | Path, st
     `step` are linked to it; `register_as` adds a registered model version."""
     import mlflow
 
-    from tmtvis.inference.checkpoint import load_checkpoint
+    from tmtvis.checkpoint import load_checkpoint
     from tmtvis.tracking.pyfunc_model import CHECKPOINT
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars on our console

@@ -19,14 +19,14 @@ CHECKPOINT = "checkpoint"  # the artifact key (and folder) holding state.pt, con
 
 class TmtvisVideoModel(PythonModel):
     def load_context(self, context) -> None:
-        from tmtvis.inference.checkpoint import load_checkpoint
+        from tmtvis.checkpoint import load_checkpoint
 
         self.ckpt = load_checkpoint(context.artifacts[CHECKPOINT])
 
     def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> list[dict]:
-        from tmtvis.engine.validate import resize_frames
         from tmtvis.errors import TmtvisError
-        from tmtvis.inference.video_predictor import VideoPredictor
+        from tmtvis.inference.preprocess import resize_frames
+        from tmtvis.inference.video_predictor import VideoPredictor, default_overlap
 
         params = params or {}
         frames = np.asarray(model_input)
@@ -37,7 +37,7 @@ class TmtvisVideoModel(PythonModel):
         labels = self.ckpt.labels(dataset)
         window = params.get("window")
         window = (cfg.train.val_window if window is None else int(window)) or None
-        predictor = VideoPredictor(self.ckpt.model, window=window, overlap=max(0, (window or 0) // 4),
+        predictor = VideoPredictor(self.ckpt.model, window=window, overlap=default_overlap(window),
                                    topk=int(params.get("topk") or 10))
         video = resize_frames(list(frames), cfg.data.clip.short_edge[0])
         return predictor.predict(video, frames.shape[1:3], labels.unified_ids, labels.from_unified)

@@ -1,37 +1,14 @@
 """Validation: predict whole videos of a manifest split and score them with the YouTube-VIS metric (no Ray)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
-from PIL import Image
 
-from tmtvis.data.frames import read_frame
-from tmtvis.data.ytvis_format import resolve_frame
 from tmtvis.eval import EvalResult, evaluate
+from tmtvis.inference.preprocess import load_video
 from tmtvis.inference.video_predictor import VideoPredictor
 from tmtvis.taxonomy import DatasetLabels
-
-
-def input_size(height: int, width: int, short_edge: int) -> tuple[int, int]:
-    """Model input size: short edge resized to `short_edge`, both sides rounded to multiples of 32."""
-    scale = short_edge / min(height, width)
-    return (max(32, int(round(height * scale / 32)) * 32), max(32, int(round(width * scale / 32)) * 32))
-
-
-def resize_frames(frames: list[np.ndarray], short_edge: int) -> torch.Tensor:
-    """Decoded frames (H, W, 3) uint8 -> uint8 (T, 3, H', W') at the model input size."""
-    h, w = input_size(frames[0].shape[0], frames[0].shape[1], short_edge)
-    resized = [np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR)) for img in frames]
-    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).contiguous()  # (T, 3, H', W')
-
-
-def load_video(row: dict, short_edge: int) -> torch.Tensor:
-    """All frames of a manifest row as uint8 (T, 3, H, W) at the model input size."""
-    frames = [read_frame(resolve_frame(row["image_root"], name)) for name in row["file_names"]]
-    return resize_frames(frames, short_edge)
 
 
 def annotated(row: dict) -> set[int]:
@@ -68,7 +45,6 @@ def gt_subset(gt: dict, video_ids: set[int]) -> dict:
 
 def evaluate_rows(gt: dict, rows: list[dict], results: list[dict]) -> EvalResult:
     return evaluate(gt_subset(gt, {int(r["video_id"]) for r in rows}), results, progress=False)
-
 
 
 def class_agnostic(gt: dict, results: list[dict]) -> tuple[dict, list[dict]]:

@@ -1,7 +1,7 @@
 """The method study's plan and table (no training here; the runs themselves use the tested train())."""
 from helpers import ROOT
 from tmtvis.config import load_config
-from tmtvis.engine.study import RunResult, cell_config, paired_delta, run_metrics, study_cells, summarize
+from experiments.method_study import RunResult, cell_config, paired_delta, run_metrics, study_cells, summarize
 
 
 def test_cells_are_the_protocol():

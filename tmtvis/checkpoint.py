@@ -1,13 +1,16 @@
-"""Load a trained model, its resolved config and its taxonomy from a checkpoint directory (weights_only).
+"""Checkpoints (no Ray): save, load weights_only, find the latest, resolve a name, build the model from one.
 
-A checkpoint may also be named by an MLflow URI (models:/NAME/VERSION, models:/NAME@alias, models:/MODEL_ID,
-runs:/RUN_ID/PATH): it is downloaded through the tracking server into a temporary directory first.
+A checkpoint directory holds state.pt (model, optimiser, scheduler, RNG, iteration), config.yaml, taxonomy.json
+and meta.json, written last. It may also be named by an MLflow URI (models:/NAME/VERSION, models:/NAME@alias,
+models:/MODEL_ID, runs:/RUN_ID/PATH): it is downloaded through the tracking server into a temporary directory.
 """
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import json
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -17,12 +20,15 @@ from pathlib import Path
 import torch
 
 from tmtvis import storage
-from tmtvis.config import Config, load_config
+from tmtvis.config import Config, load_config, save_config
 from tmtvis.errors import TmtvisError
+from tmtvis.io_utils import atomic_path, atomic_write_text
 from tmtvis.taxonomy import DatasetLabels, UnifiedTaxonomy
 
 STATE_FILE = "state.pt"
+META_FILE = "meta.json"
 NEEDED = (STATE_FILE, "config.yaml", "taxonomy.json")
+MLFLOW_URI = re.compile(r"^(models|runs|mlflow-artifacts):/")
 
 
 @dataclass
@@ -43,6 +49,33 @@ class LoadedCheckpoint:
         return self.taxonomy.datasets[dataset]
 
 
+def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, iteration: int,
+                    data_position: int, cfg: Config, taxonomy_path: Path) -> None:
+    """Write a checkpoint; meta.json goes last and records state.pt's size, so a partly written or partly
+    copied checkpoint is never taken for a whole one (see checkpoint_complete)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "iteration": iteration, "data_position": data_position, "torch_rng": torch.get_rng_state(),
+             "python_rng": random.getstate()}
+    with atomic_path(directory / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+    save_config(cfg, directory / "config.yaml")
+    shutil.copy(taxonomy_path, directory / "taxonomy.json")
+    atomic_write_text(directory / META_FILE, json.dumps({"iteration": iteration, "data_position": data_position,
+                                                         "state_bytes": (directory / STATE_FILE).stat().st_size}))
+
+
+def checkpoint_complete(directory: Path) -> dict | None:
+    """A checkpoint directory's meta.json when the checkpoint is whole (state.pt of the recorded size), else None."""
+    try:
+        meta = json.loads((Path(directory) / META_FILE).read_text())
+        size = (Path(directory) / STATE_FILE).stat().st_size
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not isinstance(meta.get("iteration"), int):
+        return None
+    return meta if meta.get("state_bytes", size) == size else None
+
+
 def read_state(path: str | Path) -> dict:
     """A state.pt as a dict with a model state, loaded weights_only (a checkpoint cannot run code).
 
@@ -61,7 +94,24 @@ def read_state(path: str | Path) -> dict:
     return state
 
 
-MLFLOW_URI = re.compile(r"^(models|runs|mlflow-artifacts):/")
+def load_state(directory: str | Path) -> dict:
+    """A checkpoint directory's training state (see read_state)."""
+    return read_state(Path(directory) / STATE_FILE)
+
+
+def latest_checkpoint(root: str | Path) -> tuple[Path | str | None, dict]:
+    """The checkpoint with the highest iteration under a Ray Train storage dir (local or a URI), and its meta.json."""
+    best, meta = None, {}
+    for rel in storage.files(root):
+        parts = rel.split("/")
+        if len(parts) == 3 and parts[1].startswith("checkpoint_") and parts[2] == META_FILE:
+            where = storage.join(root, parts[0], parts[1])
+            # a local checkpoint cut short while written or copied (a crash) is skipped
+            data = (json.loads(storage.read_text(storage.join(root, rel))) if storage.is_uri(where)
+                    else checkpoint_complete(Path(where)))
+            if data is not None and (best is None or data["iteration"] > meta["iteration"]):
+                best, meta = where, data
+    return best, meta
 
 
 def is_mlflow_uri(path: str | Path) -> bool:
@@ -105,8 +155,6 @@ def resolve_checkpoint(path: str | Path, tracking_uri: str | None = None) -> Pat
     if storage.is_empty_dir(path) if storage.is_uri(path) else not path.exists():
         raise TmtvisError(f"{path}: checkpoint not found")
     if not storage.is_file(storage.join(path, STATE_FILE)) and storage.is_dir(storage.join(path, "checkpoints")):
-        from tmtvis.engine.trainer import latest_checkpoint
-
         latest, _ = latest_checkpoint(storage.join(path, "checkpoints"))
         if latest is None:
             raise TmtvisError(f"{path}: run directory holds no checkpoint yet")

@@ -1,4 +1,4 @@
-"""The `tmtvis` command: subcommands live in `workflows/` and register themselves here."""
+"""The `tmtvis` command: each subcommand lives in a module beside this one and registers itself here."""
 from __future__ import annotations
 
 import argparse
@@ -6,15 +6,8 @@ import logging
 import os
 import sys
 
+from tmtvis.env import apply_defaults
 from tmtvis.errors import TmtvisError
-
-# Offline and local-only by default: no hub downloads, no usage stats, no Ray token auth locally.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local use; set RAY_AUTH_MODE=token for a secured cluster
-# MLflow's own INFO lines (store creation, model validation) only with -v; read when mlflow is first imported.
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-
 
 # Commands that run Ray (whose own signal handlers would otherwise decide how Ctrl-C ends them).
 RAY_COMMANDS = ("train", "tune", "infer", "demo", "study")
@@ -32,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `tmtvis` command; the exit status (2 for a user error, 130 when interrupted)."""
+    apply_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verbose:

@@ -3,7 +3,8 @@
 Every cell trains with the same data, iterations and paired seeds through the real `train()` (Ray Train),
 evaluates each dataset's validation split in its own label space, and is one MLflow run tagged `study.cell` /
 `study.seed`. The table reports per-dataset AP, the paired difference to naive joint training (b), class-agnostic
-AP and the TCM diagnostics, each as mean ± std over seeds.
+AP and the TCM diagnostics, each as mean ± std over seeds. An experiment over the library, run by `tmtvis study`
+(workflows/study.py) or `python -m experiments.method_study`.
 """
 from __future__ import annotations
 
@@ -155,8 +156,9 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
               report_only: bool = False) -> tuple[str, list[RunResult]]:
     """Run every cell x seed (resumable: finished runs are read back from results.jsonl); report_only writes
     the table and plot from the finished runs without training."""
-    from tmtvis.engine.trainer import ray_session, train
+    from tmtvis.engine.trainer import train
     from tmtvis.prepare import prepare
+    from tmtvis.ray_session import ray_session
 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -195,3 +197,11 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
     plot(done, cells_run, datasets, out / "method_study.png")
     atomic_write_text(out / "method_study.md", table + "\n")
     return table, done
+
+
+if __name__ == "__main__":
+    import sys
+
+    from workflows.cli import main
+
+    sys.exit(main(["study", *sys.argv[1:]]))

@@ -1,0 +1,125 @@
+"""Validation during training: AP per dataset and the TCM diagnostics, videos split over the ranks (no Ray)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from tmtvis.config import Config
+from tmtvis.data.frames import read_frames
+from tmtvis.data.manifest import manifest_path, read_manifest
+from tmtvis.data.ytvis_format import read_json
+from tmtvis.eval.taxonomy_diagnostics import LabelStats, label_stats, summarize
+from tmtvis.inference.taxonomy_probe import probe_clip
+from tmtvis.inference.validate import annotated, class_agnostic, evaluate_rows, predict_rows
+from tmtvis.inference.video_predictor import default_overlap
+from tmtvis.models.tcm import oracle_ids
+from tmtvis.taxonomy import UnifiedTaxonomy
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP wrapper (or the model itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def training_label_stats(cfg: Config, prepared: Path, taxonomy: UnifiedTaxonomy) -> LabelStats:
+    """Which unified categories each training video annotates, within its source taxonomy."""
+    videos = []
+    for ds in cfg.data.splits("train"):
+        source = taxonomy.datasets[ds.name].unified_ids
+        for row in read_manifest(manifest_path(prepared, ds.name, ds.split)):
+            videos.append((annotated(row), source))
+    return label_stats(videos, len(taxonomy))
+
+
+class Validator:
+    """Validation AP per dataset and the TCM diagnostics; videos are split over the ranks, gathered on rank 0."""
+
+    def __init__(self, cfg: Config, prepared: Path, taxonomy: UnifiedTaxonomy, stats: LabelStats) -> None:
+        self.cfg, self.taxonomy, self.stats = cfg, taxonomy, stats
+        self.splits = []
+        for ds in cfg.data.splits("valid"):
+            rows = read_manifest(manifest_path(prepared, ds.name, ds.split))
+            if cfg.train.val_max_videos:
+                rows = rows[:cfg.train.val_max_videos]
+            self.splits.append((ds, rows, read_json(cfg.data.resolve(ds.annotations))))
+
+    def _oracle(self, row: dict, source: list[int], generator: torch.Generator) -> torch.Tensor | None:
+        if self.cfg.model.tcm_set != "oracle":
+            return None
+        candidates = torch.zeros(1, len(self.taxonomy), dtype=torch.bool)
+        candidates[0, source] = True
+        return oracle_ids([torch.tensor(sorted(annotated(row)), dtype=torch.long)], len(self.taxonomy),
+                          self.cfg.model.set_size, candidates, generator)
+
+    def run(self, model: torch.nn.Module, rank: int, world: int) -> tuple[dict[str, float], dict]:
+        cfg = self.cfg
+        short = cfg.data.clip.short_edge[0]
+        window = cfg.train.val_window or None
+        was_training = model.training
+        net = unwrap(model)
+        generator = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
+        local = {}
+        for ds, rows, _ in self.splits:
+            source = self.taxonomy.datasets[ds.name].unified_ids
+            records: list[dict] = []
+
+            def probe(row: dict, frames: torch.Tensor, forced: torch.Tensor | None) -> None:
+                rec = probe_clip(net, frames[:window] if window else frames, source, forced, generator)
+                records.append({**rec, "present": annotated(row), "valid": source})
+
+            results = predict_rows(net, rows[rank::world], self.taxonomy.datasets[ds.name], short, window=window,
+                                   overlap=default_overlap(window),
+                                   set_ids=lambda r: self._oracle(r, source, generator),
+                                   probe=probe if net.tcm is not None else None)
+            local[ds.name] = (results, records)
+        model.train(was_training)
+        gathered = [None] * world
+        if world > 1:
+            dist.all_gather_object(gathered, local)
+        else:
+            gathered = [local]
+        if rank != 0:
+            return {}, {}
+        metrics, details, all_records = {}, {}, []
+        for ds, rows, gt in self.splits:
+            results = [r for part in gathered for r in part[ds.name][0]]
+            records = [r for part in gathered for r in part[ds.name][1]]
+            all_records += records
+            res = evaluate_rows(gt, rows, results)
+            for k, v in res.stats.items():
+                metrics[f"val.{ds.name}.{k}"] = v
+            agnostic_gt, agnostic_results = class_agnostic(gt, results)
+            metrics[f"val.{ds.name}.agnostic_AP"] = evaluate_rows(agnostic_gt, rows, agnostic_results).stats["AP"]
+            if records:
+                diag = summarize(records, self.stats, cfg.model.set_size)
+                metrics[f"val.{ds.name}.tcm_recall_at_k"] = diag["recall_at_k"]
+                metrics[f"val.{ds.name}.prior_recall_at_k"] = diag["prior_recall_at_k"]
+            details[ds.name] = {"per_category": {res.category_names[c]: ap for c, ap in res.per_category.items()},
+                                "results": results, "rows": rows}
+        if all_records:
+            metrics.update({f"val.tcm.{k}": v for k, v in summarize(all_records, self.stats,
+                                                                     cfg.model.set_size).items()})
+        aps = [metrics[f"val.{ds.name}.AP"] for ds, _, _ in self.splits if metrics[f"val.{ds.name}.AP"] >= 0]
+        metrics["val.mean_AP"] = float(np.mean(aps)) if aps else -1.0
+        return metrics, details
+
+
+def log_validation(tracker, details: dict, taxonomy: UnifiedTaxonomy, cfg: Config, iteration: int) -> None:
+    from tmtvis.tracking.plots import per_category_ap_figure
+    from tmtvis.viz import grid, overlay_frames
+
+    fig = per_category_ap_figure({ds: d["per_category"] for ds, d in details.items()})
+    tracker.figure(fig, f"plots/per_category_ap_iter{iteration:06d}.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    for ds, d in details.items():
+        names = {c["id"]: c["name"] for c in taxonomy.datasets[ds].categories}
+        for row in d["rows"][:cfg.tracking.overlays]:
+            frames = read_frames(row["image_root"], row["file_names"])
+            preds = [r for r in d["results"] if r["video_id"] == row["video_id"]]
+            sheet = grid(overlay_frames(frames, preds, names), columns=min(8, len(frames)))
+            tracker.image(sheet, f"overlays/iter{iteration:06d}/{ds}_video{row['video_id']}.png")
