@@ -27,6 +27,7 @@ from tmtvis.taxonomy import DatasetLabels, UnifiedTaxonomy
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+BEST_FILE = "best.json"  # in RUN_DIR/best: the iteration and val.mean_AP of the best validation
 NEEDED = (STATE_FILE, "config.yaml", "taxonomy.json")
 MLFLOW_URI = re.compile(r"^(models|runs|mlflow-artifacts):/")
 

@@ -101,6 +101,7 @@ class TrackingConfig:
     experiment: str = "tmtvis"
     overlays: int = 2                   # validation videos drawn as overlay images per validation
     log_model: bool = True              # the final checkpoint as an MLflow LoggedModel (pyfunc) of the run
+    log_best_model: bool = False        # also the checkpoint of the best val.mean_AP, as a LoggedModel "best"
 
 
 @dataclass

@@ -109,3 +109,28 @@ def test_train_register_load_and_infer_from_the_registry(synth_root, ray_local, 
         results[key] = json.loads((out_dir / "results.json").read_text())
     assert results["local"] and results["version"] == results["local"]
     assert json.loads((tmp_path / "infer-version/run.json").read_text())["checkpoint"] == f"models:/{NAME}/1"
+
+
+def test_best_ap_checkpoint_is_a_second_logged_model(synth_root, ray_local, tmp_path):
+    """tracking.log_best_model: the checkpoint of the best validation becomes a LoggedModel "best" next to the
+    final one, linked to that validation's metrics; its checkpoint loads like any other."""
+    from tmtvis.engine.trainer import train
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = tiny_config(synth_root, "train.iterations=6", "train.checkpoint_every=6", "train.val_every=2",
+                      "tracking.log_best_model=true", f"tracking.tracking_uri={uri}")
+    result = train(cfg, synth_root / "prepared", tmp_path / "run")
+    client = MlflowClient(uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    models = {client.get_logged_model(o.model_id).name: (o, client.get_logged_model(o.model_id))
+              for o in run.outputs.model_outputs}
+    assert set(models) == {"model", "best"} and result.best_model.model_id == models["best"][1].model_id
+    history = {m.step: m.value for m in client.get_metric_history(result.run_id, "val.mean_AP")}
+    assert sorted(history) == [2, 4, 6]
+    best_step = min(s for s, v in history.items() if v == max(history.values()))  # saved on a strict improvement
+    output, best = models["best"]
+    assert output.step == best_step and models["model"][0].step == 6
+    assert {m.key: m.value for m in best.metrics}["val.mean_AP"] == history[best_step]
+    loaded = load_checkpoint(result.best_checkpoint)
+    assert loaded.iteration == best_step and loaded.model is not None

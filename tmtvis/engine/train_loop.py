@@ -1,6 +1,7 @@
 """The per-worker training loop run by Ray Train (V2): DDP, checkpoints, resume, validation, tracking."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -15,7 +16,8 @@ import torch.distributed as dist
 
 import ray.train
 import ray.train.torch
-from tmtvis.checkpoint import load_state, save_checkpoint
+from tmtvis import storage
+from tmtvis.checkpoint import BEST_FILE, load_state, save_checkpoint
 from tmtvis.config import Config
 from tmtvis.engine.optim import build_optimizer, build_scheduler
 from tmtvis.engine.validation import Validator, log_validation, training_label_stats, unwrap
@@ -72,6 +74,7 @@ class Worker:
     taxonomy: UnifiedTaxonomy
     validator: Validator | None
     tracker: Any = None               # rank 0's RunLogger when the run is tracked
+    best_ap: float = -1.0             # the best val.mean_AP so far (tracking.log_best_model)
 
 
 class Meters:
@@ -219,6 +222,9 @@ def validate_and_report(w: Worker, state: TrainState, meters: Meters, do_val: bo
         metrics["ranks_in_sync"] = float(max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0])))
     if w.tracker is not None:
         w.tracker.metrics({k: v for k, v in metrics.items() if k != "iteration"}, step=iteration)
+    if do_val and w.rank == 0 and cfg.tracking.log_best_model and metrics.get("val.mean_AP", -1.0) > w.best_ap:
+        w.best_ap = metrics["val.mean_AP"]
+        save_best(w, state, meters.data_position(w.world))
     if not do_ckpt:
         ray.train.report(metrics)
         return
@@ -230,6 +236,22 @@ def validate_and_report(w: Worker, state: TrainState, meters: Meters, do_val: bo
                             cfg, w.job.prepared / "taxonomy.json")
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt)
+
+
+def save_best(w: Worker, state: TrainState, position: int) -> None:
+    """The checkpoint of the best validation so far, to RUN_DIR/best (its meta.json, written last, holds the AP)."""
+    cfg = w.job.cfg
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(Path(tmp), unwrap(state.model), state.optimizer, state.scheduler, state.iteration, position,
+                        cfg, w.job.prepared / "taxonomy.json")
+        atomic_write_text(Path(tmp) / BEST_FILE, json.dumps({"iteration": state.iteration, "val.mean_AP": w.best_ap}))
+        storage.upload(Path(tmp), storage.join(w.job.run_dir, "best"))
+
+
+def best_so_far(run_dir: str) -> float:
+    """val.mean_AP of RUN_DIR/best (a resumed run keeps its best), -1 when there is none."""
+    location = storage.join(run_dir, "best", BEST_FILE)
+    return float(json.loads(storage.read_text(location))["val.mean_AP"]) if storage.is_file(location) else -1.0
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -259,6 +281,8 @@ def train_loop_per_worker(config: dict) -> None:
         tracker = RunLogger(job.tracking_uri, job.run_id, background=True)  # never stalls a step
     validator = Validator(cfg, job.prepared, taxonomy, stats) if cfg.data.splits("valid") else None
     w = Worker(job, rank, world, taxonomy, validator, tracker)
+    if rank == 0 and cfg.tracking.log_best_model:
+        w.best_ap = best_so_far(job.run_dir)
     meters = Meters(len(taxonomy), len(cfg.data.splits("train")))
     for batch in ray.train.get_dataset_shard("train").iter_torch_batches(batch_size=cfg.train.batch_size,
                                                                          drop_last=True):

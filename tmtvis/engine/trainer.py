@@ -27,6 +27,8 @@ class TrainResult:
     tracking_uri: str | None = None
     run_id: str | None = None
     model: object | None = None          # tmtvis.tracking.model.LoggedModelInfo of the final checkpoint
+    best_checkpoint: Path | None = None  # tracking.log_best_model: the checkpoint of the best val.mean_AP
+    best_model: object | None = None     # ... and its LoggedModel ("best")
 
 
 def tracking_configured(cfg: Config) -> bool:
@@ -285,5 +287,12 @@ def _finish(cfg: Config, run_dir: Path | str, checkpoint: Path | str | None, fin
         model = finish_training_run(tracker, storage.local_copy(checkpoint) if checkpoint else None,
                                     int(metrics.get("iteration", 0)), [ds.name for ds in cfg.data.splits("valid")],
                                     register_model, cfg.tracking.log_model)
+    best, best_model = None, None
+    if cfg.tracking.log_best_model and storage.is_dir(storage.join(run_dir, "best")):
+        best = storage.local_copy(storage.join(run_dir, "best"))
+        if tracker is not None:
+            from tmtvis.tracking.mlflow_tracking import log_best_checkpoint
+
+            best_model = log_best_checkpoint(tracker.tracking_uri, tracker.run_id, best)
     tracking_uri, run_id = (tracker.tracking_uri, tracker.run_id) if tracker is not None else (None, None)
-    return TrainResult(run_dir, checkpoint, metrics, tracking_uri, run_id, model)
+    return TrainResult(run_dir, checkpoint, metrics, tracking_uri, run_id, model, best, best_model)

@@ -280,6 +280,22 @@ def finish_training_run(tracker: RunLogger, checkpoint: Path | None, step: int, 
         return None
 
 
+def log_best_checkpoint(tracking_uri: str, run_id: str, best: Path):
+    """RUN_DIR/best as a second LoggedModel of the run, named "best", linked to the metrics of its validation."""
+    from tmtvis.checkpoint import BEST_FILE
+    from tmtvis.tracking.model import log_trained_model
+
+    step = int(json.loads((best / BEST_FILE).read_text())["iteration"])
+    try:
+        return log_trained_model(tracking_uri, run_id, best, step, name="best")
+    except TmtvisError:
+        raise
+    except Exception as e:
+        log.warning("MLflow tracking at %s failed while logging the best model of run %s (%s); it is at %s",
+                    tracking_uri, run_id, str(e).splitlines()[0][:200] if str(e) else type(e).__name__, best)
+        return None
+
+
 def log_sweep_plot(parent: RunLogger, child_runs: dict[str, str], metric: str = "val.mean_AP") -> None:
     """The parent run's plot of `metric` over iterations, one line per trial ({trial: child run id})."""
     import matplotlib.pyplot as plt
