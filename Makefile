@@ -9,7 +9,7 @@ CACHED_VENV := $(CACHE_DIR)/venv-$(PIN_HASH)
 VENV := .venv
 # Environment defaults (offline, local Ray) are applied by the entry points themselves: tmtvis/env.py.
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-soak test-fast demo clean
 
 install:
 	@if [ ! -f "$(CACHED_VENV)/.complete" ]; then \
@@ -27,8 +27,12 @@ install:
 	@$(VENV)/bin/python -P -c "import os,sys,tmtvis,importlib.metadata as m; sys.exit(os.path.dirname(os.path.dirname(tmtvis.__file__)) != os.getcwd() or m.entry_points(group='console_scripts')['tmtvis'].value != 'workflows.cli:main')" 2>/dev/null || \
 	  $(VENV)/bin/pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1
 
+# Everything but the soak tests (about 15 minutes here); CI (.ci/run) runs `test` and then `test-soak`.
 test: install
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -m "not soak"
+
+test-soak: install
+	$(VENV)/bin/python -m pytest -q -m soak
 
 # The inner loop: everything that needs no Ray instance and is not marked slow (about a minute).
 test-fast: install

@@ -132,6 +132,8 @@ def upload(local: Path, location: Location) -> None:
     fs, path = filesystem(location)
     try:
         _parent_dir(fs, path)
+        if local.is_dir():  # a local destination directory is not created by copy_files
+            fs.create_dir(path, recursive=True)
         pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     except OSError as e:
         raise TmtvisError(f"{location}: upload failed ({_first_line(e)})") from None

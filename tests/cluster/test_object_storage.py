@@ -115,6 +115,7 @@ def finish(started: tuple[subprocess.Popen, Path], seconds: float = 420) -> str:
     return out
 
 
+@pytest.mark.soak
 def test_train_kill_resume_and_infer_on_s3(synth_root, s3_env, mlflow_server, tmp_path):
     import boto3
 

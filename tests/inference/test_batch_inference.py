@@ -221,6 +221,7 @@ def rss_bytes() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_a_thousand_videos_flat_driver_memory_one_set_each(checkpoint, ray_local, tmp_path):
     rng = np.random.default_rng(0)
     videos = tmp_path / "videos"

@@ -152,6 +152,7 @@ def grid_sweep(synth_root: Path, tmp_path: Path, lrs: list[float], *overrides: s
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_killed_sweep_resumes_the_running_trial_from_its_checkpoint(synth_root, tmp_path):
     """SIGKILL the sweep driver while its first trial trains; `tune --resume` continues that trial from its last
     checkpoint, runs the other, and MLflow keeps exactly one child run per trial."""
@@ -195,6 +196,7 @@ def two_nodes():
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_two_node_sweep_runs_two_trials_at_once(synth_root, two_nodes, tmp_path):
     c, base = two_nodes
     env = {"RAY_TMPDIR": base}

@@ -222,9 +222,11 @@ def validate_and_report(w: Worker, state: TrainState, meters: Meters, do_val: bo
         metrics["ranks_in_sync"] = float(max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0])))
     if w.tracker is not None:
         w.tracker.metrics({k: v for k, v in metrics.items() if k != "iteration"}, step=iteration)
-    if do_val and w.rank == 0 and cfg.tracking.log_best_model and metrics.get("val.mean_AP", -1.0) > w.best_ap:
-        w.best_ap = metrics["val.mean_AP"]
-        save_best(w, state, meters.data_position(w.world))
+    if do_val and cfg.tracking.log_best_model:
+        position = meters.data_position(w.world)  # a collective: every rank takes part
+        if w.rank == 0 and metrics.get("val.mean_AP", -1.0) > w.best_ap:
+            w.best_ap = metrics["val.mean_AP"]
+            save_best(w, state, position)
     if not do_ckpt:
         ray.train.report(metrics)
         return
