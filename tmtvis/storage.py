@@ -132,7 +132,7 @@ def upload(local: Path, location: Location) -> None:
     fs, path = filesystem(location)
     try:
         _parent_dir(fs, path)
-        if local.is_dir():  # a local destination directory is not created by copy_files
+        if local.is_dir() and isinstance(fs, pafs.LocalFileSystem):  # copy_files does not create it
             fs.create_dir(path, recursive=True)
         pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     except OSError as e:
