@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY_CLIP, make_dataset, tiny_config
+from helpers import make_dataset, synthetic_trio, tiny_config
 from tmtvis.env import apply_defaults
 
 apply_defaults()
@@ -25,13 +25,9 @@ def tiny_dataset(tmp_path: Path) -> tuple[Path, Path, dict]:
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """Three tiny synthetic presets (8 videos x 4 frames, 64x64) and their `prepare` output."""
-    from tmtvis.data.synthetic import generate
     from tmtvis.prepare import prepare
 
-    root = tmp_path_factory.mktemp("engine")
-    (root / "clip.json").write_text(json.dumps(TINY_CLIP))
-    for preset in ("ytvis", "ovis", "uvo"):
-        generate(root / "data" / preset, preset, videos=8, frames=4, size=(64, 64), seed=0, val_fraction=0.25)
+    root = synthetic_trio(tmp_path_factory.mktemp("engine"), videos=8, size=64, val_fraction=0.25)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepare(tiny_config(root), root / "prepared", show_progress=False)

@@ -88,6 +88,27 @@ def with_truncated_frame(synth_root: Path, tmp_path: Path) -> tuple[Path, Path]:
     return prepared, bad
 
 
+def synthetic_trio(root: Path, videos: int, size: int, val_fraction: float, frames: int = 4) -> Path:
+    """The three synthetic presets under root/data (not prepared) and the tiny CLIP config tiny_config names."""
+    import json
+
+    from tmtvis.data.synthetic import generate
+
+    (root / "clip.json").write_text(json.dumps(TINY_CLIP))
+    for preset in ("ytvis", "ovis", "uvo"):
+        generate(root / "data" / preset, preset, videos=videos, frames=frames, size=(size, size), seed=0,
+                 val_fraction=val_fraction)
+    return root
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

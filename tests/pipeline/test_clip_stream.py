@@ -52,16 +52,22 @@ def test_stream_is_a_deterministic_slice_of_the_plan(synth_root, ray_local):
         assert set(np.nonzero(valid_row)[0].tolist()) == set(valid[src])
 
 
-def test_a_truncated_frame_mid_stream_is_skipped_and_counted(synth_root, ray_local, tmp_path):
-    from tmtvis.pipeline.clip_stream import SkippedVideos
-
+def truncated_stream(synth_root, tmp_path):
+    """The training plan over the synthetic trio with one truncated frame (ytvis_synth train video 1), a small
+    clip config, the taxonomy, each source's valid classes and the bad file."""
     prepared, bad = with_truncated_frame(synth_root, tmp_path)
     cfg = tiny_config(synth_root)
     tax = UnifiedTaxonomy.load(prepared / "taxonomy.json")
     sources = load_sources(prepared, cfg.data.splits("train"), tax)
     valid = [tax.datasets[d.name].unified_ids for d in cfg.data.splits("train")]
-    plan = make_plan(sources, seed=0)
     clip = ClipConfig(num_frames=3, frame_window=3, short_edge=(32,), crop=(32, 32))
+    return make_plan(sources, seed=0), clip, tax, valid, bad
+
+
+def test_a_truncated_frame_mid_stream_is_skipped_and_counted(synth_root, ray_local, tmp_path):
+    from tmtvis.pipeline.clip_stream import SkippedVideos
+
+    plan, clip, tax, valid, bad = truncated_stream(synth_root, tmp_path)
     skipped = SkippedVideos.remote()
     got = [b for b in clip_dataset(plan, 0, 120, clip, len(tax), valid, batch_size=8, skipped=skipped)
            .iter_batches(batch_size=None)]
@@ -84,14 +90,9 @@ def sample_frames_of(plan, i, clip) -> list[int]:
 def test_a_truncated_frame_without_skipping_is_one_line_naming_it(synth_root, ray_local, tmp_path):
     from tmtvis.errors import TmtvisError, find_user_error
 
-    prepared, bad = with_truncated_frame(synth_root, tmp_path)
-    cfg = tiny_config(synth_root)
-    tax = UnifiedTaxonomy.load(prepared / "taxonomy.json")
-    sources = load_sources(prepared, cfg.data.splits("train"), tax)
-    valid = [tax.datasets[d.name].unified_ids for d in cfg.data.splits("train")]
-    clip = ClipConfig(num_frames=3, frame_window=3, short_edge=(32,), crop=(32, 32))
+    plan, clip, tax, valid, bad = truncated_stream(synth_root, tmp_path)
     with pytest.raises(Exception) as e:
-        for _ in clip_dataset(make_plan(sources, seed=0), 0, 120, clip, len(tax), valid, batch_size=8).iter_batches():
+        for _ in clip_dataset(plan, 0, 120, clip, len(tax), valid, batch_size=8).iter_batches():
             pass
     user = find_user_error(e.value)
     assert isinstance(user, TmtvisError) and "\n" not in str(user)  # across processes: the remote error's line

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import ROOT, TINY_CLIP, ray_nodes, tiny_config
+from helpers import ROOT, alive, ray_nodes, synthetic_trio, tiny_config
 from tmtvis.config import save_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -29,12 +29,7 @@ CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """Tiny synthetic presets (not prepared) and a config for the CLI."""
-    from tmtvis.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("interrupts")
-    (root / "clip.json").write_text(json.dumps(TINY_CLIP))
-    for preset in ("ytvis", "ovis", "uvo"):
-        generate(root / "data" / preset, preset, videos=6, frames=4, size=(48, 48), seed=0, val_fraction=0.34)
+    root = synthetic_trio(tmp_path_factory.mktemp("interrupts"), videos=6, size=48, val_fraction=0.34)
     save_config(tiny_config(root), root / "cfg.yaml")
     return root
 
@@ -43,14 +38,6 @@ def descendants(pid: int) -> list[int]:
     from tmtvis.interrupts import _descendants
 
     return _descendants(pid)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class Command:
