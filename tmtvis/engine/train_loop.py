@@ -222,15 +222,15 @@ def validate_and_report(w: Worker, state: TrainState, meters: Meters, do_val: bo
         metrics["ranks_in_sync"] = float(max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0])))
     if w.tracker is not None:
         w.tracker.metrics({k: v for k, v in metrics.items() if k != "iteration"}, step=iteration)
-    if do_val and cfg.tracking.log_best_model:
-        position = meters.data_position(w.world)  # a collective: every rank takes part
-        if w.rank == 0 and metrics.get("val.mean_AP", -1.0) > w.best_ap:
-            w.best_ap = metrics["val.mean_AP"]
-            save_best(w, state, position)
+    keep_best = do_val and cfg.tracking.log_best_model
+    # A collective (every rank takes part), taken once for the best and the regular checkpoint alike.
+    position = meters.data_position(w.world) if keep_best or do_ckpt else 0
+    if keep_best and w.rank == 0 and metrics.get("val.mean_AP", -1.0) > w.best_ap:
+        w.best_ap = metrics["val.mean_AP"]
+        save_best(w, state, position)
     if not do_ckpt:
         ray.train.report(metrics)
         return
-    position = meters.data_position(w.world)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = None
         if w.rank == 0:
