@@ -76,35 +76,39 @@ def crop_window(h0: int, w0: int, cfg: ClipConfig, rng: np.random.Generator | No
     return CropWindow(rh, rw, y0, x0, min(ch, rh - y0), min(cw, rw - x0), flip)
 
 
-def _window(im: Image.Image, span: tuple[float, float], win: CropWindow, resample: int) -> Image.Image:
-    """The window of an image spanning `span` (W, H) of its pixels, as resizing it whole and then cropping."""
+def _window(im: Image.Image, span: tuple[float, float], win: CropWindow) -> Image.Image:
+    """The window of a frame spanning `span` (W, H) of its pixels: bilinear, as resizing it whole then cropping."""
     if span == (win.rw, win.rh):  # no resize: a plain crop
         out = im.crop((win.x0, win.y0, win.x0 + win.w, win.y0 + win.h))
     else:
         fx, fy = span[0] / win.rw, span[1] / win.rh
         box = (win.x0 * fx, win.y0 * fy, (win.x0 + win.w) * fx, (win.y0 + win.h) * fy)
-        out = im.resize((win.w, win.h), resample, box=box)
+        out = im.resize((win.w, win.h), Image.BILINEAR, box=box)
     return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if win.flip else out
 
 
-def _paste(out: np.ndarray, a: np.ndarray, win: CropWindow) -> None:
-    """Write a window into its (ch, cw, ...) slot: top-left, or top-right when flipped (the padding flips too)."""
-    x = out.shape[1] - win.w if win.flip else 0
-    out[:win.h, x:x + win.w] = a
+def _nearest(src: int, grid: int) -> np.ndarray:
+    """Source pixel of each of `grid` pixels in a nearest resize of `src` pixels, computed as PIL does (an
+    accumulated step) so that the crop picks what a whole-mask PIL resize would (ties at pixel borders too)."""
+    step = src / grid
+    return np.minimum(np.add.accumulate(np.r_[step / 2, np.full(grid - 1, step)]).astype(np.intp), src - 1)
 
 
 def _load_masks(row: dict, frame_ids: list[int], win: CropWindow, crop: tuple[int, int]) -> tuple[np.ndarray, list]:
     """Masks (K, T, ch, cw) uint8 of the clip's non-crowd instances annotated in any of its frames, and those."""
     cands = [i for i in row["instances"] if not i["iscrowd"] and any(i["rles"][f] is not None for f in frame_ids)]
     h0, w0 = row["height"], row["width"]
+    rows = _nearest(h0, win.rh)[win.y0:win.y0 + win.h]
+    cols = _nearest(w0, win.rw)[win.x0:win.x0 + win.w]
+    if win.flip:
+        cols = cols[::-1]
     masks = np.zeros((len(cands), len(frame_ids), *crop), np.uint8)
+    x = crop[1] - win.w if win.flip else 0
     for t, f in enumerate(frame_ids):
         present = [k for k, inst in enumerate(cands) if inst["rles"][f] is not None]
         if present:
-            decoded = decode_counts([cands[k]["rles"][f] for k in present], h0, w0)  # (h0, w0, k)
-            for j, k in enumerate(present):
-                m = _window(Image.fromarray(decoded[:, :, j]), (w0, h0), win, Image.NEAREST)
-                _paste(masks[k, t], np.asarray(m), win)
+            decoded = decode_counts([cands[k]["rles"][f] for k in present], h0, w0).T  # (k, w0, h0), C order
+            masks[present, t, :win.h, x:x + win.w] = decoded[:, cols][:, :, rows].transpose(0, 2, 1)
     return masks, cands
 
 
@@ -119,7 +123,8 @@ def load_clip(row: dict, frame_ids: list[int], cfg: ClipConfig, rng: np.random.G
     root = Path(row["image_root"])
     for t, f in enumerate(frame_ids):
         im, span = load_image(resolve_frame(root, row["file_names"][f]), draft=(win.rw, win.rh))
-        _paste(frames[t], np.asarray(_window(im, span, win, Image.BILINEAR)), win)
+        x = cfg.crop[1] - win.w if win.flip else 0  # flipped, the padding is on the left
+        frames[t, :win.h, x:x + win.w] = np.asarray(_window(im, span, win))
     masks, cands = _load_masks(row, frame_ids, win, cfg.crop)
     keep = np.flatnonzero(masks.reshape(len(cands), -1).any(1))[:cfg.max_instances]
     labels = np.full((cfg.max_instances,), -1, np.int64)
