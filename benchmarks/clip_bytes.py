@@ -78,6 +78,10 @@ def clip_bytes(batch: dict[str, np.ndarray]) -> int:
     return sum(sum(a.nbytes for a in v) if v.dtype == object else v.nbytes for v in batch.values())
 
 
+def kib(n: float) -> str:
+    return f"{n / 1024:9.1f} KiB"
+
+
 def padded_bytes(cfg: ClipConfig, num_classes: int) -> int:
     """Bytes per clip before: frames, padded masks, labels, num_instances, valid_classes, frame_ids, source, sample."""
     t, (h, w), m = cfg.num_frames, cfg.crop, cfg.max_instances
@@ -108,10 +112,10 @@ def config_rows(work: Path, clips: int, rev: str) -> None:
         frame_bytes = cfg.num_frames * cfg.crop[0] * cfg.crop[1] * 3
         after = float(np.mean(sizes))
         print(f"{name}: {cfg.num_frames} frames {cfg.crop[0]}x{cfg.crop[1]} from {size[0]}x{size[1]} JPEGs, "
-              f"max_instances {cfg.max_instances}; decoded frames {frame_bytes / 2**20:.2f} MiB/clip")
-        print(f"  bytes/clip  before {padded_bytes(cfg, num_classes) / 2**20:7.2f} MiB "
-              f"({padded_bytes(cfg, num_classes) / frame_bytes:.2f} x frames)   after mean {after / 2**20:.2f} MiB, "
-              f"max {max(sizes) / 2**20:.2f} MiB ({after / frame_bytes:.3f} x frames, max {max(sizes) / frame_bytes:.3f})")
+              f"max_instances {cfg.max_instances}; decoded frames {kib(frame_bytes)}/clip")
+        print(f"  bytes/clip  before {kib(padded_bytes(cfg, num_classes))} ({padded_bytes(cfg, num_classes) / frame_bytes:.2f}"
+              f" x frames)   after mean {kib(after)}, max {kib(max(sizes))} ({after / frame_bytes:.3f} x frames, "
+              f"max {max(sizes) / frame_bytes:.3f})")
         if before is None:
             print(f"  clips/s: git cannot show {rev}: no 'before' figure")
             continue
