@@ -41,3 +41,8 @@ def decode_rle(rle: dict) -> np.ndarray:
     elif isinstance(rle["counts"], str):
         rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
     return mask_utils.decode(rle)
+
+
+def decode_counts(counts: list[str], height: int, width: int) -> np.ndarray:
+    """Compressed RLE counts of k masks of one size -> (H, W, k) uint8, in one batched decode."""
+    return mask_utils.decode([{"size": [height, width], "counts": c.encode("ascii")} for c in counts])
