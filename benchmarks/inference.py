@@ -6,11 +6,13 @@ same), then, on one local Ray started with all cores, runs an untimed warm-up (s
 the session's cold start), then for each repeat the same videos through 1 actor and through 2 (fresh output
 dirs). Both pool sizes get the same CPUs per actor, so the ratio is the pool's scaling, not torch's threading.
 
-Timing comes from the outputs: the time each video's Parquet file was written. A pool of N actors is warm once
-N videos are out (each actor's first batch pays its start-up), so start_N = the N-th output's time after the
-run began, and steady state spans the N-th to the N-th-from-last output (both ends have a partly busy pool):
-its frames/s = the frames written in that span / its length.
-Usage: python benchmarks/inference.py [--videos 48] [--frames 8] [--size 128] [--repeats 1]
+Timing comes from the outputs: the time each video's Parquet file was written. Videos travel in blocks of k
+(batch_inference.videos_per_block); a pool of N actors is warm once N blocks are out (each actor's first block
+pays its start-up), so start_N = the time of the (N*k)-th output after the run began, and steady state spans
+the (N*k)-th to the (N*k)-th-from-last output (both ends have a partly busy pool): its frames/s = the frames
+written in that span / its length. The CPU seconds of every process of the local Ray (and of the driver) in
+that span, per frame and by role, show where the time goes.
+Usage: python benchmarks/inference.py [--videos 96] [--frames 16] [--size 128] [--repeats 1]
 Ends with: RESULT actors2_vs_actors1=<steady ratio> start_1=<s> start_2=<s> (best of the repeats)
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -35,7 +38,8 @@ from tmtvis.config import load_config  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.engine.optim import build_optimizer, build_scheduler  # noqa: E402
 from tmtvis.models.tmtvis_model import build_model  # noqa: E402
-from tmtvis.pipeline.batch_inference import prediction_file, run_inference  # noqa: E402
+from tmtvis.data.video_files import discover  # noqa: E402
+from tmtvis.pipeline.batch_inference import prediction_file, run_inference, videos_per_block  # noqa: E402
 from tmtvis.prepare import prepare  # noqa: E402
 from tmtvis.ray_session import ray_session  # noqa: E402
 from tmtvis.taxonomy_bank import load_bank  # noqa: E402
@@ -70,7 +74,81 @@ def make_inputs(work: Path, videos: int, frames: int, size: int) -> tuple[Path, 
     return ckpt, work / "data/ytvis/train.json"
 
 
-def timed_run(ckpt: Path, input_json: Path, out: Path, actors: int, cpus_per_actor: float) -> dict:
+class CpuSampler:
+    """CPU seconds of this process and all its descendants (the local Ray: GCS, raylet, workers), sampled every
+    `every` s and grouped by role; a worker's CPU goes to the role its title names when sampled."""
+
+    GROUPS = ("actors", "decode", "driver", "ray")
+
+    def __init__(self, every: float = 0.25) -> None:
+        self.every, self.samples, self._last = every, [], {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "CpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        own = 0.0  # this thread's CPU, taken out of the driver's
+        while not self._stop.wait(self.every):
+            deltas = self._deltas()
+            deltas["driver"] -= time.thread_time() - own
+            own = time.thread_time()
+            self.samples.append((time.time(), deltas))
+
+    def _deltas(self) -> dict[str, float]:
+        tick, out = os.sysconf("SC_CLK_TCK"), dict.fromkeys(self.GROUPS, 0.0)
+        for pid, (title, cpu) in _descendants(os.getpid()).items():
+            out[self._group(pid, title)] += (cpu - self._last.get(pid, 0)) / tick  # a new process: all its CPU
+            self._last[pid] = cpu
+        return out
+
+    @staticmethod
+    def _group(pid: int, title: str) -> str:
+        if pid == os.getpid():
+            return "driver"
+        if title.startswith("ray::MapWorker"):
+            return "actors"
+        return "decode" if title.startswith(("ray::Map(", "ray::IDLE")) else "ray"
+
+    def between(self, t0: float, t1: float) -> dict[str, float]:
+        """CPU seconds per group in (t0, t1]."""
+        total = dict.fromkeys(self.GROUPS, 0.0)
+        for t, d in self.samples:
+            if t0 < t <= t1:
+                for k, v in d.items():
+                    total[k] += v
+        return total
+
+
+def _descendants(root: int) -> dict[int, tuple[str, int]]:
+    """pid -> (title, utime + stime in ticks) for `root` and every process below it."""
+    stats, children = {}, {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                title = Path(entry.path, "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            stats[int(entry.name)] = (title, int(fields[11]) + int(fields[12]))
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            out[pid] = stats[pid]
+        todo += children.get(pid, [])
+    return out
+
+
+def timed_run(ckpt: Path, input_json: Path, out: Path, actors: int, cpus_per_actor: float,
+              cpu: CpuSampler) -> dict:
     """One `run_inference` into a fresh `out`: start-up, steady-state frames/s and the whole run's figures."""
     shutil.rmtree(out, ignore_errors=True)
     lengths = {v["id"]: v["length"] for v in json.loads(input_json.read_text())["videos"]}
@@ -79,13 +157,16 @@ def timed_run(ckpt: Path, input_json: Path, out: Path, actors: int, cpus_per_act
                       progress=False)
     wall = time.time() - t0
     done = sorted((prediction_file(out, v).stat().st_mtime_ns / 1e9, n) for v, n in lengths.items())
-    if len(done) < 2 * actors + 1:
+    warm = actors * videos_per_block(discover(input_json), actors)  # outputs until each actor's first block is out
+    if len(done) < 2 * warm + 1:
         raise SystemExit(f"{len(done)} videos are too few for a steady state with {actors} actors: use more")
-    first, last = actors - 1, len(done) - actors  # indexes of the steady span's ends
+    first, last = warm - 1, len(done) - warm  # indexes of the steady span's ends
     span = done[last][0] - done[first][0]
     steady_frames = sum(n for _, n in done[first + 1:last + 1])
+    used = cpu.between(done[first][0], done[last][0])
     return {"start": done[first][0] - t0, "steady_fps": steady_frames / span, "steady_s": span,
-            "steady_frames": steady_frames, "frames": s.frames, "wall": wall}
+            "steady_frames": steady_frames, "frames": s.frames, "wall": wall,
+            "cpu_ms_per_frame": {k: 1000 * v / steady_frames for k, v in used.items()}}
 
 
 def warm_up(ckpt: Path, input_json: Path, out: Path, cpus_per_actor: float) -> None:
@@ -99,8 +180,8 @@ def warm_up(ckpt: Path, input_json: Path, out: Path, cpus_per_actor: float) -> N
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--videos", type=int, default=48)
-    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--videos", type=int, default=96)
+    ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=1, help="runs per pool size; the best is reported")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the data and checkpoint here (reused)")
@@ -114,16 +195,18 @@ def main() -> None:
           f"{cpus} CPUs, {per_actor:.3g} CPUs ({max(1, int(per_actor))} torch thread) per actor, "
           f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
     runs: dict[int, list[dict]] = {1: [], 2: []}
-    with ray_session(num_cpus=cpus):
+    with ray_session(num_cpus=cpus), CpuSampler() as cpu:
         warm_up(ckpt, input_json, work / "out-warmup", per_actor)
         for r in range(args.repeats):
             for actors in (1, 2):
-                m = timed_run(ckpt, input_json, work / f"out-{actors}-{r}", actors, per_actor)
+                m = timed_run(ckpt, input_json, work / f"out-{actors}-{r}", actors, per_actor, cpu)
                 runs[actors].append(m)
                 print(f"  {actors} actor(s), run {r + 1}: start-up {m['start']:.1f} s, steady "
                       f"{m['steady_fps']:.2f} frames/s ({m['steady_frames']} frames in {m['steady_s']:.1f} s); "
                       f"whole run {m['frames']} frames in {m['wall']:.1f} s = {m['frames'] / m['wall']:.2f} "
                       f"frames/s; load average {os.getloadavg()[0]:.1f}")
+                print("      steady-state CPU ms per frame: " + ", ".join(
+                    f"{k} {v:.1f}" for k, v in m["cpu_ms_per_frame"].items()))
     fps = {a: max(m["steady_fps"] for m in ms) for a, ms in runs.items()}
     start = {a: min(m["start"] for m in ms) for a, ms in runs.items()}
     whole = {a: max(m["frames"] / m["wall"] for m in ms) for a, ms in runs.items()}

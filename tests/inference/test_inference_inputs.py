@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tmtvis.data.video_files import decode_video_file, discover, read_video
+from tmtvis.data.video_files import VideoSource, decode_video_file, discover, read_video
 from tmtvis.errors import DataError, TmtvisError
 from tmtvis.checkpoint import load_checkpoint
 from tmtvis.pipeline.batch_inference import (PREDICTIONS, VIDEO_PREDICTIONS, predictions_table, read_predictions,
-                                             split_videos, write_predictions)
+                                             split_videos, videos_per_block, write_predictions)
 from workflows.cli import main
 
 
@@ -103,6 +103,18 @@ def test_actor_rows_split_into_per_video_tables():
         assert [(v, n) for v, n, _ in got] == [(v, 2) for v in ids]
         for vid, _, table in got:
             assert table.schema == PREDICTIONS and table.equals(predictions_table(vid, (3, 6), videos[vid]))
+
+
+def test_videos_per_block_amortises_tasks_but_keeps_the_pool_busy():
+    def sources(n: int, frames: int, kind: str = "frames") -> list[VideoSource]:
+        return [VideoSource(i + 1, f"v{i}", kind, "/", [f"{j}.jpg" for j in range(frames)]) for i in range(n)]
+
+    assert videos_per_block(sources(96, 16), 1) == videos_per_block(sources(96, 16), 2) == 4  # 64 frames
+    assert videos_per_block(sources(96, 16), 4) == 3  # 8 blocks per actor
+    assert videos_per_block(sources(6, 4), 2) == 1  # too few videos to group
+    assert videos_per_block(sources(100, 200), 1) == 1  # long videos: one per block
+    assert videos_per_block(sources(100, 1, "file"), 1) == 1  # a video file's length is unknown
+    assert videos_per_block([], 1) == 1
 
 
 def test_checkpoint_errors(tmp_path, capsys):

@@ -33,6 +33,10 @@ from tmtvis.io_utils import atomic_path, atomic_write_text
 log = logging.getLogger(__name__)
 
 READ_CPUS = 0.25  # per decode task: decoding is light next to the model, and must not starve the actors
+# Videos travel in blocks of a few (decoded by one task, predicted by one actor call): each Ray task costs the
+# driver, the raylet and the worker some milliseconds, as much as decoding a short clip. Up to this many frames
+# per block, and at least 8 blocks per actor so that the pool stays busy to the end.
+BLOCK_FRAMES, BLOCKS_PER_ACTOR = 64, 8
 PREDICTIONS = pa.schema([
     ("video_id", pa.int64()),
     ("category_id", pa.int64()),
@@ -198,6 +202,12 @@ def _resources(actors: int, cpus_per_actor: float | None, gpus_per_actor: float 
     return cpus_per_actor, gpus_per_actor
 
 
+def videos_per_block(sources: list[VideoSource], actors: int) -> int:
+    """How many videos one Ray task decodes and one actor call predicts (see BLOCK_FRAMES)."""
+    frames = sum(len(s.file_names) if s.kind == "frames" else BLOCK_FRAMES for s in sources)  # files: unknown
+    return max(1, min(BLOCK_FRAMES * len(sources) // max(1, frames), len(sources) // (BLOCKS_PER_ACTOR * actors)))
+
+
 def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
                    window: int | None, overlap: int, topk: int, actors: int, cpus_per_actor: float | None,
                    gpus_per_actor: float | None, progress: bool | None,
@@ -229,7 +239,7 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     # actor fails the run, which resumes where it stopped), so restarts are off there; clusters keep them.
     restarts = {} if len([n for n in ray.nodes() if n.get("Alive")]) > 1 else {"max_restarts": 0}
     rows = [s.to_row() for s in sources]
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // videos_per_block(sources, actors)))
     ds = ds.map(decode_row, fn_kwargs={"short_edge": short_edge}, num_cpus=READ_CPUS)
     with warnings.catch_warnings():  # max_restarts has no named parameter in Ray 2.60 (ray_remote_args deprecated)
         warnings.simplefilter("ignore", DeprecationWarning)
