@@ -1,5 +1,6 @@
 """Offline batch inference with Ray Data: videos -> decode tasks -> an actor pool of predictors (model loaded
-once per actor) -> one Parquet file per video on the driver -> results.json + results.zip (submission format).
+once per actor; predictions leave it as Arrow columns, one row per video) -> one Parquet file per video on the
+driver -> results.json + results.zip (submission format).
 
 Resumable: a video whose Parquet file exists is not predicted again. Files are written atomically, so an
 interrupted run leaves only whole files. The driver writes the outputs, so OUT need only exist where the
