@@ -190,7 +190,8 @@ def test_checkpoint_checked_cheaply_before_ray(synth_root, tmp_path, capsys, mon
     from tmtvis.taxonomy_bank import load_bank
 
     cfg = tiny_config(synth_root)
-    model = tmtvis_model.build_model(cfg.model, torch.from_numpy(load_bank(synth_root / "prepared/bank.parquet").embeddings))
+    bank = torch.from_numpy(load_bank(synth_root / "prepared/bank.parquet").embeddings)
+    model = tmtvis_model.build_model(cfg.model, bank)
     optimizer = build_optimizer(model, cfg.train)
     ck = tmp_path / "ck"
     ck.mkdir()
