@@ -70,7 +70,7 @@ def test_bad_input_is_one_line_and_exit_2(synth_root, tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.stderr
-    assert str(bad) in lines[0] and "annotations[0]" in lines[0] and "has length 4" in lines[0]
+    assert str(bad) in lines[0] and "annotations[0]" in lines[0] and "but video 1 has 4 frames" in lines[0]
 
     ovis = json.loads((synth_root / "ovis" / "train.json").read_text())
     broken = tmp_path / "images"
