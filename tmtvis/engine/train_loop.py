@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import tempfile
 import time
@@ -263,9 +262,6 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.train.threads_per_worker)
-    if job.local_run_dir is not None:  # a local (or shared) run dir: where each rank's process is, for tests/ops
-        (job.local_run_dir / "workers").mkdir(parents=True, exist_ok=True)
-        (job.local_run_dir / "workers" / f"rank{rank}.pid").write_text(str(os.getpid()))
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
 
