@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ import yaml
 
 from tmtvis import env, storage
 from tmtvis.config import Config, from_dict, to_dict
-from tmtvis.errors import TmtvisError
+from tmtvis.errors import TmtvisError, root_cause
 from tuning.space import Space, check_keys, clip_set_size, parse_space, space_to_dict, trial_config
 
 log = logging.getLogger(__name__)
@@ -270,20 +269,9 @@ def _row(result, sweep_dir: Path | str, space: Space, iterations: int) -> TrialR
         status = "finished"
     run_file = storage.join(sweep_dir, "trials", trial, "mlflow_run.json")
     run_id = json.loads(storage.read_text(run_file))["run_id"] if storage.is_file(run_file) else None
-    error = _error_summary(str(result.error)) if result.error is not None else None
+    error = root_cause(result.error).line if result.error is not None else None
     return TrialRow(trial, params, status, done, _best(history.get(AP, []), "max"),
                     _best(history.get(space.scheduler.metric, []), space.scheduler.mode), run_id, error)
-
-
-def _error_summary(text: str) -> str:
-    """The root cause from a trial's chained traceback text: its first 'SomeError: message' line.
-
-    Wrappers (Ray's WorkerGroupError, train()'s TmtvisError) end in ':' and point at the snippet below them.
-    """
-    errors = [line.strip() for line in text.splitlines()
-              if re.match(r"^\s*[\w.]+(Error|Exception): ", line) and not line.rstrip().endswith(":")]
-    lines = text.strip().splitlines()
-    return (errors[0] if errors else lines[-1] if lines else "unknown error")[:300]
 
 
 def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from tmtvis import storage
 from tmtvis.data.video_files import VideoSource, discover, read_video
 from tmtvis.errors import TmtvisError
-from tmtvis.errors import find_user_error as _user_error
+from tmtvis.errors import root_cause
 from tmtvis.io_utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,7 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     with warnings.catch_warnings():  # the context's own deprecated fields warn on first use
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx = ray.data.DataContext.get_current()
+    ctx.raise_original_map_exception = True  # a map's error arrives as itself (errors.root_cause finds it)
     bars = sys.stderr.isatty() if progress is None else progress
     ctx.enable_progress_bars = bars
     ctx.use_ray_tqdm = False  # the bars are drawn by this driver, whose worker logs are off without -v
@@ -217,7 +218,7 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
             videos += 1
             frames += int(row["frames"])
     except Exception as e:
-        user = _user_error(e)
+        user = root_cause(e).user_error
         if user is None:
             raise
         raise user from None
