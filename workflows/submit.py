@@ -23,20 +23,12 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60.0
 
 
-def ignore_patterns(root: Path) -> list[str]:
-    """The patterns of `root/.rayignore` (gitignore syntax), comments and blanks dropped."""
-    path = root / ".rayignore"
-    if not path.is_file():
-        return []
-    lines = (line.strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
-
-
 def build_runtime_env(runtime_env_file: str | Path | None = None, working_dir: str | Path = PROJECT_ROOT) -> dict:
-    """working_dir + .rayignore excludes + offline env vars, updated by a runtime_env YAML (its keys win;
-    excludes and env_vars are merged; a relative working_dir resolves against the project)."""
+    """working_dir + offline env vars, updated by a runtime_env YAML (its keys win; excludes and env_vars are
+    merged; a relative working_dir resolves against the project). Ray itself leaves out what the working
+    dir's `.rayignore` and `.gitignore` exclude when it uploads it."""
     root = Path(working_dir).resolve()
-    env: dict = {"working_dir": str(root), "excludes": ignore_patterns(root), "env_vars": dict(JOB_DEFAULTS)}
+    env: dict = {"working_dir": str(root), "excludes": [], "env_vars": dict(JOB_DEFAULTS)}
     if runtime_env_file is None:
         return env
     path = Path(runtime_env_file)
