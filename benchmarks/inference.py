@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 from tmtvis.config import load_config  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
-from tmtvis.engine.optim import build_optimizer, build_scheduler  # noqa: E402
+from tmtvis.optim import build_optimizer, build_scheduler  # noqa: E402
 from tmtvis.checkpoint import save_checkpoint  # noqa: E402
 from tmtvis.ray_session import ray_session  # noqa: E402
 from tmtvis.models.tmtvis_model import build_model  # noqa: E402

@@ -18,8 +18,8 @@ import ray.train.torch
 from tmtvis import storage
 from tmtvis.checkpoint import BEST_FILE, load_state, save_checkpoint
 from tmtvis.config import Config
-from tmtvis.engine.optim import build_optimizer, build_scheduler
-from tmtvis.engine.validation import Validator, log_validation, training_label_stats, unwrap
+from tmtvis.optim import build_optimizer, build_scheduler
+from tmtvis.validation import Validator, log_validation, training_label_stats, unwrap
 from tmtvis.eval.taxonomy_diagnostics import LabelStats
 from tmtvis.io_utils import atomic_write_text
 from tmtvis.losses.criterion import SetCriterion
