@@ -21,7 +21,7 @@ apply_defaults()
 
 import torch  # noqa: E402
 
-from tmtvis.config import load_config  # noqa: E402
+from tmtvis.config import load_config, preset_path  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.optim import build_optimizer, build_scheduler  # noqa: E402
 from tmtvis.checkpoint import save_checkpoint  # noqa: E402
@@ -31,14 +31,13 @@ from tmtvis.pipeline.batch_inference import run_inference  # noqa: E402
 from tmtvis.prepare import prepare  # noqa: E402
 from tmtvis.taxonomy_bank import load_bank  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 
 
 def make_checkpoint(work: Path, size: int) -> tuple[Path, Path]:
     """(checkpoint dir, input JSON) for the ytvis preset under `work`."""
-    cfg = load_config(ROOT / "configs/tiny.yaml", [
+    cfg = load_config(preset_path("tiny"), [
         f"data.root={work / 'data'}", f"output_dir={work / 'runs'}", "taxonomy.clip_model=bench-clip",
         f"taxonomy.clip_model_config={work / 'clip.json'}", f"data.clip.short_edge=[{size}]"])
     with warnings.catch_warnings():

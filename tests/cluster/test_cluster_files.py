@@ -16,7 +16,7 @@ from workflows.submit import build_runtime_env, entrypoint
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 FILES = sorted(CLUSTER.rglob("*.yaml"))
-PROJECT_DIRS = {"configs", "tuning", "cluster", "tmtvis", "workflows", "benchmarks"}
+PROJECT_DIRS = {"tuning", "cluster", "tmtvis", "workflows", "benchmarks"}
 IN_IMAGE = "/home/ray/tmtvis"  # where cluster/Dockerfile puts the project
 
 
@@ -257,3 +257,10 @@ def test_submit_helper_script_wraps_the_cli():
     out = subprocess.run([sys.executable, str(CLUSTER / "submit.py"), "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "usage: tmtvis submit --address" in out.stdout
+
+
+def test_the_image_env_is_the_job_defaults():
+    from tmtvis.env import JOB_DEFAULTS
+
+    env = [line.split()[1:] for line in (CLUSTER / "Dockerfile").read_text().splitlines() if line.startswith("ENV ")]
+    assert dict(kv.split("=", 1) for line in env for kv in line) == JOB_DEFAULTS
