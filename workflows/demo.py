@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"[demo] prepared: {len(prepared.taxonomy)} unified categories, "
           f"{sum(prepared.rows.values())} videos in manifests ({time.time() - t0:.0f} s)")
     run_dir = out / time.strftime("train-%Y%m%d-%H%M%S")
-    result = train(cfg, prepared.out_dir, run_dir, address=args.address, register_model="tmtvis-demo")
+    result = train(cfg, prepared.out_dir, run_dir, address=args.address, register_model="tmtvis-demo",
+                   worker_logs=getattr(args, "verbose", False))
     print(f"[demo] trained {cfg.train.iterations} iterations with {cfg.train.workers} Ray Train workers "
           f"in {result.metrics.get('train.wall_seconds', 0):.0f} s; validation AP per dataset (%):")
     print_summary(cfg, result)

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                                     f"train.iterations={args.iterations}", f"train.lr_steps=[{int(0.8 * args.iterations)}]",
                                     "train.val_max_videos=0", *args.overrides])
     t0 = time.time()
-    table, results = run_study(cfg, out, args.seeds, args.single, args.only, report_only=args.report_only)
+    table, results = run_study(cfg, out, args.seeds, args.single, args.only, report_only=args.report_only,
+                               worker_logs=getattr(args, "verbose", False))
     config = args.config.resolve() if args.config.is_file() else args.config  # a file, or a preset's name
     config = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
     classes = ",".join(f"{k}={v}" for k, v in args.classes.items())

@@ -195,14 +195,14 @@ def _torch_trainer(cfg: Config, job, dataset, fs, fs_path: str, callbacks: list 
 def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str | None = None,
           resume: bool = False, track: bool = True, callbacks: list | None = None,
           parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-          register_model: str | None = None) -> TrainResult:
+          register_model: str | None = None, worker_logs: bool = False) -> TrainResult:
     """Train `cfg` on the outputs of `prepare` in `run_dir` (resuming from its latest checkpoint when asked).
 
     `run_dir` is a local path or an object-storage URI (s3://bucket/prefix: checkpoints go there through Ray
     Train's storage; tracking then needs a server). Inside a running Ray session (a Tune trial) the session is
     reused; `callbacks` go to the Ray Train RunConfig (e.g. Tune's TuneReportCallback) and `parent_run_id`
     makes the MLflow run a child run. The final checkpoint becomes an MLflow LoggedModel, registered as
-    `register_model` when given.
+    `register_model` when given. `worker_logs`: the workers' logs on this console (`tmtvis -v`).
     """
     import ray
 
@@ -230,7 +230,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
 
     reused = ray.is_initialized()  # a Tune trial: the sweep has checked the cluster
     can_grow = bool(address or os.environ.get("RAY_ADDRESS"))  # we cannot tell whether a cluster autoscales
-    with ray_session(address):
+    with ray_session(address, worker_logs=worker_logs):
         if not reused:
             check_cluster(cfg, can_grow, track)
         storage.write_text(storage.join(run_dir, "config.yaml"), config_text(cfg))  # a refused run leaves nothing

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -168,8 +167,8 @@ def _resources(actors: int, cpus_per_actor: float | None, gpus_per_actor: float 
 def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
                    window: int | None, overlap: int, topk: int, actors: int, cpus_per_actor: float | None,
                    gpus_per_actor: float | None, progress: bool | None,
-                   tracking_uri: str | None = None, written: Callable[[Path], None] | None = None
-                   ) -> tuple[int, int]:
+                   tracking_uri: str | None = None, written: Callable[[Path], None] | None = None,
+                   worker_logs: bool = False) -> tuple[int, int]:
     """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives (and
     passing it to `written`, e.g. to upload it).
 
@@ -188,7 +187,7 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     ctx.enable_progress_bars = bars
     ctx.use_ray_tqdm = False  # the bars are drawn by this driver, whose worker logs are off without -v
     ctx.execution_options.verbose_progress = bars  # one bar per stage (decode, predict), in videos
-    if os.environ.get("TMTVIS_RAY_WORKER_LOGS") != "1":  # Ray Data's plan/start/finish lines only with -v
+    if not worker_logs:  # Ray Data's plan/start/finish lines only with -v
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").addFilter(_NoBarsNotice())
     # Ray Data hands its actors their DataContext and transform as object-store references and restarts lost
@@ -272,7 +271,7 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
                   images: str | Path | None = None, address: str | None = None, actors: int = 1,
                   cpus_per_actor: float | None = None, gpus_per_actor: float | None = None, viz: int = 0,
                   window: int | None = None, topk: int = 10, progress: bool | None = None,
-                  tracking_uri: str | None = None) -> InferenceSummary:
+                  tracking_uri: str | None = None, worker_logs: bool = False) -> InferenceSummary:
     """`tmtvis infer`: predict every video of the input not yet in `out_dir`, then assemble the results.
 
     `checkpoint`: a checkpoint or run dir, or an MLflow URI (models:/..., runs:/...) fetched via `tracking_uri`.
@@ -316,11 +315,12 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     t0 = time.time()
     if todo:
         load_checkpoint(ckpt.path)  # a broken state.pt: one line here, not an actor's traceback
-        with ray_session(address):
+        with ray_session(address, worker_logs=worker_logs):
             # the source, not the local copy: actors on other nodes fetch a checkpoint on object storage themselves
             predicted, frames = predict_videos(uri or ckpt.source, dataset, todo, out_dir,
                                                ckpt.cfg.data.clip.short_edge[0], window, overlap, topk, actors,
-                                               cpus_per_actor, gpus_per_actor, progress, tracking_uri, written=sync)
+                                               cpus_per_actor, gpus_per_actor, progress, tracking_uri, written=sync,
+                                               worker_logs=worker_logs)
     seconds = time.time() - t0
     results, results_json, results_zip = assemble(out_dir, sources)
     names = {c["id"]: c["name"] for c in labels.categories}
