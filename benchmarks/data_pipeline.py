@@ -21,7 +21,7 @@ from tmtvis.env import apply_defaults  # noqa: E402
 apply_defaults()
 
 from tmtvis.config import load_config, preset_path  # noqa: E402
-from tmtvis.data.clips import ClipConfig  # noqa: E402
+from tmtvis.data.clips import ClipConfig, stack_clips  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.pipeline.clip_stream import DecodeClips, clip_dataset, load_sources  # noqa: E402
 from tmtvis.pipeline.sampling import make_plan  # noqa: E402
@@ -83,7 +83,8 @@ def main() -> None:
 
     a, a_steady = timed(udf({"id": np.arange(s, min(s + 16, args.clips))}) for s in range(0, args.clips, 16))
     print(f"(a) single process       : {a:7.1f} clips/s (steady {a_steady:7.1f})")
-    loader = torch.utils.data.DataLoader(PlanDataset(udf, args.clips), batch_size=16, num_workers=2)
+    loader = torch.utils.data.DataLoader(PlanDataset(udf, args.clips), batch_size=16, num_workers=2,
+                                         collate_fn=stack_clips)  # the packed masks are ragged
     b, b_steady = timed(loader)
     print(f"(b) DataLoader, 2 workers: {b:7.1f} clips/s (steady {b_steady:7.1f})")
 

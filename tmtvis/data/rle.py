@@ -46,6 +46,11 @@ def decode_rle(rle: dict) -> np.ndarray:
     return mask_utils.decode(rle)
 
 
+def decode_counts(counts: list[str], height: int, width: int) -> np.ndarray:
+    """Compressed RLE counts of k masks of one size -> (H, W, k) uint8, in one batched decode."""
+    return mask_utils.decode([{"size": [height, width], "counts": c.encode("ascii")} for c in counts])
+
+
 MAX_SIDE = 1 << 15  # frame height/width: beyond 8K video, and h * w stays inside pycocotools' 32-bit sizes
 
 

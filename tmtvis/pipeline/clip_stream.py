@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from tmtvis.data.clips import ClipConfig, load_clip, sample_frames
+from tmtvis.data.clips import ClipConfig, empty_batch, load_clip, sample_frames, stack_clips
 from tmtvis.data.manifest import manifest_path, read_manifest
 from tmtvis.errors import DataError
 from tmtvis.pipeline.sampling import SamplePlan, SourceSpec
@@ -91,15 +91,12 @@ class DecodeClips:
             clips.append(clip)
         if not clips:
             return self._empty()
-        return {k: np.stack([c[k] for c in clips]) for k in clips[0]}
+        return stack_clips(clips)
 
     def _empty(self) -> dict[str, np.ndarray]:
-        """A batch of no clips, with the columns and shapes of a full one."""
-        (t, (h, w), m) = self.clip.num_frames, self.clip.crop, self.clip.max_instances
-        return {"frames": np.zeros((0, t, h, w, 3), np.uint8), "masks": np.zeros((0, m, t, h, w), np.uint8),
-                "labels": np.zeros((0, m), np.int64), "num_instances": np.zeros((0,), np.int64),
-                "valid_classes": np.zeros((0, self.num_classes), bool), "frame_ids": np.zeros((0, t), np.int64),
-                "source": np.zeros((0,), np.int64), "sample": np.zeros((0,), np.int64)}
+        """A batch of no clips, with the columns of a full one."""
+        return {**empty_batch(self.clip, self.num_classes), "source": np.zeros((0,), np.int64),
+                "sample": np.zeros((0,), np.int64)}
 
 
 def decode_batch_size(clip: ClipConfig, budget_bytes: int = 64 << 20, largest: int = 64) -> int:
