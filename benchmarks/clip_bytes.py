@@ -1,6 +1,6 @@
 """Compact clips (issue 12): bytes per clip through the object store, and single-process decode speed.
 
-For configs/tiny.yaml's and configs/r50.yaml's `data.clip`, on synthetic clips of <= 5 instances (the ytvis
+For the tiny and r50 presets' `data.clip`, on synthetic clips of <= 5 instances (the ytvis
 and ovis presets, 1-3 and 3-5 objects; 128x128 JPEGs for tiny, 360x640 for r50):
 
 1. bytes per clip as DecodeClips returns it (the sum of its columns' nbytes; the ragged `masks` column counts
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmtvis.config import load_config
+from tmtvis.config import load_config, preset_path
 from tmtvis.data.clips import ClipConfig, load_clip, sample_frames
 from tmtvis.data.frames import read_frame
 from tmtvis.data.manifest import read_manifest, video_rows, write_manifest
@@ -104,7 +104,7 @@ def interleaved(fns: dict, args_of, n: int) -> dict[str, float]:
 def config_rows(work: Path, clips: int, rev: str) -> None:
     before = old_load_clip(rev)
     for name, size in (("tiny", (128, 128)), ("r50", (360, 640))):
-        cfg = load_config(ROOT / f"configs/{name}.yaml").data.clip
+        cfg = load_config(preset_path(name)).data.clip
         srcs, num_classes = sources(work, size)
         plan = make_plan(srcs, seed=0)
         udf = DecodeClips(plan, 0, cfg, num_classes, [list(range(num_classes))] * len(srcs))
@@ -160,7 +160,7 @@ def v2_rows(work: Path, clips: int) -> None:
     from torchvision.transforms import v2
 
     torch.set_num_threads(1)  # a decode task holds one CPU
-    r50 = load_config(ROOT / "configs/r50.yaml").data.clip
+    r50 = load_config(preset_path("r50")).data.clip
     shapes = (("tiny shape", (128, 128), ClipConfig(5, 4, (96, 112, 128), (96, 96), True, 12)),
               ("r50 shape", (360, 640), r50), ("r50 shape, 720p", (720, 1280), r50))  # 720p: YouTube-VIS' size
     for name, size, cfg in shapes:

@@ -20,7 +20,7 @@ from tmtvis.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 
-from tmtvis.config import load_config  # noqa: E402
+from tmtvis.config import load_config, preset_path  # noqa: E402
 from tmtvis.data.clips import ClipConfig, stack_clips  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.pipeline.clip_stream import DecodeClips, clip_dataset, load_sources  # noqa: E402
@@ -28,7 +28,6 @@ from tmtvis.pipeline.sampling import make_plan  # noqa: E402
 from tmtvis.prepare import prepare  # noqa: E402
 from tmtvis.taxonomy import UnifiedTaxonomy  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 
@@ -57,7 +56,7 @@ def main() -> None:
     for preset in ("ytvis", "ovis", "uvo"):
         if not (work / "data" / preset / "train.json").exists():
             generate(work / "data" / preset, preset, videos=30, frames=8, size=(args.size, args.size), seed=0)
-    cfg = load_config(ROOT / "configs/tiny.yaml", [f"data.root={work / 'data'}", "taxonomy.clip_model=bench-clip",
+    cfg = load_config(preset_path("tiny"), [f"data.root={work / 'data'}", "taxonomy.clip_model=bench-clip",
                                                    f"taxonomy.clip_model_config={work / 'clip.json'}"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -34,9 +34,9 @@ apply_defaults()
 import torch  # noqa: E402
 
 from tmtvis.checkpoint import META_FILE, save_checkpoint  # noqa: E402
-from tmtvis.config import load_config  # noqa: E402
+from tmtvis.config import load_config, preset_path  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
-from tmtvis.engine.optim import build_optimizer, build_scheduler  # noqa: E402
+from tmtvis.optim import build_optimizer, build_scheduler  # noqa: E402
 from tmtvis.models.tmtvis_model import build_model  # noqa: E402
 from tmtvis.data.video_files import discover  # noqa: E402
 from tmtvis.pipeline.batch_inference import prediction_file, run_inference, videos_per_block  # noqa: E402
@@ -44,7 +44,6 @@ from tmtvis.prepare import prepare  # noqa: E402
 from tmtvis.ray_session import ray_session  # noqa: E402
 from tmtvis.taxonomy_bank import load_bank  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 OTHER_PRESET_VIDEOS = 4  # ovis and uvo are there for the tiny config's taxonomy only
@@ -59,7 +58,7 @@ def make_inputs(work: Path, videos: int, frames: int, size: int) -> tuple[Path, 
                      frames=frames, size=(size, size), seed=0, val_fraction=0.0 if preset == "ytvis" else 0.25)
     ckpt = work / "checkpoint"
     if not (ckpt / META_FILE).is_file():
-        cfg = load_config(ROOT / "configs/tiny.yaml", [
+        cfg = load_config(preset_path("tiny"), [
             f"data.root={work / 'data'}", f"output_dir={work / 'runs'}", "taxonomy.clip_model=bench-clip",
             f"taxonomy.clip_model_config={work / 'clip.json'}", f"data.clip.short_edge=[{size}]"])
         with warnings.catch_warnings():

@@ -20,7 +20,7 @@ from tmtvis.checkpoint import load_checkpoint, save_checkpoint
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.video_files import decode_video_file, discover
 from tmtvis.data.ytvis_format import read_json
-from tmtvis.engine.optim import build_optimizer, build_scheduler
+from tmtvis.optim import build_optimizer, build_scheduler
 from tmtvis.inference.preprocess import resize_frames
 from tmtvis.inference.validate import predict_rows
 from tmtvis.inference.video_predictor import VideoPredictor

@@ -163,7 +163,10 @@ def test_unknown_dataset_and_pickles_are_refused(synth_root, tmp_path, capsys):
 
 
 def test_a_bad_file_in_a_ray_task_becomes_one_line_error():
-    from tmtvis.pipeline.batch_inference import _user_error
+    from tmtvis.errors import root_cause
+
+    def _user_error(e: BaseException) -> TmtvisError | None:
+        return root_cause(e).user_error
 
     local = DataError("/v/zz.mp4", "", "cannot decode video (Invalid data)")
     wrapped = RuntimeError("UDF failed")
@@ -185,7 +188,7 @@ def test_checkpoint_checked_cheaply_before_ray(synth_root, tmp_path, capsys, mon
     from helpers import tiny_config
     from tmtvis import ray_session
     from tmtvis.checkpoint import check_state, save_checkpoint
-    from tmtvis.engine.optim import build_optimizer, build_scheduler
+    from tmtvis.optim import build_optimizer, build_scheduler
     from tmtvis.models import tmtvis_model
     from tmtvis.taxonomy_bank import load_bank
 

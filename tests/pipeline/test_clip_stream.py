@@ -91,13 +91,13 @@ def sample_frames_of(plan, i, clip) -> list[int]:
 
 
 def test_a_truncated_frame_without_skipping_is_one_line_naming_it(synth_root, ray_local, tmp_path):
-    from tmtvis.errors import TmtvisError, find_user_error
+    from tmtvis.errors import TmtvisError, root_cause
 
     plan, clip, tax, valid, bad = truncated_stream(synth_root, tmp_path)
     with pytest.raises(Exception) as e:
         for _ in clip_dataset(plan, 0, 120, clip, len(tax), valid, batch_size=8).iter_batches():
             pass
-    user = find_user_error(e.value)
+    user = root_cause(e.value).user_error
     assert isinstance(user, TmtvisError) and "\n" not in str(user)  # across processes: the remote error's line
     assert str(user).startswith(f"{bad}: unreadable or truncated image")
     assert "in ytvis_synth/train video 1 (data.skip_bad_videos: true skips such videos)" in str(user)

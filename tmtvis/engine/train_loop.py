@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import tempfile
 import time
@@ -23,15 +22,15 @@ from tmtvis import storage
 from tmtvis.checkpoint import BEST_FILE, load_state, save_checkpoint
 from tmtvis.config import Config
 from tmtvis.data.clips import packed_size, unpack_masks
-from tmtvis.engine.optim import build_optimizer, build_scheduler
-from tmtvis.engine.validation import Validator, log_validation, training_label_stats, unwrap
 from tmtvis.eval.taxonomy_diagnostics import LabelStats
 from tmtvis.io_utils import atomic_write_text
 from tmtvis.losses.criterion import SetCriterion
 from tmtvis.models.tcm import oracle_ids
 from tmtvis.models.tmtvis_model import build_model
+from tmtvis.optim import build_optimizer, build_scheduler
 from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
+from tmtvis.validation import Validator, log_validation, training_label_stats, unwrap
 
 log = logging.getLogger(__name__)
 LOGGED_LOSSES = ("loss", "loss_ce", "loss_mask", "loss_dice", "loss_taxonomy", "loss_taxonomy_dense",
@@ -284,9 +283,6 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.train.threads_per_worker)
-    if job.local_run_dir is not None:  # a local (or shared) run dir: where each rank's process is, for tests/ops
-        (job.local_run_dir / "workers").mkdir(parents=True, exist_ok=True)
-        (job.local_run_dir / "workers" / f"rank{rank}.pid").write_text(str(os.getpid()))
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -28,7 +27,7 @@ import pyarrow.parquet as pq
 from tmtvis import storage
 from tmtvis.data.video_files import VideoSource, discover, read_video
 from tmtvis.errors import TmtvisError
-from tmtvis.errors import find_user_error as _user_error
+from tmtvis.errors import root_cause
 from tmtvis.io_utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -212,8 +211,8 @@ def videos_per_block(sources: list[VideoSource], actors: int) -> int:
 def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
                    window: int | None, overlap: int, topk: int, actors: int, cpus_per_actor: float | None,
                    gpus_per_actor: float | None, progress: bool | None,
-                   tracking_uri: str | None = None, written: Callable[[Path], None] | None = None
-                   ) -> tuple[int, int]:
+                   tracking_uri: str | None = None, written: Callable[[Path], None] | None = None,
+                   worker_logs: bool = False) -> tuple[int, int]:
     """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives (and
     passing it to `written`, e.g. to upload it).
 
@@ -227,11 +226,12 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     with warnings.catch_warnings():  # the context's own deprecated fields warn on first use
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx = ray.data.DataContext.get_current()
+    ctx.raise_original_map_exception = True  # a map's error arrives as itself (errors.root_cause finds it)
     bars = sys.stderr.isatty() if progress is None else progress
     ctx.enable_progress_bars = bars
     ctx.use_ray_tqdm = False  # the bars are drawn by this driver, whose worker logs are off without -v
     ctx.execution_options.verbose_progress = bars  # one bar per stage (decode, predict), in videos
-    if os.environ.get("TMTVIS_RAY_WORKER_LOGS") != "1":  # Ray Data's plan/start/finish lines only with -v
+    if not worker_logs:  # Ray Data's plan/start/finish lines only with -v
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").addFilter(_NoBarsNotice())
     # Ray Data hands its actors their DataContext and transform as object-store references and restarts lost
@@ -261,7 +261,7 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
                 videos += 1
                 frames += n
     except Exception as e:
-        user = _user_error(e)
+        user = root_cause(e).user_error
         if user is None:
             raise
         raise user from None
@@ -315,7 +315,7 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
                   images: str | Path | None = None, address: str | None = None, actors: int = 1,
                   cpus_per_actor: float | None = None, gpus_per_actor: float | None = None, viz: int = 0,
                   window: int | None = None, topk: int = 10, progress: bool | None = None,
-                  tracking_uri: str | None = None) -> InferenceSummary:
+                  tracking_uri: str | None = None, worker_logs: bool = False) -> InferenceSummary:
     """`tmtvis infer`: predict every video of the input not yet in `out_dir`, then assemble the results.
 
     `checkpoint`: a checkpoint or run dir, or an MLflow URI (models:/..., runs:/...) fetched via `tracking_uri`.
@@ -359,11 +359,12 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     t0 = time.time()
     if todo:
         check_state(ckpt)  # a broken state.pt: one line here, not an actor's traceback (and no model built)
-        with ray_session(address):
+        with ray_session(address, worker_logs=worker_logs):
             # the source, not the local copy: actors on other nodes fetch a checkpoint on object storage themselves
             predicted, frames = predict_videos(uri or ckpt.source, dataset, todo, out_dir,
                                                ckpt.cfg.data.clip.short_edge[0], window, overlap, topk, actors,
-                                               cpus_per_actor, gpus_per_actor, progress, tracking_uri, written=sync)
+                                               cpus_per_actor, gpus_per_actor, progress, tracking_uri, written=sync,
+                                               worker_logs=worker_logs)
     seconds = time.time() - t0
     results, results_json, results_zip = assemble(out_dir, sources)
     names = {c["id"]: c["name"] for c in labels.categories}

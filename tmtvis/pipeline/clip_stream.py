@@ -117,6 +117,7 @@ def clip_dataset(plan: SamplePlan, start: int, stop: int, clip: ClipConfig, num_
     `skipped`: a SkippedVideos actor to leave unreadable videos out (else they raise a DataError)."""
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
+    ctx.raise_original_map_exception = True  # a map's error arrives as itself (errors.root_cause finds it)
     ctx.enable_progress_bars = False
     batch_size = batch_size or decode_batch_size(clip)
     # One block per decode task: smaller blocks would split the work into more, slower tasks.
