@@ -91,6 +91,16 @@ def test_crowd_and_empty_instances_are_dropped_and_the_cap_holds(row):
     np.testing.assert_array_equal(masks_of(capped, cfg)[:2], masks_of(clip, cfg))
 
 
+def test_a_clip_whose_frames_hold_no_instance_has_none(row):
+    """No candidate instance at all (every track absent from the sampled frames, or only crowds): n = 0."""
+    cfg = ClipConfig(num_frames=2, short_edge=(24,), crop=(24, 32), max_instances=3)
+    for instances in ([], [dict(copy.deepcopy(row["instances"][0]), rles=[None] * 6)],
+                      [dict(copy.deepcopy(row["instances"][0]), iscrowd=1)]):
+        clip = load_clip(dict(row, instances=instances), [0, 1], cfg, None, 3, [0, 1])
+        assert clip["num_instances"] == 0 and list(clip["labels"]) == [-1, -1, -1]
+        assert masks_of(clip, cfg).shape == (0, 2, 24, 32)
+
+
 @pytest.mark.parametrize("n", [0, 1, 3])
 def test_pack_unpack_round_trip(n):
     shape = (3, 5, 7)  # 105 bits per instance: not a whole number of bytes
