@@ -40,7 +40,7 @@ def one_run(work: Path, prefetch: int, iterations: int, tag: str) -> dict:
         f"taxonomy.clip_model_config={work / 'clip.json'}", f"train.iterations={iterations}",
         f"train.checkpoint_every={iterations}", "train.val_every=0", "train.val_max_videos=1", "tracking.overlays=0",
         f"data.prefetch_batches={prefetch}", "train.progress_every=50"])
-    res = train(cfg, work / "prepared", work / f"run-{tag}")
+    res = train(cfg, work / "prepared", work / f"run-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
     client = MlflowClient(res.tracking_uri)
     wait = [m.value for m in sorted(client.get_metric_history(res.run_id, "time.data_wait_frac"), key=lambda m: m.step)]
     step = [m.value for m in client.get_metric_history(res.run_id, "time.step_s")]
