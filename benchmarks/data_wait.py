@@ -20,13 +20,12 @@ from tmtvis.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 
-from tmtvis.config import load_config  # noqa: E402
+from tmtvis.config import load_config, preset_path  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.engine.trainer import train  # noqa: E402
 from tmtvis.prepare import prepare  # noqa: E402
 from tmtvis.ray_session import ray_session  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 
@@ -35,7 +34,7 @@ def one_run(work: Path, prefetch: int, iterations: int, tag: str) -> dict:
     """Train once with data.prefetch_batches=`prefetch`; the run's data-wait figures."""
     from mlflow.tracking import MlflowClient
 
-    cfg = load_config(ROOT / "configs/tiny.yaml", [
+    cfg = load_config(preset_path("tiny"), [
         f"data.root={work / 'data'}", f"output_dir={work}", "taxonomy.clip_model=bench-clip",
         f"taxonomy.clip_model_config={work / 'clip.json'}", f"train.iterations={iterations}",
         f"train.checkpoint_every={iterations}", "train.val_every=0", "train.val_max_videos=1", "tracking.overlays=0",
@@ -62,7 +61,7 @@ def main() -> None:
     for preset in ("ytvis", "ovis", "uvo"):  # the demo's data: 60 videos x 6 frames, 64x64
         if not (work / "data" / preset / "train.json").exists():
             generate(work / "data" / preset, preset, videos=60, frames=6, size=(64, 64), seed=0, val_fraction=0.2)
-    cfg = load_config(ROOT / "configs/tiny.yaml", [f"data.root={work / 'data'}", "taxonomy.clip_model=bench-clip",
+    cfg = load_config(preset_path("tiny"), [f"data.root={work / 'data'}", "taxonomy.clip_model=bench-clip",
                                                    f"taxonomy.clip_model_config={work / 'clip.json'}"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
