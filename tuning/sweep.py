@@ -174,8 +174,9 @@ def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri
     cfg.tracking.tracking_uri = tracking_uri
     run_dir = storage.join(sweep_dir, "trials", trial_id)
     again = not storage.is_empty_dir(run_dir)  # a resumed sweep: continue from the trial's checkpoint
+    # No per-trial progress display: the trial runs in a Tune actor, and the sweep's [tune] lines report it.
     train(cfg, prepared, run_dir, resume=again, callbacks=[TuneReportCallback()], parent_run_id=parent_run_id,
-          tags={"tmtvis.kind": "trial", "tmtvis.trial": trial_id})
+          tags={"tmtvis.kind": "trial", "tmtvis.trial": trial_id}, progress=False)
 
 
 def _trial_dirname(trial) -> str:

@@ -80,6 +80,33 @@ class Worker:
     best_ap: float = -1.0             # the best val.mean_AP so far (tracking.log_best_model)
 
 
+class StepClock:
+    """This rank's seconds waiting for the next batch and in the step (forward, backward, update) since the last
+    report."""
+
+    def __init__(self) -> None:
+        self.wait = self.step = 0.0
+        self.steps = 0
+
+    def add(self, wait: float, step: float) -> None:
+        self.wait, self.step, self.steps = self.wait + wait, self.step + step, self.steps + 1
+
+    def report(self, world: int, device: torch.device) -> dict[str, float]:
+        """time.data_wait_frac: wait / (wait + step), the max over the ranks (the slowest-fed rank holds the others
+        back at the next all-reduce); time.step_s: the mean step seconds over the ranks. A collective; resets."""
+        mine = torch.tensor([self.wait / max(self.wait + self.step, 1e-12), self.step / max(self.steps, 1)],
+                            dtype=torch.float64, device=device)
+        ranks = [torch.zeros_like(mine) for _ in range(world)]
+        if world > 1:
+            dist.all_gather(ranks, mine)
+        else:
+            ranks = [mine]
+        every = torch.stack(ranks).cpu()  # (world, 2)
+        self.wait = self.step = 0.0
+        self.steps = 0
+        return {"time.data_wait_frac": float(every[:, 0].max()), "time.step_s": float(every[:, 1].mean())}
+
+
 class Meters:
     """Loss means since the last report, the data position, and how often each category and dataset was seen."""
 
@@ -90,6 +117,7 @@ class Meters:
         self.loss_sums: dict[str, float] = {}
         self.steps = 0
         self.t_last = time.time()
+        self.clock = StepClock()
 
     def update(self, losses: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
         for b in range(batch["labels"].shape[0]):
@@ -109,6 +137,7 @@ class Meters:
         metrics["train.lr"] = state.optimizer.param_groups[0]["lr"]
         metrics["train.sec_per_iter"] = (time.time() - self.t_last) / n
         self.t_last = time.time()
+        metrics.update(self.clock.report(w.world, next(state.model.parameters()).device))  # a collective
         metrics["iteration"] = state.iteration
         metrics["train.resumed_from"] = state.resumed_from
         seen_all = self.seen.clone()
@@ -303,17 +332,21 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0 and cfg.tracking.log_best_model:
         w.best_ap = best_so_far(job.run_dir)
     meters = Meters(len(taxonomy), len(cfg.data.splits("train")))
-    for batch in ray.train.get_dataset_shard("train").iter_torch_batches(batch_size=cfg.train.batch_size,
-                                                                         drop_last=True, collate_fn=ClipCollate()):
-        if state.iteration >= cfg.train.iterations:
+    batches = iter(ray.train.get_dataset_shard("train").iter_torch_batches(
+        batch_size=cfg.train.batch_size, drop_last=True, collate_fn=ClipCollate(),
+        prefetch_batches=cfg.data.prefetch_batches))
+    while state.iteration < cfg.train.iterations:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
             break
-        meters.update(train_step(state, batch, cfg, len(taxonomy), device), batch)
+        t1 = time.perf_counter()
+        meters.update(train_step(state, batch, cfg, len(taxonomy), device), batch)  # its float(loss) syncs a GPU
+        meters.clock.add(wait=t1 - t0, step=time.perf_counter() - t1)
         it, last = state.iteration, state.iteration >= cfg.train.iterations
         do_ckpt = it % cfg.train.checkpoint_every == 0 or last
         do_val = validator is not None and (last or (cfg.train.val_every and it % cfg.train.val_every == 0))
         if do_ckpt or do_val or it % cfg.train.log_every == 0:
             validate_and_report(w, state, meters, do_val, do_ckpt, last)
-        if last:
-            break
     if tracker is not None:
         tracker.close()  # what is still in flight reaches the server (or is counted as lost) before the worker ends

@@ -168,6 +168,13 @@ def _open_run(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool, so
     return tracker
 
 
+def _progress(cfg: Config):
+    """The driver's progress display of this run (tmtvis.engine.progress)."""
+    from tmtvis.engine.progress import TrainProgress
+
+    return TrainProgress(cfg.train.iterations, cfg.train.progress_every, cfg.train.workers)
+
+
 def _torch_trainer(cfg: Config, job, dataset, fs, fs_path: str, callbacks: list | None):
     """The TorchTrainer of one run: its workers, backend, storage, failure and checkpoint policy."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -195,14 +202,16 @@ def _torch_trainer(cfg: Config, job, dataset, fs, fs_path: str, callbacks: list 
 def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str | None = None,
           resume: bool = False, track: bool = True, callbacks: list | None = None,
           parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-          register_model: str | None = None, worker_logs: bool = False) -> TrainResult:
+          register_model: str | None = None, worker_logs: bool = False, progress: bool = True) -> TrainResult:
     """Train `cfg` on the outputs of `prepare` in `run_dir` (resuming from its latest checkpoint when asked).
 
     `run_dir` is a local path or an object-storage URI (s3://bucket/prefix: checkpoints go there through Ray
     Train's storage; tracking then needs a server). Inside a running Ray session (a Tune trial) the session is
     reused; `callbacks` go to the Ray Train RunConfig (e.g. Tune's TuneReportCallback) and `parent_run_id`
     makes the MLflow run a child run. The final checkpoint becomes an MLflow LoggedModel, registered as
-    `register_model` when given. `worker_logs`: the workers' logs on this console (`tmtvis -v`).
+    `register_model` when given. `worker_logs`: the workers' logs on this console (`tmtvis -v`). `progress`: the
+    driver shows training progress on stderr (a bar on a terminal, else a line every train.progress_every
+    iterations); a Tune trial passes False (its trial lines suffice).
     """
     import ray
 
@@ -241,10 +250,12 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
         if tracker is not None:
             job.tracking_uri, job.run_id = tracker.tracking_uri, tracker.run_id
         fs, fs_path = storage.filesystem(checkpoints)
+        shown = _progress(cfg) if progress and cfg.train.progress_every else None
+        callbacks = [*(callbacks or []), *([shown.callback] if shown else [])]
         trainer = _torch_trainer(cfg, job, dataset, fs, fs_path, callbacks)
         t0 = time.time()
         try:
-            with report_pending() if not reused else contextlib.nullcontext():
+            with report_pending() if not reused else contextlib.nullcontext(), shown or contextlib.nullcontext():
                 result = trainer.fit()
         except Exception as e:
             if tracker is not None:
