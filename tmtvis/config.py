@@ -48,8 +48,21 @@ class DataConfig:
     skip_bad_videos: bool = False                 # skip (and count) malformed videos instead of stopping
     clip: ClipConfig = field(default_factory=ClipConfig)
     repeat_threshold: float = 0.0                 # LVIS-style repeat factor threshold t (0 = off)
+    decode_resources: dict[str, float] = field(default_factory=dict)  # e.g. {decode: 1}: decode on those nodes
+    decode_cpus: float = 1.0                      # CPUs per decode actor
+    decode_actors: int = 0                        # most decode actors (0 = as many as the cluster fits)
+    decode_batch_size: int = 0                    # clips per decode call (0 = from the clip shape, <= 64)
 
     def __post_init__(self) -> None:
+        for k, v in self.decode_resources.items():
+            if k in ("CPU", "GPU") or not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"data.decode_resources.{k}: expected a custom resource name with an amount > 0 "
+                                  f"(CPUs: data.decode_cpus), got {v!r}")
+        if self.decode_cpus < 0 or (self.decode_cpus == 0 and not self.decode_resources):
+            raise ConfigError(f"data.decode_cpus must be > 0 (or 0 with data.decode_resources), got {self.decode_cpus}")
+        for name in ("decode_actors", "decode_batch_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         train = [d for d in self.datasets if d.split == "train"]
         if train and not any(d.weight > 0 for d in train):
             raise ConfigError("data.datasets: every train split has weight 0; give at least one a weight > 0")
