@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from tmtvis.config import load_config  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.engine.optim import build_optimizer, build_scheduler  # noqa: E402
-from tmtvis.checkpoint import save_checkpoint  # noqa: E402
+from tmtvis.checkpoint import DataProgress, save_checkpoint  # noqa: E402
 from tmtvis.ray_session import ray_session  # noqa: E402
 from tmtvis.models.tmtvis_model import build_model  # noqa: E402
 from tmtvis.pipeline.batch_inference import run_inference  # noqa: E402
@@ -49,7 +49,7 @@ def make_checkpoint(work: Path, size: int) -> tuple[Path, Path]:
     optimizer = build_optimizer(model, cfg.train)
     ckpt = work / "checkpoint"
     ckpt.mkdir(exist_ok=True)
-    save_checkpoint(ckpt, model, optimizer, build_scheduler(optimizer, cfg.train), 0, 0,
+    save_checkpoint(ckpt, model, optimizer, build_scheduler(optimizer, cfg.train), 0, DataProgress(),
                     cfg, prepared / "taxonomy.json")
     return ckpt, work / "data/ytvis/train.json"
 
