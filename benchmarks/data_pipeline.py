@@ -95,11 +95,15 @@ def run_shape(name: str, work: Path, size: tuple[int, int], clip: ClipConfig, ar
     cfg, plan, tax, valid, tables = prepared_data(work, size, frames=8)
     stream = 10 * args.clips  # longer than either loader reads
     udf = DecodeClips(plan, tables, clip, len(tax), valid)
+    one = timed((udf({"id": np.arange(s, s + args.batch)}) for s in range(0, stream, args.batch)), args.clips,
+                min(args.seconds, 20.0))
+    print(f"[{name}] one process (no loader) : {one['steady']:7.1f} clips/s steady: 2 CPUs can give at most "
+          f"{2 * one['steady']:.1f}", flush=True)
     loader = torch.utils.data.DataLoader(PlanDataset(udf, stream), batch_size=args.batch, num_workers=2,
                                          prefetch_factor=2)
     dl = timed(loader, args.clips, args.seconds)
     print(f"[{name}] DataLoader, 2 workers : {dl['steady']:7.1f} clips/s steady ({dl['clips']} clips, first batch "
-          f"after {dl['startup_s']:.1f} s)", flush=True)
+          f"after {dl['startup_s']:.1f} s); {dl['steady'] / (2 * one['steady']):.0%} of 2 x one process", flush=True)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              _temp_dir=tempfile.mkdtemp(prefix="tmtvis-ray-"))
     try:
@@ -108,7 +112,8 @@ def run_shape(name: str, work: Path, size: tuple[int, int], clip: ClipConfig, ar
     finally:
         ray.shutdown()
     print(f"[{name}] Ray Data, 2 actors     : {rd['steady']:7.1f} clips/s steady ({rd['clips']} clips, first batch "
-          f"after {rd['startup_s']:.1f} s); ratio {rd['steady'] / dl['steady']:.2f}; "
+          f"after {rd['startup_s']:.1f} s); {rd['steady'] / (2 * one['steady']):.0%} of 2 x one process; "
+          f"ratio {rd['steady'] / dl['steady']:.2f}; "
           f"{rd['bytes_per_clip']} bytes/clip ({rd['frame_bytes_per_clip']} frames)", flush=True)
     return dl, rd
 
