@@ -26,15 +26,15 @@ from tmtvis.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 
-from tmtvis.config import load_config  # noqa: E402
-from tmtvis.data.clips import ClipConfig  # noqa: E402
+from tmtvis.config import load_config, preset_path  # noqa: E402
+from tmtvis.data.clips import ClipConfig, stack_clips  # noqa: E402
+from tmtvis.engine.train_loop import ClipCollate  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.pipeline.clip_stream import DecodeClips, DecodePool, clip_dataset, load_sources  # noqa: E402
 from tmtvis.pipeline.sampling import SampleSet, make_plan  # noqa: E402
 from tmtvis.prepare import prepare  # noqa: E402
 from tmtvis.taxonomy import UnifiedTaxonomy  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
 
@@ -59,7 +59,7 @@ def prepared_data(work: Path, size: tuple[int, int], frames: int):
     for preset in ("ytvis", "ovis", "uvo"):
         if not (work / "data" / preset / "train.json").exists():
             generate(work / "data" / preset, preset, videos=30, frames=frames, size=size, seed=0)
-    cfg = load_config(ROOT / "configs/tiny.yaml", [f"data.root={work / 'data'}", "taxonomy.clip_model=bench-clip",
+    cfg = load_config(preset_path("tiny"), [f"data.root={work / 'data'}", "taxonomy.clip_model=bench-clip",
                                                    f"taxonomy.clip_model_config={work / 'clip.json'}"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -100,7 +100,7 @@ def run_shape(name: str, work: Path, size: tuple[int, int], clip: ClipConfig, ar
     print(f"[{name}] one process (no loader) : {one['steady']:7.1f} clips/s steady: 2 CPUs can give at most "
           f"{2 * one['steady']:.1f}", flush=True)
     loader = torch.utils.data.DataLoader(PlanDataset(udf, stream), batch_size=args.batch, num_workers=2,
-                                         prefetch_factor=2)
+                                         prefetch_factor=2, collate_fn=stack_clips)  # the packed masks are ragged
     dl = timed(loader, args.clips, args.seconds)
     print(f"[{name}] DataLoader, 2 workers : {dl['steady']:7.1f} clips/s steady ({dl['clips']} clips, first batch "
           f"after {dl['startup_s']:.1f} s); {dl['steady'] / (2 * one['steady']):.0%} of 2 x one process", flush=True)
@@ -108,7 +108,7 @@ def run_shape(name: str, work: Path, size: tuple[int, int], clip: ClipConfig, ar
              _temp_dir=tempfile.mkdtemp(prefix="tmtvis-ray-"))
     try:
         ds = clip_dataset(plan, SampleSet([[0, stream]]), clip, len(tax), valid, pool=DecodePool(2, 2, 1.0))
-        rd = timed(ds.iter_torch_batches(batch_size=args.batch), args.clips, args.seconds)
+        rd = timed(ds.iter_torch_batches(batch_size=args.batch, collate_fn=ClipCollate()), args.clips, args.seconds)
     finally:
         ray.shutdown()
     print(f"[{name}] Ray Data, 2 actors     : {rd['steady']:7.1f} clips/s steady ({rd['clips']} clips, first batch "
@@ -129,7 +129,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tmtvis-bench-data-"))
     print(f"{os.cpu_count()} CPUs; each loader: up to {args.clips} clips or {args.seconds:.0f} s of steady state, "
           f"batches of {args.batch}", flush=True)
-    tiny_clip = load_config(ROOT / "configs/tiny.yaml").data.clip
+    tiny_clip = load_config(preset_path("tiny")).data.clip
     dl, rd = run_shape("tiny 3x64x64", work / "tiny", (128, 128), tiny_clip, args)
     if not args.skip_realistic:
         real = ClipConfig(num_frames=5, frame_window=4, short_edge=(360,), crop=(352, 640), max_instances=12)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-GPU check (about 3-5 minutes): the r50 model of configs/r50.yaml trained for 20 iterations on synthetic
+# One-GPU check (about 3-5 minutes): the r50 model of the r50 preset trained for 20 iterations on synthetic
 # data with Ray Train on the GPU (nccl backend, AMP), then batch inference with two actors sharing the GPU
 # (half a GPU each). Prints the step time, the peak GPU memory and the inference frames/s.
 #   benchmarks/gpu_check.sh [OUT_DIR]          (PYTHON=... to use another interpreter than .venv/bin/python)
@@ -19,12 +19,12 @@ for preset in ytvis ovis uvo; do
   [ -f "$OUT/data/$preset/valid.json" ] || "$PY" -m workflows.cli data synth --preset "$preset" --videos 12 --frames 10 \
       --size 360x640 --out "$OUT/data/$preset" >/dev/null
 done
-# configs/r50.yaml (model, loss, clips, AMP) on the synthetic datasets of configs/tiny.yaml, 1 GPU worker.
+# the r50 preset (model, loss, clips, AMP) on the synthetic datasets of the tiny preset, 1 GPU worker.
 "$PY" - "$OUT" <<'PY'
 import sys
 import yaml
 out = sys.argv[1]
-r50, tiny = (yaml.safe_load(open(f"configs/{n}.yaml")) for n in ("r50", "tiny"))
+r50, tiny = (yaml.safe_load(open(f"tmtvis/configs/{n}.yaml")) for n in ("r50", "tiny"))
 cfg = dict(r50, output_dir=f"{out}/runs")
 cfg["data"] = dict(tiny["data"], root=f"{out}/data", clip=r50["data"]["clip"])
 cfg["taxonomy"] = dict(r50["taxonomy"], clip_weights=None)

@@ -12,18 +12,16 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from tmtvis.config import load_config
+from tmtvis.config import load_config, preset_path
 from tmtvis.inference import VideoPredictor
 from tmtvis.losses import build_criterion
 from tmtvis.models import LossConfig, ModelConfig, build_model, count_parameters
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def clip_targets(t: int, h: int, w: int, c: int, n: int = 3) -> list[dict]:
@@ -108,7 +106,7 @@ def main() -> None:
         return
     runs = [("tiny", ModelConfig(), LossConfig(), 3, 64, 64)]
     if not args.skip_r50:
-        r50 = load_config(ROOT / "configs" / "r50.yaml")
+        r50 = load_config(preset_path("r50"))
         runs.append(("r50", r50.model, r50.loss, 5, 128, 128))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, C={args.classes} categories, "
           f"{args.repeats} forward+loss+backward steps each, batch 1")

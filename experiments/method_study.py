@@ -153,7 +153,7 @@ def plot(results: list[RunResult], cells: list[Cell], datasets: list[str], path:
 
 
 def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list[str] | None = None,
-              report_only: bool = False) -> tuple[str, list[RunResult]]:
+              report_only: bool = False, worker_logs: bool = False) -> tuple[str, list[RunResult]]:
     """Run every cell x seed (resumable: finished runs are read back from results.jsonl); report_only writes
     the table and plot from the finished runs without training."""
     from tmtvis.engine.trainer import train
@@ -176,7 +176,7 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
     todo = [(c, s) for s in seeds for c in cells if (c.name, s) not in finished]  # seed-major: pairs finish together
     if report_only:
         todo = []
-    with ray_session(None) if todo else contextlib.nullcontext():
+    with ray_session(None, worker_logs=worker_logs) if todo else contextlib.nullcontext():
         for n, (cell, seed) in enumerate(todo, 1):
             cfg = cell_config(base, cell, seed)
             prepared = prepared_joint.out_dir if cell.dataset is None else \

@@ -56,10 +56,10 @@ def make_dataset(root: Path, videos: int = 2, length: int = 3, h: int = 24, w: i
 
 
 def tiny_config(root: Path, *overrides: str) -> "Config":
-    """configs/tiny.yaml shrunk for tests: few iterations, tiny CLIP text tower, small validation."""
-    from tmtvis.config import load_config
+    """The tiny preset shrunk for tests: few iterations, tiny CLIP text tower, small validation."""
+    from tmtvis.config import load_config, preset_path
 
-    return load_config(ROOT / "configs/tiny.yaml", [
+    return load_config(preset_path("tiny"), [
         f"data.root={root / 'data'}", f"output_dir={root / 'runs'}",
         "taxonomy.clip_model=tmtvis-test-clip", f"taxonomy.clip_model_config={root / 'clip.json'}",
         "model.num_queries=6", "model.dec_layers=2", "loss.num_points=256",

@@ -2,22 +2,21 @@ from pathlib import Path
 
 import pytest
 
-from tmtvis.config import Config, load_config, save_config
+from tmtvis.config import Config, load_config, preset_path, save_config
 from tmtvis.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("name", ["tiny", "r50"])
 def test_shipped_configs_load(name):
-    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    cfg = load_config(preset_path(name))
     assert isinstance(cfg, Config)
     assert {d.split for d in cfg.data.datasets} == {"train", "valid"}
     assert {d.format for d in cfg.data.datasets} == {"ytvis", "ovis", "uvo"}
 
 
 def test_overrides_and_roundtrip(tmp_path):
-    cfg = load_config(ROOT / "configs/tiny.yaml", ["data.datasets.1.weight=2.5", "taxonomy.seed=7",
+    cfg = load_config(preset_path("tiny"), ["data.datasets.1.weight=2.5", "taxonomy.seed=7",
                                                   "data.root=/data/x", "taxonomy.templates=['a {}.']"])
     assert cfg.data.datasets[1].weight == 2.5 and cfg.taxonomy.seed == 7
     assert cfg.taxonomy.templates == ("a {}.",)
@@ -37,7 +36,7 @@ def test_overrides_and_roundtrip(tmp_path):
 ])
 def test_bad_overrides_are_one_line_errors(tmp_path, override, message):
     cfg_path = tmp_path / "config.yaml"
-    cfg_path.write_text((ROOT / "configs/tiny.yaml").read_text())
+    cfg_path.write_text(preset_path("tiny").read_text())
     with pytest.raises(ConfigError, match=message) as e:
         load_config(cfg_path, [override])
     assert "\n" not in str(e.value)

@@ -50,10 +50,12 @@ def test_prepare_writes_taxonomy_bank_and_manifests(config_file, tmp_path):
     assert row["dataset"] == "b" and row["length"] == 3 and len(row["file_names"]) == 3
     assert Path(row["image_root"], row["file_names"][0]).is_file()
     inst = row["instances"][1]
-    assert inst["dataset_category_id"] == 9 and inst["category_id"] == 2  # Dog -> unified 'dog'
+    assert inst["category_id"] == 2  # Dog (id 9 in b) -> unified 'dog'
     assert inst["rles"][0] is None  # this track starts in frame 1
     mask = decode_rle({"size": [row["height"], row["width"]], "counts": inst["rles"][1]})
-    assert mask.sum() == inst["areas"][1]
+    source = [a for a in json.loads((config_file.parent / "b/train.json").read_text())["annotations"]
+              if a["video_id"] == row["video_id"]][1]
+    assert mask.sum() == source["areas"][1]
 
 
 def test_prepare_reuses_unchanged_outputs(config_file, tmp_path):

@@ -1,4 +1,4 @@
-"""Checkpoints (no Ray): save, load weights_only, find the latest, resolve a name, build the model from one.
+"""Checkpoints (no Ray): save, load weights_only, check cheaply, find the latest, resolve a name, build the model.
 
 A checkpoint directory holds state.pt (model, optimiser, scheduler, RNG, iteration, the data progress),
 config.yaml, taxonomy.json and meta.json, written last. It may also be named by an MLflow URI (models:/NAME/VERSION, models:/NAME@alias,
@@ -91,21 +91,31 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, schedule
                                                          "state_bytes": (directory / STATE_FILE).stat().st_size}))
 
 
-def checkpoint_complete(directory: Path) -> dict | None:
-    """A checkpoint directory's meta.json when the checkpoint is whole (state.pt of the recorded size), else None."""
+def checkpoint_meta(directory: Path) -> dict:
+    """A checkpoint directory's meta.json, or {} when there is none (a hand-made checkpoint) or it is unreadable."""
     try:
         meta = json.loads((Path(directory) / META_FILE).read_text())
-        size = (Path(directory) / STATE_FILE).stat().st_size
     except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def checkpoint_complete(directory: Path) -> dict | None:
+    """A checkpoint directory's meta.json when the checkpoint is whole (state.pt of the recorded size), else None."""
+    meta = checkpoint_meta(directory)
+    try:
+        size = (Path(directory) / STATE_FILE).stat().st_size
+    except OSError:
         return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("iteration"), int):
+    if not isinstance(meta.get("iteration"), int):
         return None
     return meta if meta.get("state_bytes", size) == size else None
 
 
-def read_state(path: str | Path) -> dict:
+def read_state(path: str | Path, mmap: bool = False) -> dict:
     """A state.pt as a dict with a model state, loaded weights_only (a checkpoint cannot run code).
 
+    `mmap`: the tensors stay in the file, mapped, until touched (a cheap look at the keys and shapes).
     Anything else (truncated, corrupt, or some other program's file) is one line naming the file: never
     PyTorch's message, which advises loading with weights_only=False, the one thing not to do with it.
     """
@@ -113,12 +123,49 @@ def read_state(path: str | Path) -> dict:
     if not path.is_file():
         raise TmtvisError(f"{path}: checkpoint file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception:  # corrupt or foreign: weights_only refuses anything but tensors and plain data
         raise TmtvisError(f"not a tmtvis checkpoint (or corrupted): {path}") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise TmtvisError(f"not a tmtvis checkpoint (or corrupted): {path}")
     return state
+
+
+def check_state(ckpt: LoadedCheckpoint) -> None:
+    """The checks of a full load without reading the weights or building the model for real: state.pt has the
+    size meta.json records, is a torch zip of plain data with a model state and a bank (its tensors mapped, not
+    read), and its keys and shapes fit the model in config.yaml (built on the meta device). One line otherwise."""
+    path = ckpt.path / STATE_FILE
+    recorded = checkpoint_meta(ckpt.path).get("state_bytes")
+    if path.is_file() and recorded not in (None, path.stat().st_size):
+        raise TmtvisError(f"not a tmtvis checkpoint (or corrupted): {path} ({path.stat().st_size} bytes, "
+                          f"{META_FILE} records {recorded}: cut short or partly copied)")
+    weights = model_weights(read_state(path, mmap=True), path)  # mmap: only a zip file of the new format loads
+    with torch.device("meta"):  # no memory, no init: only the keys and shapes are compared
+        model_from_weights(ckpt.cfg, weights, path, assign=True)
+
+
+def model_weights(state: dict, path: Path) -> dict:
+    """A loaded state's model weights (they hold the taxonomy bank the model is built over)."""
+    if "bank" not in state["model"]:
+        raise TmtvisError(f"{path}: no model state with a taxonomy bank")
+    return state["model"]
+
+
+def model_from_weights(cfg: Config, weights: dict, path: Path, assign: bool = False) -> torch.nn.Module:
+    """The model of `cfg` holding `weights`, built on the current default device (`assign`: holding the weights'
+    own tensors instead of copies); a one-line error if they do not fit."""
+    from tmtvis.models.tmtvis_model import build_model
+
+    # The trained weights replace the backbone's, so its init file need not exist where inference runs.
+    model = build_model(dataclasses.replace(cfg.model, backbone_weights=None), weights["bank"])
+    try:
+        model.load_state_dict(weights, strict=True, assign=assign)
+    except RuntimeError as e:  # its first line only names the class; the first problem follows
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise TmtvisError(f"{path}: weights do not fit the model in config.yaml "
+                          f"({lines[1] if len(lines) > 1 else lines[0]})") from None
+    return model
 
 
 def load_state(directory: str | Path) -> dict:
@@ -195,8 +242,6 @@ def resolve_checkpoint(path: str | Path, tracking_uri: str | None = None) -> Pat
 def load_checkpoint(path: str | Path, with_model: bool = True, device: str | torch.device = "cpu",
                     tracking_uri: str | None = None) -> LoadedCheckpoint:
     """Config + taxonomy (cheap) and, with `with_model`, the model in eval mode with the trained weights."""
-    from tmtvis.models.tmtvis_model import build_model
-
     source = resolve_checkpoint(path, tracking_uri)
     path = storage.local_copy(source)  # a checkpoint on object storage: downloaded once per machine
     cfg = load_config(path / "config.yaml")
@@ -205,17 +250,7 @@ def load_checkpoint(path: str | Path, with_model: bool = True, device: str | tor
     if not with_model:
         return ckpt
     state = read_state(path / STATE_FILE)
-    weights = state["model"]
-    if "bank" not in weights:
-        raise TmtvisError(f"{path / STATE_FILE}: no model state with a taxonomy bank")
-    # The trained weights replace the backbone's, so its init file need not exist where inference runs.
-    model_cfg = dataclasses.replace(cfg.model, backbone_weights=None)
-    model = build_model(model_cfg, weights["bank"])
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        raise TmtvisError(f"{path / STATE_FILE}: weights do not fit the model in config.yaml "
-                          f"({str(e).splitlines()[0]})") from None
+    model = model_from_weights(cfg, model_weights(state, path / STATE_FILE), path / STATE_FILE)
     ckpt.model = model.to(device).eval()
     ckpt.iteration = state.get("iteration")
     return ckpt

@@ -6,6 +6,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -253,10 +254,23 @@ def set_key(data: dict, key: str, value: Any, create: bool = True) -> str | None
     return None
 
 
+PRESETS = ("tiny", "r50")  # shipped in the package as tmtvis/configs/NAME.yaml
+
+
+def preset_path(name: str) -> Path:
+    """The shipped YAML of a preset (`tiny`: CPU, the embedded default; `r50`: the paper's)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)} or give a YAML file")
+    return Path(str(resources.files("tmtvis").joinpath("configs", f"{name}.yaml")))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (or the defaults) and apply overrides; errors name the file and key."""
+    """Load a YAML config (a file, or a preset name: tiny, r50) or the defaults, and apply overrides; errors name
+    the file and key."""
     data: dict = {}
     where = "config"
+    if path is not None and str(path) in PRESETS and not Path(path).is_file():
+        path = preset_path(str(path))
     if path is not None:
         where = str(path)
         data = read_yaml_mapping(path, "config file", ConfigError)

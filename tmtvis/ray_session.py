@@ -11,12 +11,14 @@ from tmtvis import env
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> Iterator[None]:
+def ray_session(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False,
+                worker_logs: bool = False) -> Iterator[None]:
     """Connect to `address` (or RAY_ADDRESS), reuse a running session, or start a local Ray (stopped at the end).
 
     `dashboard`: the local Ray runs the dashboard (on 127.0.0.1). Sweeps need it: when Tune stops a trial, Ray
     Train frees the placement group of its dead controller from a cleaner actor that asks the State API. It
-    costs a few processes at start, so plain training and inference go without.
+    costs a few processes at start, so plain training and inference go without. `worker_logs`: the workers'
+    logs (per-report lines, library warnings) reach this console (`tmtvis -v`).
     """
     import ray
 
@@ -25,11 +27,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, dashboa
         return
     # Inside a Ray job (or with RAY_ADDRESS exported) connect to that cluster instead of starting one.
     address = address or os.environ.get("RAY_ADDRESS")
-    # Worker logs (per-report lines, library warnings) reach the console only with `tmtvis -v`.
-    to_driver = os.environ.get("TMTVIS_RAY_WORKER_LOGS") == "1"
     with contextlib.ExitStack() as restore:
         if address:
-            ray.init(address=address, log_to_driver=to_driver)
+            ray.init(address=address, log_to_driver=worker_logs)
         else:
             tmp = tempfile.mkdtemp(prefix="tmtvis-ray-")
             if dashboard:
@@ -38,7 +38,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, dashboa
                 restore.enter_context(env.overridden(RAY_TMPDIR=tmp))
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
                      **({"dashboard_host": "127.0.0.1", "dashboard_port": 0} if dashboard else {}),
-                     _temp_dir=os.path.join(tmp, "ray"), log_to_driver=to_driver)
+                     _temp_dir=os.path.join(tmp, "ray"), log_to_driver=worker_logs)
             if dashboard:
                 Path(tmp, "ray", "ray_current_cluster").write_text(ray.get_runtime_context().gcs_address)
         try:

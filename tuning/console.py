@@ -12,10 +12,10 @@ from ray import tune
 AP = "val.mean_AP"
 
 
-def tune_verbosity() -> int:
-    """Tune's verbosity: its status tables and per-trial tracebacks only with `tmtvis -v` (which sets
-    TMTVIS_RAY_WORKER_LOGS); otherwise a failed trial is our one line, its traceback in its error.txt."""
-    if os.environ.get("TMTVIS_RAY_WORKER_LOGS") == "1":
+def tune_verbosity(worker_logs: bool) -> int:
+    """Tune's verbosity: its status tables and per-trial tracebacks only with `tmtvis -v` (`worker_logs`);
+    otherwise a failed trial is our one line, its traceback in its error.txt."""
+    if worker_logs:
         return 1
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # read by Tune's controller when the run starts
     return 0

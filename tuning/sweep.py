@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +23,7 @@ import yaml
 
 from tmtvis import env, storage
 from tmtvis.config import Config, from_dict, to_dict
-from tmtvis.errors import TmtvisError
+from tmtvis.errors import TmtvisError, root_cause
 from tuning.space import Space, check_keys, clip_set_size, parse_space, space_to_dict, trial_config
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def trial_concurrency(cfg: Config, max_concurrent: int | None, can_grow: bool,
 
 def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | None = None,
           address: str | None = None, max_concurrent: int | None = None,
-          trial_resource: str | None = None) -> SweepResult:
+          trial_resource: str | None = None, worker_logs: bool = False) -> SweepResult:
     """Prepare once, open the parent MLflow run and run the trials.
 
     `sweep_dir` may be an object-storage URI (s3://...; tracking then needs a server). `trial_resource`: a
@@ -104,7 +103,7 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
     if not cfg.train.val_every or cfg.train.val_every > space.scheduler.grace_period:
         log.warning("train.val_every=%d, ASHA grace_period=%d: validate at least once per grace period or ASHA "
                     "has no %s to compare before the end", cfg.train.val_every, space.scheduler.grace_period, AP)
-    with ray_session(address, dashboard=True):
+    with ray_session(address, dashboard=True, worker_logs=worker_logs):
         check_cluster(cfg, _can_grow(address))  # before anything is written
         prepared = prepare(cfg, out / "prepared", show_progress=False)
         space = clip_set_size(space, len(prepared.taxonomy))
@@ -127,10 +126,10 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
         for name, text in texts.items():
             storage.write_text(storage.join(sweep_dir, name), text)
             parent.text(text, f"sweep/{name}")
-        return _run(sweep_dir, state, address, max_concurrent, restore=False)
+        return _run(sweep_dir, state, address, max_concurrent, restore=False, worker_logs=worker_logs)
 
 
-def resume(sweep_dir: str | Path, address: str | None = None) -> SweepResult:
+def resume(sweep_dir: str | Path, address: str | None = None, worker_logs: bool = False) -> SweepResult:
     """Continue an interrupted sweep: unfinished trials go on from their last training checkpoint."""
     from tmtvis.engine.trainer import check_cluster
     from tmtvis.ray_session import ray_session
@@ -139,10 +138,10 @@ def resume(sweep_dir: str | Path, address: str | None = None) -> SweepResult:
     if not storage.is_file(storage.join(sweep_dir, STATE_FILE)) or not storage.is_dir(storage.join(sweep_dir, "tune")):
         raise TmtvisError(f"{sweep_dir}: not a sweep directory (no {STATE_FILE} or tune/)")
     state = json.loads(storage.read_text(storage.join(sweep_dir, STATE_FILE)))
-    with ray_session(address, dashboard=True):
+    with ray_session(address, dashboard=True, worker_logs=worker_logs):
         base = dict(state["base"], tracking={**state["base"]["tracking"], "tracking_uri": state["tracking_uri"]})
         check_cluster(from_dict(Config, base), _can_grow(address))
-        return _run(sweep_dir, state, address, None, restore=True)
+        return _run(sweep_dir, state, address, None, restore=True, worker_logs=worker_logs)
 
 
 def _can_grow(address: str | None) -> bool:
@@ -184,7 +183,7 @@ def _trial_dirname(trial) -> str:
 
 
 def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent: int | None,
-         restore: bool) -> SweepResult:
+         restore: bool, worker_logs: bool = False) -> SweepResult:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -200,7 +199,8 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
     # Train reports validation AP only every train.val_every iterations; the other reports lack it, and
     # ASHA simply skips those. Tune's strict check would fail the trial instead (for this sweep only).
     fs, fs_path = storage.filesystem(sweep_dir)
-    with env.overridden(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"), ray_session(address, dashboard=True):
+    with (env.overridden(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"),
+          ray_session(address, dashboard=True, worker_logs=worker_logs)):
         trainable = tune.with_parameters(_trial, base=_absolute(base), prepared=state["prepared"],
                                          sweep_dir=str(sweep_dir), tracking_uri=state["tracking_uri"],
                                          parent_run_id=state["parent_run_id"])
@@ -228,7 +228,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
                                             max_concurrent_trials=concurrent, reuse_actors=False,
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name="tune", storage_path=fs_path, storage_filesystem=fs,
-                                          verbose=tune_verbosity(),
+                                          verbose=tune_verbosity(worker_logs),
                                           callbacks=[TrialEvents(cfg.train.iterations, list(space.params))],
                                           failure_config=tune.FailureConfig(max_failures=0)))
         # on a cluster that may grow, say every 30 s which trials' worker groups wait for resources
@@ -270,20 +270,9 @@ def _row(result, sweep_dir: Path | str, space: Space, iterations: int) -> TrialR
         status = "finished"
     run_file = storage.join(sweep_dir, "trials", trial, "mlflow_run.json")
     run_id = json.loads(storage.read_text(run_file))["run_id"] if storage.is_file(run_file) else None
-    error = _error_summary(str(result.error)) if result.error is not None else None
+    error = root_cause(result.error).line if result.error is not None else None
     return TrialRow(trial, params, status, done, _best(history.get(AP, []), "max"),
                     _best(history.get(space.scheduler.metric, []), space.scheduler.mode), run_id, error)
-
-
-def _error_summary(text: str) -> str:
-    """The root cause from a trial's chained traceback text: its first 'SomeError: message' line.
-
-    Wrappers (Ray's WorkerGroupError, train()'s TmtvisError) end in ':' and point at the snippet below them.
-    """
-    errors = [line.strip() for line in text.splitlines()
-              if re.match(r"^\s*[\w.]+(Error|Exception): ", line) and not line.rstrip().endswith(":")]
-    lines = text.strip().splitlines()
-    return (errors[0] if errors else lines[-1] if lines else "unknown error")[:300]
 
 
 def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:

@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.verbose:
-        os.environ["TMTVIS_RAY_WORKER_LOGS"] = "1"
+    if args.verbose:  # -v reaches Ray as the commands' worker_logs argument; MLflow reads its level from here
         os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO"
     # Our own progress at INFO; third-party chatter (open_clip, mlflow) only from WARNING unless -v.
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

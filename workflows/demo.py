@@ -5,14 +5,13 @@ import argparse
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ("ytvis", "ovis", "uvo")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job on the embedded default: synthetic data, local Ray, tiny model")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="where data, runs and MLflow go")
-    p.add_argument("--config", type=Path, default=ROOT / "configs" / "tiny.yaml")
+    p.add_argument("--config", type=Path, default=Path("tiny"), help="a YAML file or a shipped preset (tiny, r50)")
     p.add_argument("--videos", type=int, default=60, help="videos per synthetic dataset")
     p.add_argument("--frames", type=int, default=6)
     p.add_argument("--size", default="64x64")
@@ -47,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"[demo] prepared: {len(prepared.taxonomy)} unified categories, "
           f"{sum(prepared.rows.values())} videos in manifests ({time.time() - t0:.0f} s)")
     run_dir = out / time.strftime("train-%Y%m%d-%H%M%S")
-    result = train(cfg, prepared.out_dir, run_dir, address=args.address, register_model="tmtvis-demo")
+    result = train(cfg, prepared.out_dir, run_dir, address=args.address, register_model="tmtvis-demo",
+                   worker_logs=getattr(args, "verbose", False))
     print(f"[demo] trained {cfg.train.iterations} iterations with {cfg.train.workers} Ray Train workers "
           f"in {result.metrics.get('train.wall_seconds', 0):.0f} s; validation AP per dataset (%):")
     print_summary(cfg, result)

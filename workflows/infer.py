@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     s = run_inference(args.checkpoint, args.input, args.dataset, args.out, images=args.images, address=args.address,
                       actors=args.actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
                       viz=args.viz, window=args.window, topk=args.topk,
-                      progress=False if args.no_progress else None, tracking_uri=args.tracking_uri)
+                      progress=False if args.no_progress else None, tracking_uri=args.tracking_uri,
+                      worker_logs=getattr(args, "verbose", False))
     print(f"{s.videos} videos: {s.predicted} predicted now, {s.videos - s.predicted} already done")
     if s.predicted:
         print(f"{s.frames} frames in {s.seconds:.1f} s ({s.frames_per_second:.2f} frames/s)")

@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the checkout whose README.md --update-readme rewrites
 README_BEGIN, README_END = "<!-- method-study:begin -->", "<!-- method-study:end -->"
 PRESETS = ("ytvis", "ovis", "uvo")
 
@@ -25,7 +25,7 @@ def _classes(text: str) -> dict[str, int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="run the method study on synthetic presets and write its table")
-    p.add_argument("--config", type=Path, default=ROOT / "configs" / "tiny.yaml")
+    p.add_argument("--config", type=Path, default=Path("tiny"), help="a YAML file or a shipped preset (tiny, r50)")
     p.add_argument("--out", type=Path, default=Path("study_out"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="paired seeds (every cell runs each)")
     p.add_argument("--iterations", type=int, default=600, help="training iterations per run")
@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
                                     f"train.iterations={args.iterations}", f"train.lr_steps=[{int(0.8 * args.iterations)}]",
                                     "train.val_max_videos=0", *args.overrides])
     t0 = time.time()
-    table, results = run_study(cfg, out, args.seeds, args.single, args.only, report_only=args.report_only)
-    config = args.config.resolve()
+    table, results = run_study(cfg, out, args.seeds, args.single, args.only, report_only=args.report_only,
+                               worker_logs=getattr(args, "verbose", False))
+    config = args.config.resolve() if args.config.is_file() else args.config  # a file, or a preset's name
     config = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
     classes = ",".join(f"{k}={v}" for k, v in args.classes.items())
     command = (f"tmtvis study --config {config} --out {args.out} --seeds {' '.join(map(str, args.seeds))} "

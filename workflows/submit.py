@@ -1,7 +1,8 @@
 """`tmtvis submit`: a `tmtvis` command as a job on a Ray cluster (Ray Jobs SDK), its logs followed, its outcome.
 
-The project directory travels as the job's working_dir (minus what `.rayignore`/`.gitignore` exclude), so
-the cluster runs this checkout's code; its Python environment must already have the pinned dependencies.
+From a checkout, the project directory travels as the job's working_dir (minus what `.rayignore`/`.gitignore`
+exclude), so the cluster runs this checkout's code; its Python environment must already have the pinned
+dependencies. An installed tmtvis ships no working_dir (the nodes run their own install) unless --working-dir.
 """
 from __future__ import annotations
 
@@ -18,25 +19,22 @@ from tmtvis.env import JOB_DEFAULTS
 from tmtvis.errors import TmtvisError
 from tmtvis.io_utils import read_yaml_mapping
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout a job ships (workflows/ lives in it)
+_PARENT = Path(__file__).resolve().parents[1]
+# the checkout a job ships: workflows/ lives in it beside pyproject.toml; None for an installed package
+PROJECT_ROOT: Path | None = _PARENT if (_PARENT / "pyproject.toml").is_file() else None
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60.0
 
 
-def ignore_patterns(root: Path) -> list[str]:
-    """The patterns of `root/.rayignore` (gitignore syntax), comments and blanks dropped."""
-    path = root / ".rayignore"
-    if not path.is_file():
-        return []
-    lines = (line.strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def build_runtime_env(runtime_env_file: str | Path | None = None, working_dir: str | Path = PROJECT_ROOT) -> dict:
-    """working_dir + .rayignore excludes + offline env vars, updated by a runtime_env YAML (its keys win;
-    excludes and env_vars are merged; a relative working_dir resolves against the project)."""
-    root = Path(working_dir).resolve()
-    env: dict = {"working_dir": str(root), "excludes": ignore_patterns(root), "env_vars": dict(JOB_DEFAULTS)}
+def build_runtime_env(runtime_env_file: str | Path | None = None,
+                      working_dir: str | Path | None = PROJECT_ROOT) -> dict:
+    """working_dir + offline env vars, updated by a runtime_env YAML (its keys win; excludes and env_vars are
+    merged; a relative working_dir resolves against the project). Ray itself leaves out what the working
+    dir's `.rayignore` and `.gitignore` exclude when it uploads it. No `working_dir`: none is shipped."""
+    root = Path(working_dir).resolve() if working_dir is not None else Path.cwd()
+    env: dict = {"excludes": [], "env_vars": dict(JOB_DEFAULTS)}
+    if working_dir is not None:
+        env["working_dir"] = str(root)
     if runtime_env_file is None:
         return env
     path = Path(runtime_env_file)
@@ -105,7 +103,7 @@ def wait_status(client, job_id: str, timeout: float = 60.0) -> str:
 
 
 def submit(address: str, args: list[str], runtime_env_file: str | Path | None = None, wait: bool = True,
-           python: str = "python", working_dir: str | Path = PROJECT_ROOT, out: TextIO | None = None) -> int:
+           python: str = "python", working_dir: str | Path | None = PROJECT_ROOT, out: TextIO | None = None) -> int:
     """Submit `tmtvis ARGS` as a job; with `wait`, follow it (logs to `out`, default stdout) and return 0 if it
     SUCCEEDED, else 1."""
     out = out or sys.stdout
@@ -158,7 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a runtime_env YAML merged into the defaults (e.g. cluster/runtime_env.yaml)")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return without following")
     p.add_argument("--python", default="python", help="the Python the cluster runs the job with (default: python)")
-    p.add_argument("--working-dir", type=Path, default=None, help="directory to ship (default: this project)")
+    p.add_argument("--working-dir", type=Path, default=None, help="directory to ship (default: this checkout; an installed tmtvis ships none)")
     p.add_argument("job", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the tmtvis command to run")
     p.set_defaults(func=run)
 

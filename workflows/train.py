@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or out / time.strftime("train-%Y%m%d-%H%M%S")
     prepared = prepare(cfg, out / "prepared", show_progress=True)
     result = train(cfg, prepared.out_dir, run_dir, address=args.address, resume=args.resume,
-                   register_model=args.register_model)
+                   register_model=args.register_model, worker_logs=getattr(args, "verbose", False))
     print_summary(cfg, result)
     return 0
 

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.config or args.space or args.overrides or args.tracking_uri or args.sweep_dir or args.trial_resource:
             raise TmtvisError("--resume takes the config and space stored in the sweep directory; drop the other options")
-        result = resume(args.resume, address=args.address)
+        result = resume(args.resume, address=args.address, worker_logs=getattr(args, "verbose", False))
     else:
         if args.config is None:
             raise TmtvisError("--config is required (or --resume DIR)")
@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
         space = load_space(args.space or default_space())
         result = sweep(cfg, space, args.num_samples, sweep_dir=args.sweep_dir, address=args.address,
-                       max_concurrent=args.max_concurrent, trial_resource=args.trial_resource)
+                       max_concurrent=args.max_concurrent, trial_resource=args.trial_resource,
+                       worker_logs=getattr(args, "verbose", False))
     print(format_table(result.rows, result.metric))
     print(f"sweep directory: {result.sweep_dir}")
     if result.best_config:

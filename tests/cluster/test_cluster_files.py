@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from workflows.cli import build_parser
-from workflows.submit import build_runtime_env, entrypoint, ignore_patterns
+from workflows.submit import build_runtime_env, entrypoint
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 FILES = sorted(CLUSTER.rglob("*.yaml"))
-PROJECT_DIRS = {"configs", "tuning", "cluster", "tmtvis", "workflows", "benchmarks"}
+PROJECT_DIRS = {"tuning", "cluster", "tmtvis", "workflows", "benchmarks"}
 IN_IMAGE = "/home/ray/tmtvis"  # where cluster/Dockerfile puts the project
 
 
@@ -231,13 +231,14 @@ def test_dockerfile_copies_existing_paths():
 def test_runtime_env_merges_file_and_rayignore(tmp_path):
     env = build_runtime_env(CLUSTER / "runtime_env.yaml")
     assert env["working_dir"] == str(ROOT)
-    assert "/.venv" in env["excludes"] and "/runs/" in env["excludes"] and "*.pt" in env["excludes"]
-    assert env["excludes"][:len(ignore_patterns(ROOT))] == ignore_patterns(ROOT)
+    assert env["excludes"] == ["/runs/", "/demo_out/", "/data/", "*.pt"]  # the file's; Ray reads .rayignore itself
+    rayignore = [x for x in (ROOT / ".rayignore").read_text().splitlines() if x and not x.startswith("#")]
+    assert "/.venv" in rayignore and "/runs/" in rayignore
     assert env["env_vars"]["HF_HUB_OFFLINE"] == "1" and env["env_vars"]["TMTVIS_RAY_TRAIN_LOG_LEVEL"] == "WARNING"
     # the package itself must never be excluded (patterns are anchored at the project root)
     from ray._private.thirdparty.pathspec import PathSpec  # what Ray matches excludes with
 
-    spec = PathSpec.from_lines("gitwildmatch", env["excludes"])
+    spec = PathSpec.from_lines("gitwildmatch", rayignore + env["excludes"])
     assert not any(spec.match_file(p.relative_to(ROOT).as_posix()) for p in (ROOT / "tmtvis").rglob("*.py"))
     assert spec.match_file("runs/x/state.pt") and spec.match_file(".venv/bin/python")
     bad = tmp_path / "bad.yaml"
@@ -256,3 +257,10 @@ def test_submit_helper_script_wraps_the_cli():
     out = subprocess.run([sys.executable, str(CLUSTER / "submit.py"), "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "usage: tmtvis submit --address" in out.stdout
+
+
+def test_the_image_env_is_the_job_defaults():
+    from tmtvis.env import JOB_DEFAULTS
+
+    env = [line.split()[1:] for line in (CLUSTER / "Dockerfile").read_text().splitlines() if line.startswith("ENV ")]
+    assert dict(kv.split("=", 1) for line in env for kv in line) == JOB_DEFAULTS

@@ -61,7 +61,7 @@ def test_train_job_on_two_nodes_leaves_checkpoint(cluster, mlflow_server, synth_
     c, address, _ = cluster
     assert len([n for n in c.list_all_nodes()]) == 2
     run_dir = tmp_path / "run"
-    rc = submit(address, "train", "--config", "configs/tiny.yaml", "--address", "auto", "--run-dir", str(run_dir),
+    rc = submit(address, "train", "--config", "tiny", "--address", "auto", "--run-dir", str(run_dir),
                 "--set", f"data.root={synth_root / 'data'}", "--set", f"output_dir={tmp_path / 'out'}",
                 "--set", "taxonomy.clip_model=tmtvis-test-clip",
                 "--set", f"taxonomy.clip_model_config={synth_root / 'clip.json'}",

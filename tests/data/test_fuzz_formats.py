@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from helpers import rle
 from tmtvis.data.rle import decode_rle, to_rle
-from tmtvis.data.ytvis_format import load_dataset, load_results
+from tmtvis.data.ytvis_format import load_dataset, parse_results, read_json
 from tmtvis.errors import TmtvisError
 from tmtvis.eval import evaluate_files
 
@@ -124,7 +124,7 @@ def _ours_or_fine(call):
 
 def test_the_unmutated_files_load_and_evaluate():
     ds = load_dataset(GT_FILE)
-    assert len(ds.tracks) == 4 and len(load_results(RESULTS_FILE, ds)) == 3
+    assert len(ds.tracks) == 4 and len(parse_results(read_json(RESULTS_FILE), ds, RESULTS_FILE)) == 3
     assert 0 <= evaluate_files(GT_FILE, RESULTS_FILE, progress=False).stats["AP"] <= 1
 
 
@@ -139,7 +139,7 @@ def test_mutated_ground_truth(text):
             for seg in t.segmentations:
                 r = to_rle(seg, v.height, v.width)
                 assert r is None or decode_rle(r).shape == (v.height, v.width)
-        _ours_or_fine(lambda: load_results(RESULTS_FILE, ds))
+        _ours_or_fine(lambda: parse_results(read_json(RESULTS_FILE), ds, RESULTS_FILE))
     _ours_or_fine(lambda: evaluate_files(path, RESULTS_FILE, progress=False))
     path.unlink()
 
@@ -149,8 +149,7 @@ def test_mutated_ground_truth(text):
 def test_mutated_results(text):
     path = _write(text)
     ds = load_dataset(GT_FILE)
-    _ours_or_fine(lambda: load_results(path, ds))
-    _ours_or_fine(lambda: load_results(path))
+    _ours_or_fine(lambda: parse_results(read_json(path), ds, path))
     result = _ours_or_fine(lambda: evaluate_files(GT_FILE, path, progress=False))
     if result is not None:
         assert all(-1 <= v <= 1 for v in result.stats.values())

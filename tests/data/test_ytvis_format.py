@@ -1,12 +1,13 @@
 import copy
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tmtvis.data.rle import decode_rle, encode_mask, to_rle
-from tmtvis.data.ytvis_format import load_dataset, load_results, write_results
+from tmtvis.data.ytvis_format import load_dataset, parse_results, read_json, write_results
 from tmtvis.errors import DataError
 
 
@@ -62,21 +63,21 @@ BAD_CASES = {
     "video_missing_width": (lambda d: d["videos"][0].pop("width"), "videos[0]: missing key 'width'"),
     "ann_missing_segs": (lambda d: d["annotations"][0].pop("segmentations"), "missing key 'segmentations'"),
     "file_names_vs_length": (lambda d: d["videos"][0]["file_names"].pop(), "'file_names' has 2 entries but 'length' is 3"),
-    "segs_vs_length": (lambda d: d["annotations"][0]["segmentations"].pop(), "'segmentations' has 2 entries but video 1 has length 3"),
+    "segs_vs_length": (lambda d: d["annotations"][0]["segmentations"].pop(), "2 segmentations but video 1 has 3 frames"),
     "areas_vs_length": (lambda d: d["annotations"][0]["areas"].append(1), "'areas' has 4 entries"),
     "duplicate_video_id": (lambda d: d["videos"][1].update(id=1), "duplicate video id 1"),
     "duplicate_ann_id": (lambda d: d["annotations"][1].update(id=1), "duplicate annotation id 1"),
     "duplicate_category_id": (lambda d: d["categories"][1].update(id=1), "duplicate category id 1"),
     "unknown_video": (lambda d: d["annotations"][0].update(video_id=99), "unknown video_id 99"),
-    "unknown_category": (lambda d: d["annotations"][0].update(category_id=7), "category_id 7 is not in 'categories'"),
+    "unknown_category": (lambda d: d["annotations"][0].update(category_id=7), "unknown category_id 7"),
     "dotdot_escape": (lambda d: d["videos"][0]["file_names"].__setitem__(0, "../../etc/passwd"), "escapes the image root"),
     "absolute_path": (lambda d: d["videos"][0]["file_names"].__setitem__(0, "/etc/passwd"), "is absolute"),
     "rle_wrong_size": (lambda d: d["annotations"][0]["segmentations"][1].update(size=[5, 5]), "differs from the video's"),
     "bad_segmentation_type": (lambda d: d["annotations"][0]["segmentations"].__setitem__(1, 5), "segmentation must be RLE"),
     "uncompressed_rle_sum": (lambda d: d["annotations"][0]["segmentations"].__setitem__(1, {"size": [24, 32], "counts": [1, 2]}), "sum to 3"),
-    "garbage_rle_counts": (lambda d: d["annotations"][0]["segmentations"][1].update(counts="!!!garbage"), "frame 1: compressed RLE counts hold characters outside"),
-    "rle_counts_wrong_sum": (lambda d: d["annotations"][0]["segmentations"][2].update(counts="0d0"), "frame 2: compressed RLE counts cover 20 pixels, expected height*width = 768"),
-    "truncated_rle_counts": (lambda d: d["annotations"][1]["segmentations"][1].update(counts=d["annotations"][1]["segmentations"][1]["counts"][:-1] + "o"), "annotations[1] (id 2) frame 1: compressed RLE counts end in the middle"),
+    "garbage_rle_counts": (lambda d: d["annotations"][0]["segmentations"][1].update(counts="!!!garbage"), "segmentations[1]: compressed RLE counts hold characters outside"),
+    "rle_counts_wrong_sum": (lambda d: d["annotations"][0]["segmentations"][2].update(counts="0d0"), "segmentations[2]: compressed RLE counts cover 20 pixels, expected height*width = 768"),
+    "truncated_rle_counts": (lambda d: d["annotations"][1]["segmentations"][1].update(counts=d["annotations"][1]["segmentations"][1]["counts"][:-1] + "o"), "annotations[1].segmentations[1]: compressed RLE counts end in the middle"),
     "bad_iscrowd": (lambda d: d["annotations"][0].update(iscrowd=3), "'iscrowd' must be 0 or 1"),
     "videos_not_list": (lambda d: d.update(videos={}), "videos: must be a list"),
 }
@@ -122,27 +123,27 @@ def test_results_roundtrip_and_validation(tiny_dataset, tmp_path):
     preds = [{"video_id": 1, "category_id": 2, "score": 0.5, "segmentations": data["annotations"][0]["segmentations"]}]
     out = tmp_path / "results.json"
     write_results(out, preds)
-    assert load_results(out, ds) == preds
+    assert [asdict(p) for p in parse_results(read_json(out), ds, out)] == preds
     for bad, msg in (
         ({**preds[0], "video_id": 9}, "unknown video_id 9"),
-        ({**preds[0], "category_id": 9}, "category_id 9 is not a category"),
-        ({**preds[0], "segmentations": [None]}, "has 1 entries but video 1 has length 3"),
+        ({**preds[0], "category_id": 9}, "unknown category_id 9"),
+        ({**preds[0], "segmentations": [None]}, "1 segmentations but video 1 has 3 frames"),
         ({**preds[0], "score": "high"}, "'score' must be a finite number"),
         ({**preds[0], "segmentations": [None, {"size": [24, 32], "counts": "!!!garbage"}, None]},
-         r"\[0\] frame 1: compressed RLE counts hold characters"),
+         r"\[0\]\.segmentations\[1\]: compressed RLE counts hold characters"),
     ):
         out.write_text(json.dumps([bad]))
         with pytest.raises(DataError, match=msg):
-            load_results(out, ds)
+            parse_results(read_json(out), ds, out)
     out.write_text(json.dumps({"not": "a list"}))
     with pytest.raises(DataError, match="must be a JSON list"):
-        load_results(out)
+        parse_results(read_json(out), ds, out)
 
 
 def test_rle_counts_check_agrees_with_pycocotools():
     from pycocotools import mask as mask_utils
 
-    from tmtvis.data.ytvis_format import rle_counts_problem
+    from tmtvis.data.rle import rle_counts_problem
 
     rng = np.random.default_rng(0)
     for _ in range(300):

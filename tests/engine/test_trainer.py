@@ -1,4 +1,4 @@
-from tmtvis.engine.trainer import failure_summary
+from tmtvis.errors import root_cause
 
 
 class TrainingFailed(Exception):
@@ -9,9 +9,9 @@ class TrainingFailed(Exception):
 
 def test_failure_summary_names_the_worker_error():
     err = TrainingFailed({1: ValueError("Traceback (most recent call last):\n  File x\nValueError: Invalid learning rate: -1.0")})
-    assert failure_summary(err) == "ValueError: Invalid learning rate: -1.0"
-    assert failure_summary(RuntimeError("boom\n")) == "boom"
-    assert failure_summary(TrainingFailed({})) == "see below"
+    assert root_cause(err).line == "ValueError: Invalid learning rate: -1.0"
+    assert root_cause(RuntimeError("boom\n")).line == "boom"
+    assert root_cause(TrainingFailed({})).line == "see below"
 
 
 def test_gpu_request_on_a_cpu_cluster_is_refused_in_one_line(ray_local, synth_root, tmp_path):

@@ -127,27 +127,37 @@ def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_pa
     assert state10["scheduler"]["last_epoch"] == 10
 
 
+def train_workers() -> list:
+    """Ray Train's worker actors (alive and dead) of this Ray session, from the State API: pid and node each."""
+    from ray.util.state import list_actors
+
+    return list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
+
+
 def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_path):
     run_dir = tmp_path / "run"
     cfg = tiny_config(synth_root, "train.iterations=24", "train.checkpoint_every=4", "train.max_failures=1",
                       "data.decode_batch_size=4")
+    earlier = {a.actor_id for a in train_workers()}  # other tests' workers in this Ray session
     killed = {}
 
     def killer():
-        # Kill rank 1 once the checkpoint of iteration 4 is registered: rank 0 logs iteration 6 to MLflow
+        # Kill a worker once the checkpoint of iteration 4 is registered: rank 0 logs iteration 6 to MLflow
         # only after the report (a barrier) that carried that checkpoint has returned.
         deadline = time.time() + 600
         while time.time() < deadline:
-            run_file, pid_file = run_dir / "mlflow_run.json", run_dir / "workers" / "rank1.pid"
-            if run_file.exists() and pid_file.exists():
+            run_file = run_dir / "mlflow_run.json"
+            if run_file.exists():
                 info = json.loads(run_file.read_text())
                 steps = [s for s, _ in history(info["tracking_uri"], info["run_id"], "train.loss")]
                 if steps and max(steps) >= 6:
                     # The controller registers a reported checkpoint when it next polls the workers:
                     # give it a few seconds before the kill.
                     time.sleep(3)
-                    pid = int(pid_file.read_text())
-                    killed["pid"], killed["after"] = pid, max(steps)
+                    workers = sorted((a for a in train_workers() if a.actor_id not in earlier and a.state == "ALIVE"),
+                                     key=lambda a: a.pid)
+                    pid = workers[-1].pid
+                    killed["pid"], killed["after"], killed["group"] = pid, max(steps), {a.actor_id for a in workers}
                     os.kill(pid, signal.SIGKILL)
                     return
             time.sleep(0.3)
@@ -160,7 +170,8 @@ def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_p
     assert res.metrics["iteration"] == 24
     # the restarted group resumed from a checkpoint taken before or at the kill, not from scratch
     assert 4 <= res.metrics["train.resumed_from"] < 24
-    assert int((run_dir / "workers" / "rank1.pid").read_text()) != killed["pid"]
+    restarted = [a for a in train_workers() if a.actor_id not in earlier | killed["group"]]
+    assert restarted and killed["pid"] not in {a.pid for a in restarted}
     # The restarted group re-executed the stream without what the restored checkpoint had trained on: nothing was
     # trained twice, and nothing skipped but what was in flight at the end (each rank's next block and batch).
     trained_once(load_state(res.checkpoint), 24 * 2, in_flight=2 * (4 + 1))

@@ -1,6 +1,5 @@
 """The method study's plan and table (no training here; the runs themselves use the tested train())."""
-from helpers import ROOT
-from tmtvis.config import load_config
+from tmtvis.config import load_config, preset_path
 from experiments.method_study import RunResult, cell_config, paired_delta, run_metrics, study_cells, summarize
 
 
@@ -11,7 +10,7 @@ def test_cells_are_the_protocol():
 
 
 def test_cell_configs():
-    base = load_config(ROOT / "configs/tiny.yaml")
+    base = load_config(preset_path("tiny"))
     cells = {c.name: c for c in study_cells("ovis_synth")}
     single = cell_config(base, cells["a_single_ovis_synth"], seed=1)
     assert {d.name for d in single.data.datasets} == {"ovis_synth"} and single.seed == 1

@@ -20,7 +20,7 @@ from tmtvis.checkpoint import DataProgress, load_checkpoint, save_checkpoint
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.video_files import decode_video_file, discover
 from tmtvis.data.ytvis_format import read_json
-from tmtvis.engine.optim import build_optimizer, build_scheduler
+from tmtvis.optim import build_optimizer, build_scheduler
 from tmtvis.inference.preprocess import resize_frames
 from tmtvis.inference.validate import predict_rows
 from tmtvis.inference.video_predictor import VideoPredictor
@@ -206,6 +206,18 @@ def test_interrupted_run_resumes(checkpoint, frame_folders, folder_run, ray_loca
 
     again = batch_inference.run_inference(checkpoint, frame_folders, DATASET, out, progress=False)
     assert again.predicted == 0 and json.loads((out / "results.json").read_text()) == results
+
+
+def test_videos_in_blocks_give_the_same_results(checkpoint, frame_folders, folder_run, ray_local, tmp_path,
+                                                monkeypatch):
+    """Several videos per decode task and actor call (as for long inputs of short videos): the same files."""
+    monkeypatch.setattr(batch_inference, "BLOCKS_PER_ACTOR", 1)
+    assert batch_inference.videos_per_block(discover(frame_folders), 1) == 6  # 6 videos of 4 frames: one block
+    out = tmp_path / "out"
+    summary = batch_inference.run_inference(checkpoint, frame_folders, DATASET, out, cpus_per_actor=0.5,
+                                            progress=False)
+    assert (summary.predicted, summary.frames) == (6, 24)
+    assert json.loads((out / "results.json").read_text()) == json.loads((folder_run / "results.json").read_text())
 
 
 def test_out_dir_of_another_run_is_refused(checkpoint, folder_run, synth_root, capsys):

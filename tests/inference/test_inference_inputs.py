@@ -6,14 +6,16 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
 
-from tmtvis.data.video_files import decode_video_file, discover, read_video
+from tmtvis.data.video_files import VideoSource, decode_video_file, discover, read_video
 from tmtvis.errors import DataError, TmtvisError
 from tmtvis.checkpoint import load_checkpoint
-from tmtvis.pipeline.batch_inference import PREDICTIONS, read_predictions, write_predictions
+from tmtvis.pipeline.batch_inference import (PREDICTIONS, VIDEO_PREDICTIONS, predictions_table, read_predictions,
+                                             split_videos, videos_per_block, write_predictions)
 from workflows.cli import main
 
 
@@ -75,12 +77,44 @@ def test_broken_inputs_are_one_line_errors(tmp_path):
 def test_predictions_parquet_round_trip(tmp_path):
     preds = [{"category_id": 3, "score": 0.123456789012345,
               "segmentations": [None, {"size": [4, 5], "counts": "abc"}]}]
-    write_predictions(tmp_path / "p.parquet", 7, (4, 5), preds)
+    write_predictions(tmp_path / "p.parquet", predictions_table(7, (4, 5), preds))
     assert read_predictions(tmp_path / "p.parquet") == [{"video_id": 7, **preds[0]}]
-    write_predictions(tmp_path / "empty.parquet", 8, (4, 5), [])
+    write_predictions(tmp_path / "empty.parquet", predictions_table(8, (4, 5), []))
     assert read_predictions(tmp_path / "empty.parquet") == []
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert PREDICTIONS.names[:3] == ["video_id", "category_id", "score"]
+
+
+def test_actor_rows_split_into_per_video_tables():
+    """The actors' columns (one row per video, predictions as lists) -> each video's table, wherever the block
+    boundaries fall: the same table as built from the submission-format dicts, a video without predictions too."""
+    videos = {4: [{"category_id": 2, "score": 0.5, "segmentations": [{"size": [3, 6], "counts": "x1"}, None]},
+                  {"category_id": 9, "score": 0.25, "segmentations": [None, {"size": [3, 6], "counts": "y2"}]}],
+              5: [],
+              6: [{"category_id": 1, "score": 1.0, "segmentations": [None, None]}]}
+    rows = [{"video_id": v, "height": 3, "width": 6, "frames": 2, "category_id": [p["category_id"] for p in preds],
+             "score": [p["score"] for p in preds],
+             "counts": [[s and s["counts"] for s in p["segmentations"]] for p in preds]} for v, preds in videos.items()]
+    whole = pa.Table.from_pylist(rows, schema=VIDEO_PREDICTIONS)
+    blocks = [(whole, [4, 5, 6]), (pa.concat_tables([whole.slice(0, 1), whole.slice(1)]), [4, 5, 6]),
+              (whole.slice(1, 2), [5, 6]), (whole.slice(0, 0), [])]
+    for block, ids in blocks:
+        got = list(split_videos(block))
+        assert [(v, n) for v, n, _ in got] == [(v, 2) for v in ids]
+        for vid, _, table in got:
+            assert table.schema == PREDICTIONS and table.equals(predictions_table(vid, (3, 6), videos[vid]))
+
+
+def test_videos_per_block_amortises_tasks_but_keeps_the_pool_busy():
+    def sources(n: int, frames: int, kind: str = "frames") -> list[VideoSource]:
+        return [VideoSource(i + 1, f"v{i}", kind, "/", [f"{j}.jpg" for j in range(frames)]) for i in range(n)]
+
+    assert videos_per_block(sources(96, 16), 1) == videos_per_block(sources(96, 16), 2) == 4  # 64 frames
+    assert videos_per_block(sources(96, 16), 4) == 3  # 8 blocks per actor
+    assert videos_per_block(sources(6, 4), 2) == 1  # too few videos to group
+    assert videos_per_block(sources(100, 200), 1) == 1  # long videos: one per block
+    assert videos_per_block(sources(100, 1, "file"), 1) == 1  # a video file's length is unknown
+    assert videos_per_block([], 1) == 1
 
 
 def test_checkpoint_errors(tmp_path, capsys):
@@ -129,7 +163,10 @@ def test_unknown_dataset_and_pickles_are_refused(synth_root, tmp_path, capsys):
 
 
 def test_a_bad_file_in_a_ray_task_becomes_one_line_error():
-    from tmtvis.pipeline.batch_inference import _user_error
+    from tmtvis.errors import root_cause
+
+    def _user_error(e: BaseException) -> TmtvisError | None:
+        return root_cause(e).user_error
 
     local = DataError("/v/zz.mp4", "", "cannot decode video (Invalid data)")
     wrapped = RuntimeError("UDF failed")
@@ -141,3 +178,59 @@ def test_a_bad_file_in_a_ray_task_becomes_one_line_error():
     err = _user_error(remote)
     assert isinstance(err, TmtvisError) and str(err) == "/v/zz.mp4: cannot decode video (Invalid data)"
     assert _user_error(RuntimeError("worker died")) is None
+
+
+def test_checkpoint_checked_cheaply_before_ray(synth_root, tmp_path, capsys, monkeypatch):
+    """`infer` checks state.pt without building the model for real (keys and shapes against config.yaml on the
+    meta device, its size against meta.json); each problem is one line, before any Ray start."""
+    import yaml
+
+    from helpers import tiny_config
+    from tmtvis import ray_session
+    from tmtvis.checkpoint import check_state, save_checkpoint
+    from tmtvis.optim import build_optimizer, build_scheduler
+    from tmtvis.models import tmtvis_model
+    from tmtvis.taxonomy_bank import load_bank
+
+    cfg = tiny_config(synth_root)
+    bank = torch.from_numpy(load_bank(synth_root / "prepared/bank.parquet").embeddings)
+    model = tmtvis_model.build_model(cfg.model, bank)
+    optimizer = build_optimizer(model, cfg.train)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_checkpoint(ck, model, optimizer, build_scheduler(optimizer, cfg.train), 0, 0, cfg,
+                    synth_root / "prepared/taxonomy.json")
+    built = []  # the device of each model built
+    real_build = tmtvis_model.build_model
+
+    def build(*args):
+        model = real_build(*args)
+        built.append(next(model.parameters()).device.type)
+        return model
+
+    monkeypatch.setattr(tmtvis_model, "build_model", build)
+    monkeypatch.setattr(ray_session, "ray_session", lambda *a, **k: pytest.fail("Ray started"))
+    check_state(load_checkpoint(ck, with_model=False))  # a whole checkpoint passes
+    assert built == ["meta"]
+
+    def infer_error(out: str) -> str:
+        rc = main(["infer", "--checkpoint", str(ck), "--input", str(synth_root / "data/ytvis/valid.json"),
+                   "--dataset", "ytvis_synth", "--out", str(tmp_path / out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1
+        return err[0]
+
+    good = (ck / "config.yaml").read_text()
+    wider = yaml.safe_load(good)
+    wider["model"]["hidden_dim"] *= 2
+    (ck / "config.yaml").write_text(yaml.safe_dump(wider))
+    err = infer_error("o1")
+    assert f"{ck / 'state.pt'}: weights do not fit the model in config.yaml (size mismatch for " in err
+    assert set(built) == {"meta"}
+
+    (ck / "config.yaml").write_text(good)
+    whole = (ck / "state.pt").read_bytes()
+    (ck / "state.pt").write_bytes(whole[: len(whole) // 2])
+    err = infer_error("o2")
+    assert err.endswith(f"not a tmtvis checkpoint (or corrupted): {ck / 'state.pt'} ({len(whole) // 2} bytes, "
+                        f"meta.json records {len(whole)}: cut short or partly copied)")

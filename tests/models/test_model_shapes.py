@@ -2,8 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ROOT
-from tmtvis.config import load_config
+from tmtvis.config import load_config, preset_path
 from tmtvis.errors import ConfigError
 from tmtvis.models import ModelConfig, build_model, count_parameters
 
@@ -43,7 +42,7 @@ def test_tiny_forward_backward():
 
 def test_r50_forward_backward():
     torch.manual_seed(0)
-    cfg = load_config(ROOT / "configs/r50.yaml").model
+    cfg = load_config(preset_path("r50")).model
     c = 40
     model = build_model(cfg, bank(c, 512))
     n_params = count_parameters(model)

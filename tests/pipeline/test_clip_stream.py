@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config, with_truncated_frame
-from tmtvis.data.clips import ClipConfig
+from tmtvis.data.clips import ClipConfig, unpack_masks
 from tmtvis.pipeline.clip_stream import clip_dataset, load_sources
 from tmtvis.pipeline.sampling import SampleSet, make_plan
 from tmtvis.taxonomy import UnifiedTaxonomy
@@ -28,7 +28,8 @@ def test_stream_mixes_datasets_by_weight(synth_root, ray_local):
     counts, n = Counter(), 0
     for batch in clip_dataset(make_plan(sources, seed=3), SampleSet([[0, 1200]]), clip, len(tax), valid).iter_batches(batch_size=64):
         assert batch["frames"].shape[1:] == (2, 32, 32, 3) and batch["frames"].dtype == np.uint8
-        assert batch["masks"].shape[1:] == (12, 2, 32, 32)
+        for packed, k in zip(batch["masks"], batch["num_instances"]):  # only the real instances, bit-packed
+            assert unpack_masks(packed, int(k), (2, 32, 32)).shape == (k, 2, 32, 32)
         counts.update(batch["source"].tolist())
         n += len(batch["source"])
     assert n == 1200
@@ -43,8 +44,10 @@ def test_stream_is_a_deterministic_slice_of_the_plan(synth_root, ray_local):
     full = in_order(clip_dataset(plan, SampleSet([[0, 40]]), clip, len(tax), valid, batch_size=8))
     tail = in_order(clip_dataset(plan, SampleSet([[25, 40]]), clip, len(tax), valid, batch_size=8))
     assert full["sample"].tolist() == list(range(40)) and tail["sample"].tolist() == list(range(25, 40))
-    for key in ("frames", "masks", "labels", "source"):
+    for key in ("frames", "labels", "source"):
         np.testing.assert_array_equal(full[key][25:], tail[key])
+    for a, b in zip(full["masks"][25:], tail["masks"], strict=True):
+        np.testing.assert_array_equal(a, b)
     # instances carry unified labels of their own dataset's taxonomy only
     for src, labels, n, valid_row in zip(full["source"], full["labels"], full["num_instances"],
                                         full["valid_classes"]):
@@ -107,13 +110,13 @@ def sample_frames_of(plan, i, clip) -> list[int]:
 
 
 def test_a_truncated_frame_without_skipping_is_one_line_naming_it(synth_root, ray_local, tmp_path):
-    from tmtvis.errors import TmtvisError, find_user_error
+    from tmtvis.errors import TmtvisError, root_cause
 
     plan, clip, tax, valid, bad = truncated_stream(synth_root, tmp_path)
     with pytest.raises(Exception) as e:
         for _ in clip_dataset(plan, SampleSet([[0, 120]]), clip, len(tax), valid, batch_size=8).iter_batches():
             pass
-    user = find_user_error(e.value)
+    user = root_cause(e.value).user_error
     assert isinstance(user, TmtvisError) and "\n" not in str(user)  # across processes: the remote error's line
     assert str(user).startswith(f"{bad}: unreadable or truncated image")
     assert "in ytvis_synth/train video 1 (data.skip_bad_videos: true skips such videos)" in str(user)

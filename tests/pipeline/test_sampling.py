@@ -3,7 +3,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tmtvis.pipeline.sampling import SourceSpec, build_schedule, expected_category_shares, repeat_factors
+from tmtvis.pipeline.sampling import SourceSpec, expected_category_shares, make_plan, repeat_factors
 
 
 def sources():
@@ -11,6 +11,12 @@ def sources():
     b = SourceSpec("b", "b.parquet", 1.0,
                    [{"length": 8, "categories": [1]} for _ in range(18)] + [{"length": 8, "categories": [2]}] * 2)
     return [a, b]
+
+
+def build_schedule(specs, num_samples, seed, repeat_threshold=0.0, start=0):
+    """Samples [start, num_samples) of the stream; sample i depends only on (seed, i)."""
+    plan = make_plan(specs, seed, repeat_threshold)
+    return [plan.sample(i) for i in range(start, num_samples)]
 
 
 def test_shares_follow_weights():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tmtvis.config import load_config, to_dict
+from tmtvis.config import load_config, preset_path, to_dict
 from tmtvis.errors import ConfigError
 from tuning.space import (Dist, Space, check_keys, clip_set_size, load_space, parse_space, sample, space_to_dict,
                           trial_config)
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def base() -> dict:
-    return to_dict(load_config(ROOT / "configs/tiny.yaml"))
+    return to_dict(load_config(preset_path("tiny")))
 
 
 def test_shipped_default_space_loads_and_fits_the_tiny_config():
@@ -112,11 +112,11 @@ def test_trial_config_sets_values_and_validates():
 
 
 def test_concurrency_from_cluster_resources():
-    cfg = load_config(ROOT / "configs/tiny.yaml")  # 2 workers x 0.5 CPU, + 1 CPU for Ray Data
+    cfg = load_config(preset_path("tiny"))  # 2 workers x 0.5 CPU, + 1 CPU for Ray Data
     assert max_concurrent_trials(cfg, {"CPU": 2.0}) == 1
     assert max_concurrent_trials(cfg, {"CPU": 1.0}) == 1  # never 0
     assert max_concurrent_trials(cfg, {"CPU": 16.0}) == 8
-    gpu = load_config(ROOT / "configs/tiny.yaml", ["train.gpus_per_worker=1"])
+    gpu = load_config(preset_path("tiny"), ["train.gpus_per_worker=1"])
     assert max_concurrent_trials(gpu, {"CPU": 16.0, "GPU": 4.0}) == 2
 
 

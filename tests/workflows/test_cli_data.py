@@ -14,7 +14,6 @@ from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
 from workflows.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def test_synth_output_checks_clean(synth_root, capsys):
 def test_prepare_on_three_presets(synth_root, tmp_path, capsys):
     clip_cfg = tmp_path / "clip.json"
     clip_cfg.write_text(json.dumps(TINY_CLIP))
-    args = ["prepare", "--config", str(ROOT / "configs/tiny.yaml"), "--out", str(tmp_path / "prepared"),
+    args = ["prepare", "--config", "tiny", "--out", str(tmp_path / "prepared"),
             "--set", f"data.root={synth_root}", "--set", "taxonomy.clip_model=tmtvis-cli-test",
             "--set", f"taxonomy.clip_model_config={clip_cfg}"]
     assert main(args) == 0
@@ -70,7 +69,7 @@ def test_bad_input_is_one_line_and_exit_2(synth_root, tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.stderr
-    assert str(bad) in lines[0] and "annotations[0]" in lines[0] and "has length 4" in lines[0]
+    assert str(bad) in lines[0] and "annotations[0]" in lines[0] and "but video 1 has 4 frames" in lines[0]
 
     ovis = json.loads((synth_root / "ovis" / "train.json").read_text())
     broken = tmp_path / "images"
@@ -80,5 +79,5 @@ def test_bad_input_is_one_line_and_exit_2(synth_root, tmp_path):
     res = run_cli("data", "check", str(synth_root / "ovis" / "train.json"), "--images", str(broken))
     assert res.returncode == 2 and str(target) in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
-    res = run_cli("prepare", "--config", str(ROOT / "configs/tiny.yaml"), "--out", str(tmp_path), "--set", "bogus=1")
+    res = run_cli("prepare", "--config", "tiny", "--out", str(tmp_path), "--set", "bogus=1")
     assert res.returncode == 2 and "unknown key 'bogus'" in res.stderr and "Traceback" not in res.stderr

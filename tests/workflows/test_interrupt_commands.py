@@ -239,6 +239,14 @@ def test_train_while_validating(root, tmp_path):
     cmd.interrupt(signal.SIGTERM, "train, validating")
 
 
+def trial_trained(run_file: Path) -> bool:
+    """A trial's workers have logged a training step to its MLflow run."""
+    from mlflow import MlflowClient
+
+    info = json.loads(run_file.read_text())
+    return bool(MlflowClient(info["tracking_uri"]).get_metric_history(info["run_id"], "train.loss"))
+
+
 def test_tune_while_a_trial_trains(root, tmp_path):
     sweep_dir = tmp_path / "sweep"
     space = tmp_path / "space.yaml"
@@ -247,7 +255,7 @@ def test_tune_while_a_trial_trains(root, tmp_path):
     cmd = Command(["tune", "--config", str(root / "cfg.yaml"), "--space", str(space), "--num-samples", "1",
                    "--set", f"output_dir={tmp_path}", "--set", "train.iterations=200", "--set", "train.val_every=0",
                    "--sweep-dir", str(sweep_dir)], tmp_path / "log.txt")
-    cmd.wait_for("a trial's workers", lambda: bool(glob.glob(str(sweep_dir / "trials/*/workers/rank0.pid"))))
+    cmd.wait_for("a trial's workers training", lambda: any(trial_trained(f) for f in sweep_dir.glob("trials/*/mlflow_run.json")))
     time.sleep(3)
     cmd.interrupt(signal.SIGINT, "tune, trial training", group=True)
     assert (sweep_dir / "sweep.json").is_file() and (sweep_dir / "tune").is_dir()  # what `tune --resume` needs

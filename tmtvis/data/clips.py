@@ -1,20 +1,29 @@
 """Training clips from manifest rows: frame sampling, JPEG decoding, clip-consistent augmentation.
 
 One clip = T frames of one video around a reference frame, resized so the short edge is one of
-`short_edge`, randomly cropped to `crop` and maybe flipped, the same way for every frame. Instances are
-padded to `max_instances` so clips batch into fixed-shape tensors.
+`short_edge`, randomly cropped to `crop` and maybe flipped, the same way for every frame. The crop is
+placed on the resized grid but cut from the source: each JPEG is decoded (at 1/2, 1/4, 1/8 scale when
+that still covers the resized size) and only the crop's box is resized; each frame's instance RLEs are
+decoded in one batched call and sampled nearest at the crop's pixels. Only the clip's real instances
+(non-crowd, non-empty; at most `max_instances`) travel, bit-packed (`masks`, 1-D uint8); `labels` stays
+padded to `max_instances` with -1. `stack_clips` batches clips with `masks` as a ragged column and
+`unpack_masks` restores (n, T, H, W) on the trainer side.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from tmtvis.data.frames import read_frame
-from tmtvis.data.rle import decode_rle
+from tmtvis.data.frames import load_image
+from tmtvis.data.rle import decode_counts
 from tmtvis.data.ytvis_format import resolve_frame
+
+if TYPE_CHECKING:  # the decode workers never need torch
+    import torch
 
 
 @dataclass
@@ -24,7 +33,19 @@ class ClipConfig:
     short_edge: tuple[int, ...] = (96,)         # shortest-edge resize, one picked per clip
     crop: tuple[int, int] = (96, 96)            # (H, W) of the training clip
     hflip: bool = True
-    max_instances: int = 12                     # instances per clip after padding (extra ones dropped)
+    max_instances: int = 12                     # instances per clip at most (extra ones dropped)
+
+
+@dataclass(frozen=True)
+class CropWindow:
+    """A clip's crop on the resized (rh, rw) grid: rows y0..y0+h, cols x0..x0+w (h, w <= crop; zero-padded)."""
+    rh: int
+    rw: int
+    y0: int
+    x0: int
+    h: int
+    w: int
+    flip: bool
 
 
 def sample_frames(length: int, ref: int, cfg: ClipConfig, rng: np.random.Generator) -> list[int]:
@@ -40,16 +61,8 @@ def sample_frames(length: int, ref: int, cfg: ClipConfig, rng: np.random.Generat
     return sorted([ref, *map(int, picked)])
 
 
-def _resize(img: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
-    h, w = size
-    pil = Image.fromarray(img)
-    return np.asarray(pil.resize((w, h), Image.NEAREST if nearest else Image.BILINEAR))
-
-
-def load_clip(row: dict, frame_ids: list[int], cfg: ClipConfig, rng: np.random.Generator | None,
-              num_classes: int, valid_classes: list[int]) -> dict[str, np.ndarray]:
-    """Decode and augment one clip; rng=None means no augmentation (first short edge, centre crop)."""
-    h0, w0 = row["height"], row["width"]
+def crop_window(h0: int, w0: int, cfg: ClipConfig, rng: np.random.Generator | None) -> CropWindow:
+    """Draw short edge, crop offset and flip for an (h0, w0) video; rng=None: first short edge, centre, no flip."""
     short = int(rng.choice(cfg.short_edge)) if rng is not None else cfg.short_edge[0]
     scale = short / min(h0, w0)
     rh, rw = max(round(h0 * scale), 1), max(round(w0 * scale), 1)
@@ -60,36 +73,94 @@ def load_clip(row: dict, frame_ids: list[int], cfg: ClipConfig, rng: np.random.G
         flip = bool(cfg.hflip and rng.random() < 0.5)
     else:
         y0, x0, flip = max(rh - ch, 0) // 2, max(rw - cw, 0) // 2, False
+    return CropWindow(rh, rw, y0, x0, min(ch, rh - y0), min(cw, rw - x0), flip)
 
-    def fit(a: np.ndarray) -> np.ndarray:
-        a = a[y0:y0 + ch, x0:x0 + cw]
-        if a.shape[0] < ch or a.shape[1] < cw:  # pad to the crop size
-            pad = [(0, ch - a.shape[0]), (0, cw - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
-            a = np.pad(a, pad)
-        return a[:, ::-1] if flip else a
 
-    T = len(frame_ids)
-    frames = np.zeros((T, ch, cw, 3), np.uint8)
+def _window(im: Image.Image, span: tuple[float, float], win: CropWindow) -> Image.Image:
+    """The window of a frame spanning `span` (W, H) of its pixels: bilinear, as resizing it whole then cropping."""
+    if span == (win.rw, win.rh):  # no resize: a plain crop
+        out = im.crop((win.x0, win.y0, win.x0 + win.w, win.y0 + win.h))
+    else:
+        fx, fy = span[0] / win.rw, span[1] / win.rh
+        box = (win.x0 * fx, win.y0 * fy, (win.x0 + win.w) * fx, (win.y0 + win.h) * fy)
+        out = im.resize((win.w, win.h), Image.BILINEAR, box=box)
+    return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if win.flip else out
+
+
+def _nearest(src: int, grid: int) -> np.ndarray:
+    """Source pixel of each of `grid` pixels in a nearest resize of `src` pixels, computed as PIL does (an
+    accumulated step) so that the crop picks what a whole-mask PIL resize would (ties at pixel borders too)."""
+    step = src / grid
+    return np.minimum(np.add.accumulate(np.r_[step / 2, np.full(grid - 1, step)]).astype(np.intp), src - 1)
+
+
+def _load_masks(row: dict, frame_ids: list[int], win: CropWindow, crop: tuple[int, int]) -> tuple[np.ndarray, list]:
+    """Masks (K, T, ch, cw) uint8 of the clip's non-crowd instances annotated in any of its frames, and those."""
+    cands = [i for i in row["instances"] if not i["iscrowd"] and any(i["rles"][f] is not None for f in frame_ids)]
+    h0, w0 = row["height"], row["width"]
+    rows = _nearest(h0, win.rh)[win.y0:win.y0 + win.h]
+    cols = _nearest(w0, win.rw)[win.x0:win.x0 + win.w]
+    if win.flip:
+        cols = cols[::-1]
+    masks = np.zeros((len(cands), len(frame_ids), *crop), np.uint8)
+    x = crop[1] - win.w if win.flip else 0
+    for t, f in enumerate(frame_ids):
+        present = [k for k, inst in enumerate(cands) if inst["rles"][f] is not None]
+        if present:
+            decoded = decode_counts([cands[k]["rles"][f] for k in present], h0, w0).T  # (k, w0, h0), C order
+            masks[present, t, :win.h, x:x + win.w] = decoded[:, cols][:, :, rows].transpose(0, 2, 1)
+    return masks, cands
+
+
+def load_clip(row: dict, frame_ids: list[int], cfg: ClipConfig, rng: np.random.Generator | None,
+              num_classes: int, valid_classes: list[int]) -> dict[str, np.ndarray]:
+    """Decode and augment one clip; rng=None means no augmentation (first short edge, centre crop).
+
+    -> frames (T, H, W, 3) uint8, masks: packbits of (n, T, H, W) bool, labels (max_instances,) -1-padded,
+    num_instances n, valid_classes (num_classes,) bool, frame_ids (T,)."""
+    win = crop_window(row["height"], row["width"], cfg, rng)
+    frames = np.zeros((len(frame_ids), *cfg.crop, 3), np.uint8)
     root = Path(row["image_root"])
     for t, f in enumerate(frame_ids):
-        frames[t] = fit(_resize(read_frame(resolve_frame(root, row["file_names"][f])), (rh, rw), nearest=False))
-
-    M = cfg.max_instances
-    masks = np.zeros((M, T, ch, cw), np.uint8)
-    labels = np.full((M,), -1, np.int64)
-    n = 0
-    for inst in row["instances"]:
-        if inst["iscrowd"] or n == M:
-            continue
-        m = np.zeros((T, ch, cw), np.uint8)
-        for t, f in enumerate(frame_ids):
-            counts = inst["rles"][f]
-            if counts is not None:
-                m[t] = fit(_resize(decode_rle({"size": [h0, w0], "counts": counts}), (rh, rw), nearest=True))
-        if m.any():
-            masks[n], labels[n] = m, inst["category_id"]
-            n += 1
+        im, span = load_image(resolve_frame(root, row["file_names"][f]), draft=(win.rw, win.rh))
+        x = cfg.crop[1] - win.w if win.flip else 0  # flipped, the padding is on the left
+        frames[t, :win.h, x:x + win.w] = np.asarray(_window(im, span, win))
+    masks, cands = _load_masks(row, frame_ids, win, cfg.crop)
+    keep = np.flatnonzero(masks.reshape(len(cands), -1).any(1))[:cfg.max_instances]
+    labels = np.full((cfg.max_instances,), -1, np.int64)
+    labels[:len(keep)] = [cands[k]["category_id"] for k in keep]
     valid = np.zeros((num_classes,), bool)
     valid[valid_classes] = True
-    return {"frames": frames, "masks": masks, "labels": labels, "num_instances": np.int64(n),
-            "valid_classes": valid, "frame_ids": np.asarray(frame_ids, np.int64)}
+    return {"frames": frames, "masks": np.packbits(masks if len(keep) == len(cands) else masks[keep]),
+            "labels": labels, "num_instances": np.int64(len(keep)), "valid_classes": valid,
+            "frame_ids": np.asarray(frame_ids, np.int64)}
+
+
+def stack_clips(clips: list[dict]) -> dict[str, np.ndarray]:
+    """Clips -> one batch: every column stacked, except `masks`, a ragged column (object array of 1-D uint8)."""
+    masks = np.empty((len(clips),), object)
+    for i, c in enumerate(clips):
+        masks[i] = c["masks"]
+    return {k: masks if k == "masks" else np.stack([c[k] for c in clips]) for k in clips[0]}
+
+
+def empty_batch(cfg: ClipConfig, num_classes: int) -> dict[str, np.ndarray]:
+    """A batch of no clips, with the columns of `stack_clips`'."""
+    t, (h, w), m = cfg.num_frames, cfg.crop, cfg.max_instances
+    return {"frames": np.zeros((0, t, h, w, 3), np.uint8), "masks": np.empty((0,), object),
+            "labels": np.zeros((0, m), np.int64), "num_instances": np.zeros((0,), np.int64),
+            "valid_classes": np.zeros((0, num_classes), bool), "frame_ids": np.zeros((0, t), np.int64)}
+
+
+def packed_size(n: int, shape: tuple[int, int, int]) -> int:
+    """Bytes of the packed masks of n instances of (T, H, W)."""
+    return -(-n * int(np.prod(shape)) // 8)
+
+
+def unpack_masks(packed: np.ndarray | torch.Tensor, n: int, shape: tuple[int, int, int]) -> np.ndarray | torch.Tensor:
+    """Packed masks -> (n, T, H, W) uint8 0/1; a torch tensor is unpacked where it lies (e.g. on the GPU)."""
+    count = n * int(np.prod(shape))
+    if isinstance(packed, np.ndarray):
+        return np.unpackbits(packed.reshape(-1), count=count).reshape(n, *shape)
+    shifts = packed.new_tensor(range(7, -1, -1))  # most significant bit first, as np.packbits
+    return ((packed.reshape(-1, 1) >> shifts) & 1).reshape(-1)[:count].reshape(n, *shape)

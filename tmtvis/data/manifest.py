@@ -18,12 +18,9 @@ def manifest_path(prepared: str | Path, name: str, split: str) -> Path:
 
 
 INSTANCE = pa.struct([
-    ("track_id", pa.int64()),
     ("category_id", pa.int32()),          # unified id
-    ("dataset_category_id", pa.int32()),  # the dataset's own id
     ("iscrowd", pa.int8()),
     ("rles", pa.list_(pa.string())),      # per frame compressed RLE counts (size = height x width) or null
-    ("areas", pa.list_(pa.float64())),    # per frame area from the file, or null
 ])
 
 SCHEMA = pa.schema([
@@ -49,11 +46,7 @@ def video_rows(dataset: VisDataset, labels: DatasetLabels, split: str, image_roo
         instances = []
         for t in by_video[vid]:
             rles = [None if s is None else to_rle(s, v.height, v.width)["counts"] for s in t.segmentations]
-            instances.append({
-                "track_id": t.id, "category_id": labels.to_unified[t.category_id],
-                "dataset_category_id": t.category_id, "iscrowd": t.iscrowd, "rles": rles,
-                "areas": None if t.areas is None else [None if a is None else float(a) for a in t.areas],
-            })
+            instances.append({"category_id": labels.to_unified[t.category_id], "iscrowd": t.iscrowd, "rles": rles})
         rows.append({"dataset": labels.name, "split": split, "video_id": vid, "width": v.width, "height": v.height,
                      "length": v.length, "image_root": str(Path(image_root).resolve()),
                      "file_names": list(v.file_names), "instances": instances})

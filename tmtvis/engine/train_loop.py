@@ -3,32 +3,35 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 import ray.train
 import ray.train.torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 from tmtvis import storage
 from tmtvis.checkpoint import BEST_FILE, DataProgress, load_state, save_checkpoint
 from tmtvis.config import Config
-from tmtvis.engine.optim import build_optimizer, build_scheduler
-from tmtvis.engine.validation import Validator, log_validation, training_label_stats, unwrap
+from tmtvis.data.clips import packed_size, unpack_masks
 from tmtvis.eval.taxonomy_diagnostics import LabelStats
 from tmtvis.io_utils import atomic_write_text
 from tmtvis.losses.criterion import SetCriterion
 from tmtvis.models.tcm import oracle_ids
 from tmtvis.models.tmtvis_model import build_model
+from tmtvis.optim import build_optimizer, build_scheduler
 from tmtvis.pipeline.sampling import SampleSet
 from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
+from tmtvis.validation import Validator, log_validation, training_label_stats, unwrap
 
 log = logging.getLogger(__name__)
 LOGGED_LOSSES = ("loss", "loss_ce", "loss_mask", "loss_dice", "loss_taxonomy", "loss_taxonomy_dense",
@@ -139,13 +142,30 @@ class Meters:
         return DataProgress(self.consumed.to_list(), self.trained)
 
 
+class ClipCollate(NumpyBatchCollateFn):
+    """iter_torch_batches collate: every column a tensor, the ragged `masks` column concatenated into one 1-D
+    uint8 tensor (Ray's default collate cannot convert a ragged column); Ray then moves it to the device."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        with warnings.catch_warnings():  # the arrays come read-only from the object store; nothing writes them
+            warnings.simplefilter("ignore")
+            out = {k: torch.as_tensor(v) for k, v in batch.items() if k != "masks"}
+            out["masks"] = torch.as_tensor(np.concatenate([np.asarray(m, np.uint8).reshape(-1) for m in batch["masks"]]
+                                                          or [np.zeros((0,), np.uint8)]))
+        return out
+
+
 def to_targets(batch: dict[str, torch.Tensor], device: torch.device) -> list[dict]:
-    """Padded batch tensors -> the criterion's per-clip target dicts."""
-    targets = []
+    """A ClipCollate batch -> the criterion's per-clip target dicts (masks unpacked where they lie)."""
+    shape = tuple(batch["frames"].shape[1:4])  # (T, H, W)
+    targets, offset = [], 0
     for b in range(batch["labels"].shape[0]):
         n = int(batch["num_instances"][b])
+        size = packed_size(n, shape)
+        packed = batch["masks"][offset:offset + size].to(device)
+        offset += size
         targets.append({"labels": batch["labels"][b, :n].to(device),
-                        "masks": batch["masks"][b, :n].to(device).float(),               # (n, T, H, W)
+                        "masks": unpack_masks(packed, n, shape).float(),                   # (n, T, H, W)
                         "valid_classes": batch["valid_classes"][b].nonzero()[:, 0].to(device)})
     return targets
 
@@ -291,9 +311,6 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.train.threads_per_worker)
-    if job.local_run_dir is not None:  # a local (or shared) run dir: where each rank's process is, for tests/ops
-        (job.local_run_dir / "workers").mkdir(parents=True, exist_ok=True)
-        (job.local_run_dir / "workers" / f"rank{rank}.pid").write_text(str(os.getpid()))
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
 
@@ -316,7 +333,7 @@ def train_loop_per_worker(config: dict) -> None:
     meters = Meters(len(taxonomy), len(cfg.data.splits("train")), restored)
     skip_trained(job, restored, rank)
     for batch in ray.train.get_dataset_shard("train").iter_torch_batches(batch_size=cfg.train.batch_size,
-                                                                         drop_last=True):
+                                                                         drop_last=True, collate_fn=ClipCollate()):
         if state.iteration >= cfg.train.iterations:
             break
         meters.update(train_step(state, batch, cfg, len(taxonomy), device), batch)

@@ -123,14 +123,6 @@ def report_pending(every_s: float | None = None, first_s: float = 2.0) -> Iterat
         stop.set()
 
 
-def failure_summary(error: BaseException) -> str:
-    """One line naming the root cause of a failed fit(): the first worker's error, not Ray's wrapper text."""
-    failures = getattr(error, "worker_failures", None) or {}
-    cause = next(iter(failures.values()), None) or error
-    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else type(cause).__name__
-
-
 def _check_inputs(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool, track: bool) -> None:
     """Refuse, in one line, a run that cannot start: no prepare output, a taken run dir, no tracking server."""
     from tmtvis.data.manifest import manifest_path
@@ -203,19 +195,19 @@ def _torch_trainer(cfg: Config, job, dataset, fs, fs_path: str, callbacks: list 
 def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str | None = None,
           resume: bool = False, track: bool = True, callbacks: list | None = None,
           parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-          register_model: str | None = None) -> TrainResult:
+          register_model: str | None = None, worker_logs: bool = False) -> TrainResult:
     """Train `cfg` on the outputs of `prepare` in `run_dir` (resuming from its latest checkpoint when asked).
 
     `run_dir` is a local path or an object-storage URI (s3://bucket/prefix: checkpoints go there through Ray
     Train's storage; tracking then needs a server). Inside a running Ray session (a Tune trial) the session is
     reused; `callbacks` go to the Ray Train RunConfig (e.g. Tune's TuneReportCallback) and `parent_run_id`
     makes the MLflow run a child run. The final checkpoint becomes an MLflow LoggedModel, registered as
-    `register_model` when given.
+    `register_model` when given. `worker_logs`: the workers' logs on this console (`tmtvis -v`).
     """
     import ray
 
     from tmtvis.engine.train_loop import WorkerJob
-    from tmtvis.errors import find_user_error
+    from tmtvis.errors import root_cause
     from tmtvis.pipeline.clip_stream import SkippedVideos, StreamLedger, clip_dataset, decode_pool, load_sources
     from tmtvis.pipeline.sampling import SampleSet, make_plan
     from tmtvis.taxonomy import UnifiedTaxonomy
@@ -239,7 +231,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
 
     reused = ray.is_initialized()  # a Tune trial: the sweep has checked the cluster
     can_grow = bool(address or os.environ.get("RAY_ADDRESS"))  # we cannot tell whether a cluster autoscales
-    with ray_session(address):
+    with ray_session(address, worker_logs=worker_logs):
         if not reused:
             check_cluster(cfg, can_grow, track)
         storage.write_text(storage.join(run_dir, "config.yaml"), config_text(cfg))  # a refused run leaves nothing
@@ -263,8 +255,8 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
             if tracker is not None:
                 with contextlib.suppress(Exception):  # a tracking outage must not hide the training error
                     tracker.finish("FAILED")
-            user = find_user_error(e)  # a bad input file: its one line, not Ray's wrapping of it
-            raise (user or TmtvisError(f"training failed: {failure_summary(e)}")) from None
+            cause = root_cause(e)  # a bad input file: its one line, not Ray's wrapping of it
+            raise (cause.user_error or TmtvisError(f"training failed: {cause.line}")) from None
         elapsed = time.time() - t0
         bad = ray.get(skipped.lines.remote()) if skipped is not None else []
     checkpoint = storage.to_location(fs, result.checkpoint.path) if result.checkpoint else None

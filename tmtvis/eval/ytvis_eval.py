@@ -152,7 +152,7 @@ def evaluate(
         dts_by_video[t.video_id][t.category_id].append(t)
     blocks_by_cat: dict[int, list[_Block]] = defaultdict(list)
     max_det = MAX_DETS[-1]
-    for vid in tqdm(sorted(truth.videos), desc="evaluate", unit="video", disable=not _show_progress(progress)):
+    for vid in tqdm(sorted(truth.dataset.videos), desc="evaluate", unit="video", disable=not _show_progress(progress)):
         if vid not in gts_by_video and vid not in dts_by_video:
             continue
         dts_by_cat = {}

@@ -14,7 +14,7 @@ TCM_EVIDENCE = ("queries", "tokens")
 
 @dataclass
 class ModelConfig:
-    """Defaults are the `tiny` sizes; configs/r50.yaml gives the paper's."""
+    """Defaults are the `tiny` sizes; the r50 preset (tmtvis/configs/r50.yaml) gives the paper's."""
 
     backbone: str = "resnet18"
     backbone_weights: str | None = None  # local torchvision state_dict file, or None (random init)

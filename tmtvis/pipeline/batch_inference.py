@@ -1,5 +1,6 @@
 """Offline batch inference with Ray Data: videos -> decode tasks -> an actor pool of predictors (model loaded
-once per actor) -> one Parquet file per video on the driver -> results.json + results.zip (submission format).
+once per actor; predictions leave it as Arrow columns, one row per video) -> one Parquet file per video on the
+driver -> results.json + results.zip (submission format).
 
 Resumable: a video whose Parquet file exists is not predicted again. Files are written atomically, so an
 interrupted run leaves only whole files. The driver writes the outputs, so OUT need only exist where the
@@ -11,14 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -27,12 +27,16 @@ import pyarrow.parquet as pq
 from tmtvis import storage
 from tmtvis.data.video_files import VideoSource, discover, read_video
 from tmtvis.errors import TmtvisError
-from tmtvis.errors import find_user_error as _user_error
+from tmtvis.errors import root_cause
 from tmtvis.io_utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 READ_CPUS = 0.25  # per decode task: decoding is light next to the model, and must not starve the actors
+# Videos travel in blocks of a few (decoded by one task, predicted by one actor call): each Ray task costs the
+# driver, the raylet and the worker some milliseconds, as much as decoding a short clip. Up to this many frames
+# per block, and at least 8 blocks per actor so that the pool stays busy to the end.
+BLOCK_FRAMES, BLOCKS_PER_ACTOR = 64, 8
 PREDICTIONS = pa.schema([
     ("video_id", pa.int64()),
     ("category_id", pa.int64()),
@@ -40,6 +44,17 @@ PREDICTIONS = pa.schema([
     ("height", pa.int32()),
     ("width", pa.int32()),
     ("counts", pa.list_(pa.string())),   # per frame compressed RLE counts, null for an empty mask
+])
+# What a predictor actor returns: one row per video, its predictions as list columns, so that no block
+# boundary can split a video and a video without predictions still arrives.
+VIDEO_PREDICTIONS = pa.schema([
+    ("video_id", pa.int64()),
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+    ("frames", pa.int64()),
+    ("category_id", pa.list_(pa.int64())),
+    ("score", pa.list_(pa.float64())),
+    ("counts", pa.list_(pa.list_(pa.string()))),
 ])
 
 
@@ -64,14 +79,38 @@ def prediction_file(out_dir: Path, video_id: int) -> Path:
     return out_dir / "predictions" / f"video_{video_id:08d}.parquet"
 
 
-def write_predictions(path: Path, video_id: int, size: tuple[int, int], predictions: list[dict]) -> None:
-    """One video's predictions as Parquet (atomically)."""
-    h, w = size
-    rows = [{"video_id": video_id, "category_id": p["category_id"], "score": p["score"], "height": h, "width": w,
-             "counts": [None if s is None else s["counts"] for s in p["segmentations"]]} for p in predictions]
-    table = pa.Table.from_pylist(rows, schema=PREDICTIONS)
+def predictions_table(video_id: int, size: tuple[int, int], predictions: list[dict]) -> pa.Table:
+    """One video's submission-format predictions -> a PREDICTIONS table (one row per prediction)."""
+    n = len(predictions)
+    return pa.table({"video_id": np.full(n, video_id, np.int64),
+                     "category_id": [p["category_id"] for p in predictions],
+                     "score": [p["score"] for p in predictions],
+                     "height": np.full(n, size[0], np.int32), "width": np.full(n, size[1], np.int32),
+                     "counts": [_counts(p) for p in predictions]}, schema=PREDICTIONS)
+
+
+def _counts(prediction: dict) -> list[str | None]:
+    return [None if s is None else s["counts"] for s in prediction["segmentations"]]
+
+
+def write_predictions(path: Path, table: pa.Table) -> None:
+    """One video's PREDICTIONS table as Parquet (atomically)."""
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def split_videos(batch: pa.Table) -> Iterator[tuple[int, int, pa.Table]]:
+    """A block of VIDEO_PREDICTIONS rows -> (video id, frames, its PREDICTIONS table) per video, in Arrow."""
+    batch = batch.combine_chunks()
+    cols = {name: batch.column(name).chunk(0) for name in VIDEO_PREDICTIONS.names} if batch.num_rows else {}
+    for i in range(batch.num_rows):
+        vid, h, w = cols["video_id"][i].as_py(), cols["height"][i].as_py(), cols["width"][i].as_py()
+        scores = cols["score"][i].values  # the row's slice of the list column: no copy
+        n = len(scores)
+        table = pa.Table.from_arrays([pa.array(np.full(n, vid, np.int64)), cols["category_id"][i].values, scores,
+                                      pa.array(np.full(n, h, np.int32)), pa.array(np.full(n, w, np.int32)),
+                                      cols["counts"][i].values], schema=PREDICTIONS)
+        yield vid, cols["frames"][i].as_py(), table
 
 
 def read_predictions(path: Path) -> list[dict]:
@@ -112,21 +151,19 @@ class Predictor:
         self.classes, self.to_dataset = labels.unified_ids, labels.from_unified
         self.predictor = VideoPredictor(ckpt.model, window=window, overlap=overlap, topk=topk)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """Decoded videos -> one VIDEO_PREDICTIONS row per video."""
         import torch
 
-        ids, sizes, frames, preds = [], [], [], []
+        rows = []
         for i in range(len(batch["video_id"])):
             video = torch.from_numpy(np.array(batch["frames"][i]))  # a writable copy of the Arrow buffer
             h, w = int(batch["height"][i]), int(batch["width"][i])
             result = self.predictor.predict(video, (h, w), self.classes, self.to_dataset)
-            ids.append(int(batch["video_id"][i]))
-            sizes.append((h, w))
-            frames.append(video.shape[0])
-            preds.append(json.dumps(result))
-        return {"video_id": np.array(ids, np.int64), "height": np.array([s[0] for s in sizes], np.int32),
-                "width": np.array([s[1] for s in sizes], np.int32), "frames": np.array(frames, np.int64),
-                "predictions": np.array(preds, dtype=object)}
+            rows.append({"video_id": int(batch["video_id"][i]), "height": h, "width": w, "frames": video.shape[0],
+                         "category_id": [p["category_id"] for p in result], "score": [p["score"] for p in result],
+                         "counts": [_counts(p) for p in result]})
+        return pa.Table.from_pylist(rows, schema=VIDEO_PREDICTIONS)
 
 
 def _run_record(checkpoint: Path | str, dataset: str, window: int | None, overlap: int, topk: int,
@@ -165,11 +202,17 @@ def _resources(actors: int, cpus_per_actor: float | None, gpus_per_actor: float 
     return cpus_per_actor, gpus_per_actor
 
 
+def videos_per_block(sources: list[VideoSource], actors: int) -> int:
+    """How many videos one Ray task decodes and one actor call predicts (see BLOCK_FRAMES)."""
+    frames = sum(len(s.file_names) if s.kind == "frames" else BLOCK_FRAMES for s in sources)  # files: unknown
+    return max(1, min(BLOCK_FRAMES * len(sources) // max(1, frames), len(sources) // (BLOCKS_PER_ACTOR * actors)))
+
+
 def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
                    window: int | None, overlap: int, topk: int, actors: int, cpus_per_actor: float | None,
                    gpus_per_actor: float | None, progress: bool | None,
-                   tracking_uri: str | None = None, written: Callable[[Path], None] | None = None
-                   ) -> tuple[int, int]:
+                   tracking_uri: str | None = None, written: Callable[[Path], None] | None = None,
+                   worker_logs: bool = False) -> tuple[int, int]:
     """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives (and
     passing it to `written`, e.g. to upload it).
 
@@ -183,11 +226,12 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     with warnings.catch_warnings():  # the context's own deprecated fields warn on first use
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx = ray.data.DataContext.get_current()
+    ctx.raise_original_map_exception = True  # a map's error arrives as itself (errors.root_cause finds it)
     bars = sys.stderr.isatty() if progress is None else progress
     ctx.enable_progress_bars = bars
     ctx.use_ray_tqdm = False  # the bars are drawn by this driver, whose worker logs are off without -v
     ctx.execution_options.verbose_progress = bars  # one bar per stage (decode, predict), in videos
-    if os.environ.get("TMTVIS_RAY_WORKER_LOGS") != "1":  # Ray Data's plan/start/finish lines only with -v
+    if not worker_logs:  # Ray Data's plan/start/finish lines only with -v
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").addFilter(_NoBarsNotice())
     # Ray Data hands its actors their DataContext and transform as object-store references and restarts lost
@@ -196,7 +240,7 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     # actor fails the run, which resumes where it stopped), so restarts are off there; clusters keep them.
     restarts = {} if len([n for n in ray.nodes() if n.get("Alive")]) > 1 else {"max_restarts": 0}
     rows = [s.to_row() for s in sources]
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // videos_per_block(sources, actors)))
     ds = ds.map(decode_row, fn_kwargs={"short_edge": short_edge}, num_cpus=READ_CPUS)
     with warnings.catch_warnings():  # max_restarts has no named parameter in Ray 2.60 (ray_remote_args deprecated)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -208,16 +252,16 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
                             **({"num_gpus": gpus} if gpus else {}), **restarts)
     videos = frames = 0
     try:
-        for row in ds.iter_rows():
-            vid = int(row["video_id"])
-            path = prediction_file(out_dir, vid)
-            write_predictions(path, vid, (int(row["height"]), int(row["width"])), json.loads(row["predictions"]))
-            if written is not None:
-                written(path)
-            videos += 1
-            frames += int(row["frames"])
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):  # the actors' blocks as they are
+            for vid, n, table in split_videos(batch):
+                path = prediction_file(out_dir, vid)
+                write_predictions(path, table)
+                if written is not None:
+                    written(path)
+                videos += 1
+                frames += n
     except Exception as e:
-        user = _user_error(e)
+        user = root_cause(e).user_error
         if user is None:
             raise
         raise user from None
@@ -271,13 +315,13 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
                   images: str | Path | None = None, address: str | None = None, actors: int = 1,
                   cpus_per_actor: float | None = None, gpus_per_actor: float | None = None, viz: int = 0,
                   window: int | None = None, topk: int = 10, progress: bool | None = None,
-                  tracking_uri: str | None = None) -> InferenceSummary:
+                  tracking_uri: str | None = None, worker_logs: bool = False) -> InferenceSummary:
     """`tmtvis infer`: predict every video of the input not yet in `out_dir`, then assemble the results.
 
     `checkpoint`: a checkpoint or run dir, or an MLflow URI (models:/..., runs:/...) fetched via `tracking_uri`.
     `window`: None -> the checkpoint config's `train.val_window`; 0 -> each video as one clip.
     """
-    from tmtvis.checkpoint import is_mlflow_uri, load_checkpoint
+    from tmtvis.checkpoint import check_state, is_mlflow_uri, load_checkpoint
     from tmtvis.inference.video_predictor import default_overlap
     from tmtvis.ray_session import ray_session
 
@@ -314,12 +358,13 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     predicted = frames = 0
     t0 = time.time()
     if todo:
-        load_checkpoint(ckpt.path)  # a broken state.pt: one line here, not an actor's traceback
-        with ray_session(address):
+        check_state(ckpt)  # a broken state.pt: one line here, not an actor's traceback (and no model built)
+        with ray_session(address, worker_logs=worker_logs):
             # the source, not the local copy: actors on other nodes fetch a checkpoint on object storage themselves
             predicted, frames = predict_videos(uri or ckpt.source, dataset, todo, out_dir,
                                                ckpt.cfg.data.clip.short_edge[0], window, overlap, topk, actors,
-                                               cpus_per_actor, gpus_per_actor, progress, tracking_uri, written=sync)
+                                               cpus_per_actor, gpus_per_actor, progress, tracking_uri, written=sync,
+                                               worker_logs=worker_logs)
     seconds = time.time() - t0
     results, results_json, results_zip = assemble(out_dir, sources)
     names = {c["id"]: c["name"] for c in labels.categories}

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from tmtvis.data.clips import ClipConfig, load_clip, sample_frames
+from tmtvis.data.clips import ClipConfig, empty_batch, load_clip, sample_frames, stack_clips
 from tmtvis.data.manifest import manifest_path
 from tmtvis.errors import DataError
 from tmtvis.pipeline.sampling import SamplePlan, SampleSet, SourceSpec
@@ -137,7 +137,10 @@ class DecodeClips:
                 self.trained = SampleSet(ray.get(self.ledger.get.remote()))
             ids = ids[~self.trained.contains(ids)]
         clips = [c for c in (self.decode(int(i)) for i in ids) if c is not None]
-        return _stack(clips) if clips else _empty(self.clip, self.num_classes)
+        if not clips:  # a batch of no clips, with the columns of a full one
+            return {**empty_batch(self.clip, self.num_classes), "source": np.zeros((0,), np.int64),
+                    "sample": np.zeros((0,), np.int64)}
+        return stack_clips(clips)
 
     def decode(self, i: int) -> dict[str, np.ndarray] | None:
         """Sample i of the plan as a clip; None when its video is unreadable and skipped."""
@@ -157,19 +160,6 @@ class DecodeClips:
         clip["source"] = np.int64(s["source"])
         clip["sample"] = np.int64(s["sample"])
         return clip
-
-
-def _stack(clips: list[dict]) -> dict[str, np.ndarray]:
-    return {k: np.stack([c[k] for c in clips]) for k in clips[0]}
-
-
-def _empty(clip: ClipConfig, num_classes: int) -> dict[str, np.ndarray]:
-    """A batch of no clips, with the columns and shapes of a full one."""
-    (t, (h, w), m) = clip.num_frames, clip.crop, clip.max_instances
-    return {"frames": np.zeros((0, t, h, w, 3), np.uint8), "masks": np.zeros((0, m, t, h, w), np.uint8),
-            "labels": np.zeros((0, m), np.int64), "num_instances": np.zeros((0,), np.int64),
-            "valid_classes": np.zeros((0, num_classes), bool), "frame_ids": np.zeros((0, t), np.int64),
-            "source": np.zeros((0,), np.int64), "sample": np.zeros((0,), np.int64)}
 
 
 def decode_batch_size(clip: ClipConfig, budget_bytes: int = 64 << 20, largest: int = 64) -> int:
@@ -197,6 +187,7 @@ def clip_dataset(plan: SamplePlan, ids: SampleSet, clip: ClipConfig, num_classes
     blocks = [pa.table({"id": order[i:i + batch_size]}) for i in range(0, len(order), batch_size)]
     ds = ray.data.from_arrow(blocks or [pa.table({"id": np.zeros(0, np.int64)})])
     ds.context.enable_progress_bars = False  # this dataset's own context: nothing global changes
+    ds.context.raise_original_map_exception = True  # a map's error arrives as itself (errors.root_cause finds it)
     return ds.map_batches(DecodeClips, batch_size=batch_size, batch_format="numpy",
                           fn_constructor_args=(plan, manifests, clip, num_classes, valid_classes, skipped, ledger),
                           compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),

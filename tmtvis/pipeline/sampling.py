@@ -66,13 +66,6 @@ def make_plan(sources: list[SourceSpec], seed: int, repeat_threshold: float = 0.
                       [np.array([v["length"] for v in s.videos]) for s in sources], seed)
 
 
-def build_schedule(sources: list[SourceSpec], num_samples: int, seed: int, repeat_threshold: float = 0.0,
-                   start: int = 0) -> list[dict]:
-    """Samples [start, num_samples) of the stream; sample i depends only on (seed, i)."""
-    plan = make_plan(sources, seed, repeat_threshold)
-    return [plan.sample(i) for i in range(start, num_samples)]
-
-
 def expected_category_shares(sources: list[SourceSpec], repeat_threshold: float) -> dict[int, float]:
     """Share of each unified category among instances the schedule is expected to deliver."""
     weights = np.array([s.weight for s in sources], float)

@@ -1,4 +1,5 @@
-"""Validation during training: AP per dataset and the TCM diagnostics, videos split over the ranks (no Ray)."""
+"""Validation during training (tmtvis.engine's loop calls it): AP per dataset and the TCM diagnostics,
+videos split over the ranks (torch.distributed; no Ray)."""
 from __future__ import annotations
 
 from pathlib import Path

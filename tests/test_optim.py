@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tmtvis.config import TrainConfig
-from tmtvis.engine.optim import build_optimizer, build_scheduler, lr_factor
+from tmtvis.optim import build_optimizer, build_scheduler, lr_factor
 
 
 def test_warmup_then_steps():
