@@ -126,7 +126,8 @@ def load_clip(row: dict, frame_ids: list[int], cfg: ClipConfig, rng: np.random.G
         x = cfg.crop[1] - win.w if win.flip else 0  # flipped, the padding is on the left
         frames[t, :win.h, x:x + win.w] = np.asarray(_window(im, span, win))
     masks, cands = _load_masks(row, frame_ids, win, cfg.crop)
-    keep = np.flatnonzero(masks.reshape(len(cands), -1).any(1))[:cfg.max_instances]
+    # (a video without instances has none: reshape(0, -1) would fail)
+    keep = np.flatnonzero(masks.reshape(len(cands), -1).any(1) if len(cands) else [])[:cfg.max_instances]
     labels = np.full((cfg.max_instances,), -1, np.int64)
     labels[:len(keep)] = [cands[k]["category_id"] for k in keep]
     valid = np.zeros((num_classes,), bool)
