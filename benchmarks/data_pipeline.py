@@ -108,7 +108,7 @@ def run_shape(name: str, work: Path, size: tuple[int, int], clip: ClipConfig, ar
              _temp_dir=tempfile.mkdtemp(prefix="tmtvis-ray-"))
     try:
         ds = clip_dataset(plan, SampleSet([[0, stream]]), clip, len(tax), valid, pool=DecodePool(2, 2, 1.0))
-        rd = timed(ds.iter_torch_batches(batch_size=args.batch, collate_fn=ClipCollate()), args.clips, args.seconds)
+        rd = timed(ds.iter_torch_batches(batch_size=args.batch, collate_fn=ClipCollate(), prefetch_batches=args.prefetch), args.clips, args.seconds)
     finally:
         ray.shutdown()
     print(f"[{name}] Ray Data, 2 actors     : {rd['steady']:7.1f} clips/s steady ({rd['clips']} clips, first batch "
@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--skip-realistic", action="store_true")
+    ap.add_argument("--prefetch", type=int, default=1, help="the Ray consumer's iter_torch_batches prefetch_batches")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tmtvis-bench-data-"))
     print(f"{os.cpu_count()} CPUs; each loader: up to {args.clips} clips or {args.seconds:.0f} s of steady state, "
