@@ -1,7 +1,12 @@
-"""Clips/s of decode + clip-consistent augmentation: (a) one process, (b) torch DataLoader x2, (c) Ray Data.
+"""Steady-state clips/s of decode + clip-consistent augmentation: torch DataLoader (2 workers) vs the Ray Data
+clip stream (2 decode actors on a 2-CPU Ray), on the same CPU budget and the same planned samples.
 
-Builds the three synthetic presets, prepares them, plans one stream and feeds the same samples to all
-three loaders, in one run. Usage: python benchmarks/data_pipeline.py [--clips 600] [--size 128]
+Two shapes: the tiny config's clips (configs/tiny.yaml, 128x128 synthetic JPEGs) and a realistic one (360x640
+JPEGs, 5-frame clips cropped to 352x640). Each loader streams until it has delivered `--clips` clips or run
+`--seconds` after its first batch, whichever comes first; steady state = clips / time after the first batch.
+Bytes per clip are measured from the batches the consumer actually received (tiny shape).
+Ends with one line: RESULT ray_vs_dataloader=<tiny steady ratio> bytes_per_clip=<n> frame_bytes_per_clip=<n>
+Usage: python benchmarks/data_pipeline.py [--clips 5000] [--seconds 60] [--batch 16] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from tmtvis.env import apply_defaults  # noqa: E402
@@ -22,9 +28,10 @@ apply_defaults()
 
 from tmtvis.config import load_config, preset_path  # noqa: E402
 from tmtvis.data.clips import ClipConfig, stack_clips  # noqa: E402
+from tmtvis.engine.train_loop import ClipCollate  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
-from tmtvis.pipeline.clip_stream import DecodeClips, clip_dataset, load_sources  # noqa: E402
-from tmtvis.pipeline.sampling import make_plan  # noqa: E402
+from tmtvis.pipeline.clip_stream import DecodeClips, DecodePool, clip_dataset, load_sources  # noqa: E402
+from tmtvis.pipeline.sampling import SampleSet, make_plan  # noqa: E402
 from tmtvis.prepare import prepare  # noqa: E402
 from tmtvis.taxonomy import UnifiedTaxonomy  # noqa: E402
 
@@ -45,17 +52,13 @@ class PlanDataset(torch.utils.data.Dataset):
         return {k: v[0] for k, v in self.udf({"id": np.array([i])}).items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--clips", type=int, default=600)
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="tmtvis-bench-data-"))
+def prepared_data(work: Path, size: tuple[int, int], frames: int):
+    """Synthetic presets at `size`, prepared; (plan, taxonomy, valid classes, manifests as Arrow tables)."""
+    work.mkdir(parents=True, exist_ok=True)
     (work / "clip.json").write_text(json.dumps(SMALL_CLIP))
     for preset in ("ytvis", "ovis", "uvo"):
         if not (work / "data" / preset / "train.json").exists():
-            generate(work / "data" / preset, preset, videos=30, frames=8, size=(args.size, args.size), seed=0)
+            generate(work / "data" / preset, preset, videos=30, frames=frames, size=size, seed=0)
     cfg = load_config(preset_path("tiny"), [f"data.root={work / 'data'}", "taxonomy.clip_model=bench-clip",
                                                    f"taxonomy.clip_model_config={work / 'clip.json'}"])
     with warnings.catch_warnings():
@@ -63,42 +66,77 @@ def main() -> None:
         prepare(cfg, work / "prepared", show_progress=False)
     tax = UnifiedTaxonomy.load(work / "prepared/taxonomy.json")
     splits = cfg.data.splits("train")
-    sources = load_sources(work / "prepared", splits, tax)
-    plan = make_plan(sources, seed=0, repeat_threshold=cfg.data.repeat_threshold)
+    plan = make_plan(load_sources(work / "prepared", splits, tax), seed=0, repeat_threshold=cfg.data.repeat_threshold)
     valid = [tax.datasets[d.name].unified_ids for d in splits]
-    clip = ClipConfig(num_frames=5, frame_window=4, short_edge=(96, 112, 128), crop=(96, 96), max_instances=12)
-    udf = DecodeClips(plan, 0, clip, len(tax), valid)
-    print(f"{args.clips} clips of {clip.num_frames} frames from {args.size}x{args.size} JPEGs, crop {clip.crop}, "
-          f"{os.cpu_count()} CPUs")
+    return cfg, plan, tax, valid, [pq.read_table(m) for m in plan.manifests]
 
-    def timed(batches) -> tuple[float, float]:
-        """clips/s over the whole run, and in steady state (after the first batch arrived)."""
-        t0, first, n, n_first = time.perf_counter(), None, 0, 0
-        for b in batches:
-            n += len(b["frames"])
-            if first is None:
-                first, n_first = time.perf_counter(), n
-        end = time.perf_counter()
-        return n / (end - t0), (n - n_first) / max(end - first, 1e-9)
 
-    a, a_steady = timed(udf({"id": np.arange(s, min(s + 16, args.clips))}) for s in range(0, args.clips, 16))
-    print(f"(a) single process       : {a:7.1f} clips/s (steady {a_steady:7.1f})")
-    loader = torch.utils.data.DataLoader(PlanDataset(udf, args.clips), batch_size=16, num_workers=2,
-                                         collate_fn=stack_clips)  # the packed masks are ragged
-    b, b_steady = timed(loader)
-    print(f"(b) DataLoader, 2 workers: {b:7.1f} clips/s (steady {b_steady:7.1f})")
+def timed(batches, clips: int, seconds: float) -> dict:
+    """Stream until `clips` clips or `seconds` after the first batch; steady clips/s and bytes per clip."""
+    t0, first, n, n_first, nbytes, fbytes = time.perf_counter(), None, 0, 0, 0, 0
+    for b in batches:
+        k = len(b["frames"])
+        n += k
+        nbytes += sum(int(v.nbytes) for v in b.values() if hasattr(v, "nbytes"))
+        fbytes += int(b["frames"].nbytes)
+        now = time.perf_counter()
+        if first is None:
+            first, n_first = now, n
+        elif n >= clips or now - first >= seconds:
+            break
+    end = time.perf_counter()
+    return {"clips": n, "startup_s": first - t0, "steady": (n - n_first) / max(end - first, 1e-9),
+            "bytes_per_clip": nbytes // max(n, 1), "frame_bytes_per_clip": fbytes // max(n, 1)}
 
+
+def run_shape(name: str, work: Path, size: tuple[int, int], clip: ClipConfig, args) -> tuple[dict, dict]:
     import ray
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+    cfg, plan, tax, valid, tables = prepared_data(work, size, frames=8)
+    stream = 10 * args.clips  # longer than either loader reads
+    udf = DecodeClips(plan, tables, clip, len(tax), valid)
+    one = timed((udf({"id": np.arange(s, s + args.batch)}) for s in range(0, stream, args.batch)), args.clips,
+                min(args.seconds, 20.0))
+    print(f"[{name}] one process (no loader) : {one['steady']:7.1f} clips/s steady: 2 CPUs can give at most "
+          f"{2 * one['steady']:.1f}", flush=True)
+    loader = torch.utils.data.DataLoader(PlanDataset(udf, stream), batch_size=args.batch, num_workers=2,
+                                         prefetch_factor=2, collate_fn=stack_clips)  # the packed masks are ragged
+    dl = timed(loader, args.clips, args.seconds)
+    print(f"[{name}] DataLoader, 2 workers : {dl['steady']:7.1f} clips/s steady ({dl['clips']} clips, first batch "
+          f"after {dl['startup_s']:.1f} s); {dl['steady'] / (2 * one['steady']):.0%} of 2 x one process", flush=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              _temp_dir=tempfile.mkdtemp(prefix="tmtvis-ray-"))
-    c, c_steady = timed(clip_dataset(plan, 0, args.clips, clip, len(tax), valid).iter_batches(batch_size=16))
-    print(f"(c) Ray Data stream, cold: {c:7.1f} clips/s (steady {c_steady:7.1f}; worker processes start here)")
-    # A training run streams for minutes: measure again with Ray's worker processes already up.
-    w, w_steady = timed(clip_dataset(plan, args.clips, 2 * args.clips, clip, len(tax), valid).iter_batches(batch_size=16))
-    ray.shutdown()
-    print(f"(c) Ray Data stream, warm: {w:7.1f} clips/s (steady {w_steady:7.1f})")
-    print(f"ratios: b/a = {b / a:.2f}; c/b cold = {c / b:.2f}, warm = {w / b:.2f}, warm steady = {w_steady / b_steady:.2f}")
+    try:
+        ds = clip_dataset(plan, SampleSet([[0, stream]]), clip, len(tax), valid, pool=DecodePool(2, 2, 1.0))
+        rd = timed(ds.iter_torch_batches(batch_size=args.batch, collate_fn=ClipCollate(), prefetch_batches=args.prefetch), args.clips, args.seconds)
+    finally:
+        ray.shutdown()
+    print(f"[{name}] Ray Data, 2 actors     : {rd['steady']:7.1f} clips/s steady ({rd['clips']} clips, first batch "
+          f"after {rd['startup_s']:.1f} s); {rd['steady'] / (2 * one['steady']):.0%} of 2 x one process; "
+          f"ratio {rd['steady'] / dl['steady']:.2f}; "
+          f"{rd['bytes_per_clip']} bytes/clip ({rd['frame_bytes_per_clip']} frames)", flush=True)
+    return dl, rd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clips", type=int, default=5000)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--skip-realistic", action="store_true")
+    ap.add_argument("--prefetch", type=int, default=1, help="the Ray consumer's iter_torch_batches prefetch_batches")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="tmtvis-bench-data-"))
+    print(f"{os.cpu_count()} CPUs; each loader: up to {args.clips} clips or {args.seconds:.0f} s of steady state, "
+          f"batches of {args.batch}", flush=True)
+    tiny_clip = load_config(preset_path("tiny")).data.clip
+    dl, rd = run_shape("tiny 3x64x64", work / "tiny", (128, 128), tiny_clip, args)
+    if not args.skip_realistic:
+        real = ClipConfig(num_frames=5, frame_window=4, short_edge=(360,), crop=(352, 640), max_instances=12)
+        run_shape("realistic 5x352x640 from 360x640", work / "real", (360, 640), real, args)
+    print(f"RESULT ray_vs_dataloader={rd['steady'] / dl['steady']:.3f} bytes_per_clip={rd['bytes_per_clip']} "
+          f"frame_bytes_per_clip={rd['frame_bytes_per_clip']}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ apply_defaults()
 
 import torch  # noqa: E402
 
-from tmtvis.checkpoint import META_FILE, save_checkpoint  # noqa: E402
+from tmtvis.checkpoint import META_FILE, DataProgress, save_checkpoint  # noqa: E402
 from tmtvis.config import load_config, preset_path  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.optim import build_optimizer, build_scheduler  # noqa: E402
@@ -68,7 +68,7 @@ def make_inputs(work: Path, videos: int, frames: int, size: int) -> tuple[Path, 
         model = build_model(cfg.model, torch.from_numpy(load_bank(prepared / "bank.parquet").embeddings))
         optimizer = build_optimizer(model, cfg.train)
         ckpt.mkdir(exist_ok=True)
-        save_checkpoint(ckpt, model, optimizer, build_scheduler(optimizer, cfg.train), 0, 0,
+        save_checkpoint(ckpt, model, optimizer, build_scheduler(optimizer, cfg.train), 0, DataProgress(),
                         cfg, prepared / "taxonomy.json")
     return ckpt, work / "data/ytvis/train.json"
 

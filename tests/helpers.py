@@ -116,11 +116,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def ray_nodes(cpus: int, nodes: int = 2) -> Iterator[tuple["Cluster", str, str]]:
+def ray_nodes(cpus: int, nodes: int = 2, node_args: list[dict] | None = None) -> Iterator[tuple["Cluster", str, str]]:
     """Several Ray nodes on this machine (ray.cluster_utils.Cluster): a head with its dashboard on 127.0.0.1 and
     `nodes - 1` worker nodes, `cpus` logical CPUs each. Yields (cluster, dashboard address, base dir); RAY_TMPDIR
     is base meanwhile, so the cluster's address file goes to base/ray, the nodes' temp dir, where a job's driver
-    and Ray Train's placement group cleaner look for their cluster, whatever other Ray instances run here."""
+    and Ray Train's placement group cleaner look for their cluster, whatever other Ray instances run here.
+    `node_args[i]` overrides node i's arguments (0: the head), e.g. {"num_cpus": 1, "resources": {"decode": 2}}."""
     import pytest
     from ray.cluster_utils import Cluster
     from ray.job_submission import JobSubmissionClient
@@ -134,10 +135,10 @@ def ray_nodes(cpus: int, nodes: int = 2) -> Iterator[tuple["Cluster", str, str]]
         c = Cluster(initialize_head=True, head_node_args={
             "num_cpus": cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
             # the job agent's default port (52365) is taken by any other Ray instance on this machine
-            "dashboard_agent_listen_port": free_port(), "temp_dir": temp})
+            "dashboard_agent_listen_port": free_port(), "temp_dir": temp, **((node_args or [{}])[0])})
         try:
-            for _ in range(nodes - 1):
-                c.add_node(num_cpus=cpus, temp_dir=temp)
+            for i in range(1, nodes):
+                c.add_node(**{"num_cpus": cpus, "temp_dir": temp, **(node_args[i] if node_args else {})})
             c.wait_for_nodes()
             address = f"http://127.0.0.1:{port}"
             for _ in range(120):  # the dashboard's job module comes up after the node

@@ -1,7 +1,7 @@
 """Checkpoints (no Ray): save, load weights_only, check cheaply, find the latest, resolve a name, build the model.
 
-A checkpoint directory holds state.pt (model, optimiser, scheduler, RNG, iteration), config.yaml, taxonomy.json
-and meta.json, written last. It may also be named by an MLflow URI (models:/NAME/VERSION, models:/NAME@alias,
+A checkpoint directory holds state.pt (model, optimiser, scheduler, RNG, iteration, the data progress),
+config.yaml, taxonomy.json and meta.json, written last. It may also be named by an MLflow URI (models:/NAME/VERSION, models:/NAME@alias,
 models:/MODEL_ID, runs:/RUN_ID/PATH): it is downloaded through the tracking server into a temporary directory.
 """
 from __future__ import annotations
@@ -50,18 +50,44 @@ class LoadedCheckpoint:
         return self.taxonomy.datasets[dataset]
 
 
+@dataclass
+class DataProgress:
+    """Which planned samples the checkpointed model has trained on: sorted disjoint [start, stop) ranges of
+    sample indices, and how many samples it trained on (equal to their count when none was trained twice)."""
+
+    consumed: list[list[int]] = dataclasses.field(default_factory=list)
+    samples_trained: int = 0
+
+    @property
+    def position(self) -> int:
+        """1 + the highest sample index consumed (0 before any)."""
+        return int(self.consumed[-1][1]) if self.consumed else 0
+
+    def to_dict(self) -> dict:
+        return {"consumed": [[int(a), int(b)] for a, b in self.consumed], "samples_trained": int(self.samples_trained),
+                "data_position": self.position}
+
+    @classmethod
+    def of(cls, saved: dict) -> "DataProgress":
+        """From a state.pt or meta.json; one written before ranges were kept says only 'samples below N'."""
+        if "consumed" in saved:
+            return cls([list(map(int, r)) for r in saved["consumed"]], int(saved.get("samples_trained", 0)))
+        n = int(saved.get("data_position", 0))
+        return cls([[0, n]] if n else [], n)
+
+
 def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, scheduler, iteration: int,
-                    data_position: int, cfg: Config, taxonomy_path: Path) -> None:
+                    data: DataProgress, cfg: Config, taxonomy_path: Path) -> None:
     """Write a checkpoint; meta.json goes last and records state.pt's size, so a partly written or partly
     copied checkpoint is never taken for a whole one (see checkpoint_complete)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "iteration": iteration, "data_position": data_position, "torch_rng": torch.get_rng_state(),
+             "iteration": iteration, **data.to_dict(), "torch_rng": torch.get_rng_state(),
              "python_rng": random.getstate()}
     with atomic_path(directory / STATE_FILE) as tmp:
         torch.save(state, tmp)
     save_config(cfg, directory / "config.yaml")
     shutil.copy(taxonomy_path, directory / "taxonomy.json")
-    atomic_write_text(directory / META_FILE, json.dumps({"iteration": iteration, "data_position": data_position,
+    atomic_write_text(directory / META_FILE, json.dumps({"iteration": iteration, **data.to_dict(),
                                                          "state_bytes": (directory / STATE_FILE).stat().st_size}))
 
 

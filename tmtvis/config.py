@@ -52,8 +52,21 @@ class DataConfig:
     # Batches each training rank fetches and formats ahead in iter_torch_batches (with min(4, N) formatting
     # threads; 0: in the training thread). Chosen by measurement on 2 cores: README, "Training progress".
     prefetch_batches: int = 1
+    decode_resources: dict[str, float] = field(default_factory=dict)  # e.g. {decode: 1}: decode on those nodes
+    decode_cpus: float = 1.0                      # CPUs per decode actor
+    decode_actors: int = 0                        # most decode actors (0 = as many as the cluster fits)
+    decode_batch_size: int = 0                    # clips per decode call (0 = from the clip shape, <= 64)
 
     def __post_init__(self) -> None:
+        for k, v in self.decode_resources.items():
+            if k in ("CPU", "GPU") or not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"data.decode_resources.{k}: expected a custom resource name with an amount > 0 "
+                                  f"(CPUs: data.decode_cpus), got {v!r}")
+        if self.decode_cpus < 0 or (self.decode_cpus == 0 and not self.decode_resources):
+            raise ConfigError(f"data.decode_cpus must be > 0 (or 0 with data.decode_resources), got {self.decode_cpus}")
+        for name in ("decode_actors", "decode_batch_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         if self.prefetch_batches < 0:
             raise ConfigError(f"data.prefetch_batches must be >= 0, got {self.prefetch_batches}")
         train = [d for d in self.datasets if d.split == "train"]

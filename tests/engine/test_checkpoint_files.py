@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from helpers import ROOT, tiny_config
-from tmtvis.checkpoint import STATE_FILE, latest_checkpoint, load_checkpoint, load_state, resolve_checkpoint, save_checkpoint
+from tmtvis.checkpoint import STATE_FILE, DataProgress, latest_checkpoint, load_checkpoint, load_state, resolve_checkpoint, save_checkpoint
 from tmtvis.config import Config, to_dict
 from tmtvis.errors import TmtvisError
 from workflows.cli import main
@@ -31,7 +31,8 @@ def tiny_state():
 def save(directory: Path, iteration: int, taxonomy: Path) -> None:
     directory.mkdir(parents=True)
     model, opt, sched = tiny_state()
-    save_checkpoint(directory, model, opt, sched, iteration, 10 * iteration, Config(), taxonomy)
+    save_checkpoint(directory, model, opt, sched, iteration, DataProgress([[0, 10 * iteration]], 10 * iteration), Config(),
+                    taxonomy)
 
 
 class Evil:
@@ -82,6 +83,7 @@ CRASH = """
 import sys, torch
 from pathlib import Path
 from tmtvis import checkpoint
+from tmtvis.checkpoint import DataProgress
 from tmtvis.config import Config
 
 directory, taxonomy = Path(sys.argv[1]), Path(sys.argv[2])
@@ -99,7 +101,7 @@ def dies_half_way(obj, f, *a, **k):  # the process is killed while the file is h
 torch.save = dies_half_way
 checkpoint.torch.save = dies_half_way
 directory.mkdir(parents=True)
-checkpoint.save_checkpoint(directory, model, opt, sched, 6, 60, Config(), taxonomy)
+checkpoint.save_checkpoint(directory, model, opt, sched, 6, DataProgress([[0, 60]], 60), Config(), taxonomy)
 """
 
 

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from helpers import tiny_config
 from tmtvis.checkpoint import latest_checkpoint, load_state
 from tmtvis.engine.trainer import train
+from tmtvis.pipeline.sampling import SampleSet
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +59,15 @@ def mlflow_server(tmp_path):
     proc.wait(20)
 
 
+def trained_once(state: dict, samples: int, in_flight: int) -> SampleSet:
+    """The checkpoint's consumed set: every sample trained on at most once (its count is the samples trained), and
+    the only ones missing below the highest are at most `in_flight` (prefetched when it was taken)."""
+    consumed = SampleSet(state["consumed"])
+    assert state["samples_trained"] == samples and len(consumed) == samples, (state["samples_trained"], consumed)
+    assert consumed.holes() <= in_flight, consumed.to_list()
+    return consumed
+
+
 def test_ddp_trains_logs_to_mlflow_server(synth_root, ray_local, mlflow_server, tmp_path):
     cfg = tiny_config(synth_root, "train.iterations=24", "train.checkpoint_every=12",
                       f"tracking.tracking_uri={mlflow_server}", "train.lr=0.0005")
@@ -91,6 +101,9 @@ def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_pa
     ckpt6, meta = latest_checkpoint(run_dir / "checkpoints")
     assert meta["iteration"] == 6 and meta["data_position"] >= 6 * 2
     state6 = load_state(ckpt6)
+    # in flight at most: each rank's next decode block (64 clips of this shape) and the batch it prefetched
+    first6 = trained_once(state6, 6 * 2, in_flight=2 * (64 + 1))
+    assert meta["consumed"] == first6.to_list() and meta["samples_trained"] == 12
 
     cfg = tiny_config(synth_root, "train.iterations=10", "train.checkpoint_every=5")
     with pytest.raises(Exception, match="--resume"):
@@ -102,7 +115,11 @@ def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_pa
     # logged every 2 iterations and at checkpoints (3, 6 before the stop; 10 after): none repeated
     assert steps == [2, 3, 4, 6, 8, 10]
     state10 = load_state(latest_checkpoint(run_dir / "checkpoints")[0])
-    assert state10["iteration"] == 10 and state10["data_position"] >= meta["data_position"] + 8
+    # data_position (1 + the highest sample consumed) no longer grows by the samples trained: a resumed stream
+    # first trains on the holes the stop left (what was in flight), then on new samples.
+    assert state10["iteration"] == 10 and state10["data_position"] >= meta["data_position"]
+    consumed10 = trained_once(state10, 10 * 2, in_flight=2 * (64 + 1))
+    assert len(consumed10.union(first6)) == len(consumed10)  # what was trained before the stop is kept, not redone
     # the optimizer continued (its step count carried over from the checkpoint)
     step6 = next(iter(state6["optimizer"]["state"].values()))["step"]
     step10 = next(iter(state10["optimizer"]["state"].values()))["step"]
@@ -119,7 +136,8 @@ def train_workers() -> list:
 
 def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_path):
     run_dir = tmp_path / "run"
-    cfg = tiny_config(synth_root, "train.iterations=24", "train.checkpoint_every=4", "train.max_failures=1")
+    cfg = tiny_config(synth_root, "train.iterations=24", "train.checkpoint_every=4", "train.max_failures=1",
+                      "data.decode_batch_size=4")
     earlier = {a.actor_id for a in train_workers()}  # other tests' workers in this Ray session
     killed = {}
 
@@ -154,6 +172,9 @@ def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_p
     assert 4 <= res.metrics["train.resumed_from"] < 24
     restarted = [a for a in train_workers() if a.actor_id not in earlier | killed["group"]]
     assert restarted and killed["pid"] not in {a.pid for a in restarted}
+    # The restarted group re-executed the stream without what the restored checkpoint had trained on: nothing was
+    # trained twice, and nothing skipped but what was in flight at the end (each rank's next block and batch).
+    trained_once(load_state(res.checkpoint), 24 * 2, in_flight=2 * (4 + 1))
 
 
 def test_oracle_control_set_in_training_and_validation(synth_root, ray_local, tmp_path):

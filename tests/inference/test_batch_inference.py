@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from helpers import tiny_config
-from tmtvis.checkpoint import load_checkpoint, save_checkpoint
+from tmtvis.checkpoint import DataProgress, load_checkpoint, save_checkpoint
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.video_files import decode_video_file, discover
 from tmtvis.data.ytvis_format import read_json
@@ -53,7 +53,7 @@ def checkpoint(synth_root, tmp_path_factory) -> Path:
     model = build_model(cfg.model, torch.from_numpy(load_bank(prepared / "bank.parquet").embeddings))
     optimizer = build_optimizer(model, cfg.train)
     out = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(out, model, optimizer, build_scheduler(optimizer, cfg.train), 0, 0,
+    save_checkpoint(out, model, optimizer, build_scheduler(optimizer, cfg.train), 0, DataProgress(),
                     cfg, prepared / "taxonomy.json")
     return out
 

@@ -7,7 +7,7 @@ import pytest
 from helpers import tiny_config, with_truncated_frame
 from tmtvis.data.clips import ClipConfig, unpack_masks
 from tmtvis.pipeline.clip_stream import clip_dataset, load_sources
-from tmtvis.pipeline.sampling import make_plan
+from tmtvis.pipeline.sampling import SampleSet, make_plan
 from tmtvis.taxonomy import UnifiedTaxonomy
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ def test_stream_mixes_datasets_by_weight(synth_root, ray_local):
     tax, sources, valid = setup(synth_root, "data.datasets.0.weight=2.0")
     clip = ClipConfig(num_frames=2, short_edge=(32,), crop=(32, 32), max_instances=12)
     counts, n = Counter(), 0
-    for batch in clip_dataset(make_plan(sources, seed=3), 0, 1200, clip, len(tax), valid).iter_batches(batch_size=64):
+    for batch in clip_dataset(make_plan(sources, seed=3), SampleSet([[0, 1200]]), clip, len(tax), valid).iter_batches(batch_size=64):
         assert batch["frames"].shape[1:] == (2, 32, 32, 3) and batch["frames"].dtype == np.uint8
         for packed, k in zip(batch["masks"], batch["num_instances"]):  # only the real instances, bit-packed
             assert unpack_masks(packed, int(k), (2, 32, 32)).shape == (k, 2, 32, 32)
@@ -41,8 +41,8 @@ def test_stream_is_a_deterministic_slice_of_the_plan(synth_root, ray_local):
     tax, sources, valid = setup(synth_root)
     plan = make_plan(sources, seed=0)
     clip = ClipConfig(num_frames=2, short_edge=(32,), crop=(32, 32))
-    full = next(iter(clip_dataset(plan, 0, 40, clip, len(tax), valid).iter_batches(batch_size=40)))
-    tail = next(iter(clip_dataset(plan, 25, 40, clip, len(tax), valid).iter_batches(batch_size=40)))
+    full = in_order(clip_dataset(plan, SampleSet([[0, 40]]), clip, len(tax), valid, batch_size=8))
+    tail = in_order(clip_dataset(plan, SampleSet([[25, 40]]), clip, len(tax), valid, batch_size=8))
     assert full["sample"].tolist() == list(range(40)) and tail["sample"].tolist() == list(range(25, 40))
     for key in ("frames", "labels", "source"):
         np.testing.assert_array_equal(full[key][25:], tail[key])
@@ -53,6 +53,25 @@ def test_stream_is_a_deterministic_slice_of_the_plan(synth_root, ray_local):
                                         full["valid_classes"]):
         assert set(labels[:n].tolist()) <= set(valid[src]) and (labels[n:] == -1).all()
         assert set(np.nonzero(valid_row)[0].tolist()) == set(valid[src])
+
+
+def in_order(ds) -> dict:
+    """The whole (unordered) stream as one batch, sorted by sample index."""
+    batch = next(iter(ds.iter_batches(batch_size=10_000)))
+    order = np.argsort(batch["sample"])
+    return {k: v[order] for k, v in batch.items()}
+
+
+def test_stream_leaves_out_what_the_ledger_says_is_trained(synth_root, ray_local):
+    from tmtvis.pipeline.clip_stream import StreamLedger
+
+    tax, sources, valid = setup(synth_root)
+    clip = ClipConfig(num_frames=2, short_edge=(32,), crop=(32, 32))
+    ledger = StreamLedger.remote()
+    ray_local.get(ledger.restored.remote([[3, 10], [20, 22]]))
+    ids = SampleSet([[0, 12], [18, 30]])
+    got = in_order(clip_dataset(make_plan(sources, seed=0), ids, clip, len(tax), valid, batch_size=5, ledger=ledger))
+    assert got["sample"].tolist() == [0, 1, 2, 10, 11, 18, 19, *range(22, 30)]
 
 
 def truncated_stream(synth_root, tmp_path):
@@ -72,9 +91,9 @@ def test_a_truncated_frame_mid_stream_is_skipped_and_counted(synth_root, ray_loc
 
     plan, clip, tax, valid, bad = truncated_stream(synth_root, tmp_path)
     skipped = SkippedVideos.remote()
-    got = [b for b in clip_dataset(plan, 0, 120, clip, len(tax), valid, batch_size=8, skipped=skipped)
+    got = [b for b in clip_dataset(plan, SampleSet([[0, 120]]), clip, len(tax), valid, batch_size=8, skipped=skipped)
            .iter_batches(batch_size=None)]
-    samples = [s for b in got for s in b["sample"].tolist()]
+    samples = sorted(s for b in got for s in b["sample"].tolist())  # the stream is unordered
     needs_bad = [i for i in range(120) if plan.sample(i)["source"] == 0 and plan.sample(i)["row"] == 0
                  and 1 in sample_frames_of(plan, i, clip)]
     assert needs_bad and samples == [i for i in range(120) if i not in needs_bad]
@@ -95,7 +114,7 @@ def test_a_truncated_frame_without_skipping_is_one_line_naming_it(synth_root, ra
 
     plan, clip, tax, valid, bad = truncated_stream(synth_root, tmp_path)
     with pytest.raises(Exception) as e:
-        for _ in clip_dataset(plan, 0, 120, clip, len(tax), valid, batch_size=8).iter_batches():
+        for _ in clip_dataset(plan, SampleSet([[0, 120]]), clip, len(tax), valid, batch_size=8).iter_batches():
             pass
     user = root_cause(e.value).user_error
     assert isinstance(user, TmtvisError) and "\n" not in str(user)  # across processes: the remote error's line

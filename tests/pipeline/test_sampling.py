@@ -57,3 +57,35 @@ def test_decode_batch_size_bounds_task_output():
     mid = ClipConfig(num_frames=5, crop=(192, 192), max_instances=12)
     n = decode_batch_size(mid)
     assert 1 < n < 64 and n * 5 * 192 * 192 * 15 <= 64 << 20
+
+
+def test_sample_set_ranges_union_holes_and_complement():
+    from tmtvis.pipeline.sampling import SampleSet
+
+    rng = np.random.default_rng(0)
+    a_ids, b_ids = rng.choice(300, 120, replace=False), rng.choice(300, 90, replace=False)
+    a, b = SampleSet.of(a_ids), SampleSet.of(b_ids)
+    both = set(a_ids.tolist()) | set(b_ids.tolist())
+    u = a.union(b)
+    assert len(u) == len(both) and set(u.nth(np.arange(len(u))).tolist()) == both
+    assert (np.diff(u.ranges.ravel()) > 0).all()  # sorted, disjoint, not adjacent
+    assert u.stop == max(both) + 1 and u.holes() == u.stop - len(both)
+    assert u.contains(np.arange(-2, 303)).tolist() == [i in both for i in range(-2, 303)]
+    rest = u.complement(320)
+    assert set(rest.nth(np.arange(len(rest))).tolist()) == set(range(320)) - both
+    assert SampleSet([[0, 5], [5, 9], [3, 4]]).to_list() == [[0, 9]] and len(SampleSet()) == 0
+    assert SampleSet().complement(4).to_list() == [[0, 4]] and SampleSet().stop == 0
+
+
+def test_decode_pool_config_is_validated():
+    from tmtvis.config import load_config
+    from tmtvis.errors import ConfigError
+
+    assert load_config(None, ["data.decode_resources={decode: 1}"]).data.decode_resources == {"decode": 1}
+    for bad, words in (("data.decode_resources={decode: 0}", "decode_resources.decode"),
+                       ("data.decode_resources={CPU: 1}", "decode_resources.CPU"),
+                       ("data.decode_cpus=0", "decode_cpus"), ("data.decode_actors=-1", "decode_actors"),
+                       ("data.decode_batch_size=-2", "decode_batch_size")):
+        with pytest.raises(ConfigError, match=words) as e:
+            load_config(None, [bad])
+        assert "\n" not in str(e.value)

@@ -19,7 +19,7 @@ import ray.train
 import ray.train.torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 from tmtvis import storage
-from tmtvis.checkpoint import BEST_FILE, load_state, save_checkpoint
+from tmtvis.checkpoint import BEST_FILE, DataProgress, load_state, save_checkpoint
 from tmtvis.config import Config
 from tmtvis.data.clips import packed_size, unpack_masks
 from tmtvis.eval.taxonomy_diagnostics import LabelStats
@@ -28,6 +28,7 @@ from tmtvis.losses.criterion import SetCriterion
 from tmtvis.models.tcm import oracle_ids
 from tmtvis.models.tmtvis_model import build_model
 from tmtvis.optim import build_optimizer, build_scheduler
+from tmtvis.pipeline.sampling import SampleSet
 from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
 from tmtvis.validation import Validator, log_validation, training_label_stats, unwrap
@@ -47,6 +48,8 @@ class WorkerJob:
     tracking_uri: str | None = None
     run_id: str | None = None         # the MLflow run rank 0 logs to; None: no tracking
     skipped: Any = None               # the SkippedVideos actor when data.skip_bad_videos is on
+    ledger: Any = None                # the StreamLedger: a restored rank tells the decode actors what is trained
+    planned_from: DataProgress | None = None  # what the stream was planned to leave out (a resumed run's progress)
 
     @property
     def local_run_dir(self) -> Path | None:
@@ -108,12 +111,15 @@ class StepClock:
 
 
 class Meters:
-    """Loss means since the last report, the data position, and how often each category and dataset was seen."""
+    """Loss means since the last report, the samples trained on, and how often each category and dataset was seen."""
 
-    def __init__(self, num_classes: int, num_sources: int) -> None:
+    def __init__(self, num_classes: int, num_sources: int, restored: DataProgress | None = None) -> None:
         self.num_classes = num_classes
         self.seen = torch.zeros(num_classes + num_sources, dtype=torch.float64)
-        self.next_sample = torch.zeros(1, dtype=torch.int64)  # 1 + the highest sample index consumed
+        restored = restored or DataProgress()
+        self.consumed = SampleSet(restored.consumed)  # every rank's samples as of the last gather
+        self.trained = restored.samples_trained
+        self.mine, self.mine_trained = SampleSet(), 0  # this rank's since then
         self.loss_sums: dict[str, float] = {}
         self.steps = 0
         self.t_last = time.time()
@@ -123,7 +129,8 @@ class Meters:
         for b in range(batch["labels"].shape[0]):
             self.seen[batch["labels"][b, :int(batch["num_instances"][b])]] += 1
         self.seen[self.num_classes + batch["source"].cpu()] += 1
-        self.next_sample = torch.maximum(self.next_sample, batch["sample"].cpu().max().view(1) + 1)
+        self.mine.add(batch["sample"].cpu().numpy())
+        self.mine_trained += int(batch["sample"].shape[0])
         for k in LOGGED_LOSSES:
             if k in losses:
                 self.loss_sums[k] = self.loss_sums.get(k, 0.0) + float(losses[k].detach())
@@ -150,12 +157,18 @@ class Meters:
             metrics[f"seen.dataset.{ds.name}"] = float(srcs[s] / max(srcs.sum(), 1))
         return metrics
 
-    def data_position(self, world: int) -> int:
-        """Samples consumed by all ranks: where a resumed run continues the stream."""
-        position = self.next_sample.clone()
+    def data_progress(self, world: int) -> DataProgress:
+        """The samples all ranks have trained on (a collective: every rank calls it), merged into one set."""
+        mine = (self.mine.to_list(), self.mine_trained)
+        gathered = [None] * world
         if world > 1:
-            dist.all_reduce(position, op=dist.ReduceOp.MAX)
-        return int(position)
+            dist.all_gather_object(gathered, mine)
+        else:
+            gathered = [mine]
+        self.consumed = self.consumed.union(*(SampleSet(r) for r, _ in gathered))
+        self.trained += sum(n for _, n in gathered)
+        self.mine, self.mine_trained = SampleSet(), 0
+        return DataProgress(self.consumed.to_list(), self.trained)
 
 
 class ClipCollate(NumpyBatchCollateFn):
@@ -203,11 +216,12 @@ def build_state(cfg: Config, prepared: Path, num_classes: int, stats: LabelStats
     return TrainState(model, criterion, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp)
 
 
-def restore(state: TrainState, rank: int) -> None:
-    """Continue from Ray Train's latest checkpoint, if there is one: weights, optimiser, schedule, RNG."""
+def restore(state: TrainState, rank: int) -> DataProgress | None:
+    """Continue from Ray Train's latest checkpoint, if there is one: weights, optimiser, schedule, RNG; its data
+    progress."""
     checkpoint = ray.train.get_checkpoint()
     if not checkpoint:
-        return
+        return None
     with checkpoint.as_directory() as d:
         saved = load_state(d)
     state.model.load_state_dict(saved["model"])
@@ -217,6 +231,20 @@ def restore(state: TrainState, rank: int) -> None:
     torch.set_rng_state(saved["torch_rng"])
     random.setstate(saved["python_rng"])
     log.info("rank %d resumed from iteration %d", rank, state.iteration)
+    return DataProgress.of(saved)
+
+
+def skip_trained(job: WorkerJob, restored: DataProgress | None, rank: int) -> None:
+    """Before this rank iterates: the decode actors leave out what the restored checkpoint has trained on (Ray
+    Train re-executes the stream from its start after a restart)."""
+    if restored is None or job.ledger is None:
+        return
+    ray.get(job.ledger.restored.remote(restored.consumed))
+    planned, done = SampleSet(job.planned_from.consumed if job.planned_from else []), SampleSet(restored.consumed)
+    lost = len(planned.union(done)) - len(done)
+    if lost and rank == 0:  # the driver planned from a newer checkpoint than Ray Train restored
+        log.warning("%d samples of a newer checkpoint than the restored one are not in the stream: they will not "
+                    "be trained on", lost)
 
 
 def train_step(state: TrainState, batch: dict[str, torch.Tensor], cfg: Config, num_classes: int,
@@ -273,27 +301,27 @@ def validate_and_report(w: Worker, state: TrainState, meters: Meters, do_val: bo
         w.tracker.metrics({k: v for k, v in metrics.items() if k != "iteration"}, step=iteration)
     keep_best = do_val and cfg.tracking.log_best_model
     # A collective (every rank takes part), taken once for the best and the regular checkpoint alike.
-    position = meters.data_position(w.world) if keep_best or do_ckpt else 0
+    data = meters.data_progress(w.world) if keep_best or do_ckpt else None
     if keep_best and w.rank == 0 and metrics.get("val.mean_AP", -1.0) > w.best_ap:
         w.best_ap = metrics["val.mean_AP"]
-        save_best(w, state, position)
+        save_best(w, state, data)
     if not do_ckpt:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = None
         if w.rank == 0:
-            save_checkpoint(Path(tmp), unwrap(state.model), state.optimizer, state.scheduler, iteration, position,
+            save_checkpoint(Path(tmp), unwrap(state.model), state.optimizer, state.scheduler, iteration, data,
                             cfg, w.job.prepared / "taxonomy.json")
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt)
 
 
-def save_best(w: Worker, state: TrainState, position: int) -> None:
+def save_best(w: Worker, state: TrainState, data: DataProgress) -> None:
     """The checkpoint of the best validation so far, to RUN_DIR/best (its meta.json, written last, holds the AP)."""
     cfg = w.job.cfg
     with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(Path(tmp), unwrap(state.model), state.optimizer, state.scheduler, state.iteration, position,
+        save_checkpoint(Path(tmp), unwrap(state.model), state.optimizer, state.scheduler, state.iteration, data,
                         cfg, w.job.prepared / "taxonomy.json")
         atomic_write_text(Path(tmp) / BEST_FILE, json.dumps({"iteration": state.iteration, "val.mean_AP": w.best_ap}))
         storage.upload(Path(tmp), storage.join(w.job.run_dir, "best"))
@@ -319,7 +347,7 @@ def train_loop_per_worker(config: dict) -> None:
     stats = training_label_stats(cfg, job.prepared, taxonomy)
     device = ray.train.torch.get_device()
     state = build_state(cfg, job.prepared, len(taxonomy), stats, device)
-    restore(state, rank)
+    restored = restore(state, rank)
     state.model = ray.train.torch.prepare_model(state.model)
     state.model.train()
     tracker = None
@@ -331,7 +359,8 @@ def train_loop_per_worker(config: dict) -> None:
     w = Worker(job, rank, world, taxonomy, validator, tracker)
     if rank == 0 and cfg.tracking.log_best_model:
         w.best_ap = best_so_far(job.run_dir)
-    meters = Meters(len(taxonomy), len(cfg.data.splits("train")))
+    meters = Meters(len(taxonomy), len(cfg.data.splits("train")), restored)
+    skip_trained(job, restored, rank)
     batches = iter(ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=cfg.train.batch_size, drop_last=True, collate_fn=ClipCollate(),
         prefetch_batches=cfg.data.prefetch_batches))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tmtvis import storage
-from tmtvis.checkpoint import latest_checkpoint
+from tmtvis.checkpoint import DataProgress, latest_checkpoint
 from tmtvis.config import Config, config_text, to_dict
 from tmtvis.errors import TmtvisError
 from tmtvis.ray_session import ray_session
@@ -217,24 +217,25 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
 
     from tmtvis.engine.train_loop import WorkerJob
     from tmtvis.errors import root_cause
-    from tmtvis.pipeline.clip_stream import SkippedVideos, clip_dataset, load_sources
-    from tmtvis.pipeline.sampling import make_plan
+    from tmtvis.pipeline.clip_stream import SkippedVideos, StreamLedger, clip_dataset, decode_pool, load_sources
+    from tmtvis.pipeline.sampling import SampleSet, make_plan
     from tmtvis.taxonomy import UnifiedTaxonomy
 
     prepared, run_dir = Path(prepared).resolve(), storage.resolve(run_dir)
     _check_inputs(cfg, prepared, run_dir, resume, track)
     checkpoints = storage.join(run_dir, "checkpoints")
     ckpt, meta = latest_checkpoint(checkpoints) if resume else (None, {})
-    position = int(meta.get("data_position", 0))
+    progress = DataProgress.of(meta)
     if resume and ckpt:
         log.info("resuming %s from iteration %d (checkpoint %s)", run_dir, meta["iteration"], ckpt)
     taxonomy = UnifiedTaxonomy.load(prepared / "taxonomy.json")
     train_splits = cfg.data.splits("train")
     sources = load_sources(prepared, train_splits, taxonomy)
     plan = make_plan(sources, cfg.seed, cfg.data.repeat_threshold)
-    # The stream is twice as long as the run needs (it is lazy, the excess is never decoded): a restarted
-    # worker group continues the stream, and what was prefetched before a failure is not replayed.
-    stop = position + 2 * cfg.train.iterations * cfg.train.batch_size * cfg.train.workers
+    # Every planned sample not yet trained on (the holes: what was in flight at the checkpoint), then new ones;
+    # twice as many as the run needs (lazy: the excess is never decoded), for bad videos and in-run restarts.
+    done = SampleSet(progress.consumed)
+    ids = done.complement(done.stop + 2 * cfg.train.iterations * cfg.train.batch_size * cfg.train.workers)
     valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
 
     reused = ray.is_initialized()  # a Tune trial: the sweep has checked the cluster
@@ -245,8 +246,12 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
         storage.write_text(storage.join(run_dir, "config.yaml"), config_text(cfg))  # a refused run leaves nothing
         tracker = _open_run(cfg, prepared, run_dir, resume, sources, taxonomy, tags, parent_run_id) if track else None
         skipped = SkippedVideos.remote() if cfg.data.skip_bad_videos else None
-        dataset = clip_dataset(plan, position, stop, cfg.data.clip, len(taxonomy), valid, skipped=skipped)
-        job = WorkerJob(cfg, prepared, str(run_dir), skipped=skipped)
+        ledger = StreamLedger.remote()
+        pool = decode_pool(cfg.data.decode_cpus, cfg.data.decode_resources, cfg.data.decode_actors,
+                           cfg.train.workers * cfg.train.cpus_per_worker)
+        dataset = clip_dataset(plan, ids, cfg.data.clip, len(taxonomy), valid, cfg.data.decode_batch_size or None,
+                               skipped, ledger, pool)
+        job = WorkerJob(cfg, prepared, str(run_dir), skipped=skipped, ledger=ledger, planned_from=progress)
         if tracker is not None:
             job.tracking_uri, job.run_id = tracker.tracking_uri, tracker.run_id
         fs, fs_path = storage.filesystem(checkpoints)

@@ -1,9 +1,16 @@
 """Ray Data clip stream: a planned schedule of samples -> decoded, augmented, fixed-shape clips.
 
 The plan (see sampling.py) fixes which clip sample i is from (seed, i) alone, so the stream is a lazy
-`ray.data.range` of sample indices: nothing is materialised up front, however long the run. Ray Data
-decodes the JPEGs and augments in parallel `map_batches` tasks and streams batches into the Train
-workers (`get_dataset_shard`). A resumed run starts the range at its checkpoint's data position.
+dataset of the sample indices still to train on (a SampleSet, in blocks of one decode call each): no clip is
+decoded before it is needed, however long the run. The index blocks sit in the object store (no read tasks:
+those would need a CPU of their own beside the decode actors, and a 2-CPU machine has none to spare). Decoding runs on an autoscaling pool of `DecodeClips` actors (ActorPoolStrategy), each
+of which takes the manifests once, as Arrow tables the driver put in the object store; the pool is sized from
+what the cluster has left after the Train workers, or from the nodes holding `data.decode_resources`. The
+stream is unordered (no preserve_order): blocks reach the Train workers as they finish.
+
+Resume is exactly-once up to what was in flight: Ray Train V2 re-executes the `datasets=` stream from its
+start when it restarts the worker group (measured, Ray 2.60), so the restarted ranks tell a `StreamLedger`
+which samples their restored checkpoint has trained on, and the decode actors leave those out undecoded.
 
 A video that turns out unreadable here (a truncated JPEG that `prepare`'s presence check let through)
 stops training with a one-line error naming the file, or, with `data.skip_bad_videos`, every clip that
@@ -12,24 +19,30 @@ the video is reported once to a `SkippedVideos` actor (the `data.skipped` metric
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 
 from tmtvis.data.clips import ClipConfig, empty_batch, load_clip, sample_frames, stack_clips
-from tmtvis.data.manifest import manifest_path, read_manifest
+from tmtvis.data.manifest import manifest_path
 from tmtvis.errors import DataError
-from tmtvis.pipeline.sampling import SamplePlan, SourceSpec
+from tmtvis.pipeline.sampling import SamplePlan, SampleSet, SourceSpec
 from tmtvis.taxonomy import UnifiedTaxonomy
 
-_ROWS: dict[str, list[dict]] = {}  # manifest rows, cached per worker process
 
-
-def _rows(manifest: str) -> list[dict]:
-    if manifest not in _ROWS:
-        _ROWS[manifest] = read_manifest(manifest)
-    return _ROWS[manifest]
+def source_videos(table: pa.Table) -> list[dict]:
+    """Per manifest row, what sampling needs: its length and its non-crowd instances' unified categories."""
+    inst = table.column("instances").combine_chunks()
+    flat = inst.flatten()
+    cats = flat.field("category_id").to_numpy(zero_copy_only=False)
+    crowd = flat.field("iscrowd").to_numpy(zero_copy_only=False)
+    offsets = inst.offsets.to_numpy()
+    return [{"length": int(n), "categories": cats[a:b][crowd[a:b] == 0].tolist()}
+            for n, a, b in zip(table.column("length").to_pylist(), offsets[:-1], offsets[1:])]
 
 
 def load_sources(prepared: str | Path, splits: list, taxonomy: UnifiedTaxonomy) -> list[SourceSpec]:
@@ -37,9 +50,7 @@ def load_sources(prepared: str | Path, splits: list, taxonomy: UnifiedTaxonomy) 
     out = []
     for ds in splits:
         path = str(manifest_path(prepared, ds.name, ds.split))
-        videos = [{"length": r["length"], "categories": [i["category_id"] for i in r["instances"] if not i["iscrowd"]]}
-                  for r in _rows(path)]
-        out.append(SourceSpec(ds.name, path, ds.weight, videos))
+        out.append(SourceSpec(ds.name, path, ds.weight, source_videos(pq.read_table(path))))
     return out
 
 
@@ -60,47 +71,99 @@ class SkippedVideos:
         return list(self.errors.values())
 
 
-class DecodeClips:
-    """map_batches UDF: sample indices -> stacked clip tensors."""
+@ray.remote(num_cpus=0)
+class StreamLedger:
+    """The samples the restored checkpoint has trained on: decode actors leave them out of a re-executed stream."""
 
-    def __init__(self, plan: SamplePlan, start: int, clip: ClipConfig, num_classes: int,
-                 valid_classes: list[list[int]], skipped=None) -> None:
-        self.plan, self.start, self.clip = plan, start, clip
+    def __init__(self) -> None:
+        self.trained: list[list[int]] = []
+
+    def restored(self, ranges: list[list[int]]) -> None:
+        self.trained = ranges
+
+    def get(self) -> list[list[int]]:
+        return self.trained
+
+
+@dataclass
+class DecodePool:
+    """Where decoding runs: the actor pool's size and what each actor asks for."""
+
+    min_size: int = 1
+    max_size: int = 1
+    num_cpus: float = 1.0
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+def decode_pool(num_cpus: float, resources: dict[str, float], max_actors: int, reserved_cpus: float) -> DecodePool:
+    """The decode pool: up to `max_actors` actors, or (0) as many as the live cluster fits: with custom
+    `resources`, on the nodes holding them; otherwise in the CPUs left after `reserved_cpus` (the Train workers).
+    At least 1."""
+    need = {"CPU": num_cpus, **resources} if num_cpus > 0 else dict(resources)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if resources:
+        fit = sum(min(int(n.get(k, 0.0) / v + 1e-9) for k, v in need.items()) for n in nodes)
+    else:
+        left = sum(n.get("CPU", 0.0) for n in nodes) - reserved_cpus
+        fit = int(left / num_cpus + 1e-9) if num_cpus > 0 else 1
+    return DecodePool(1, max_actors if max_actors > 0 else max(1, fit), num_cpus, dict(resources))
+
+
+class DecodeClips:
+    """map_batches UDF (one per pool actor): sample indices -> stacked clip tensors."""
+
+    def __init__(self, plan: SamplePlan, manifests: list, clip: ClipConfig, num_classes: int,
+                 valid_classes: list[list[int]], skipped=None, ledger=None) -> None:
+        self.plan, self.clip = plan, clip
+        # Arrow tables (from the object store: read once per actor, zero-copy); rows become dicts when used
+        self.tables = [ray.get(m) if isinstance(m, ray.ObjectRef) else m for m in manifests]
+        self.rows: dict[tuple[int, int], dict] = {}
         self.num_classes = num_classes
         self.valid_classes = valid_classes
         self.skipped = skipped  # a SkippedVideos handle: skip bad videos; None: a bad video is an error
+        self.ledger = ledger    # a StreamLedger handle: samples already trained on, asked once per actor
+        self.trained: SampleSet | None = None
+
+    def row(self, source: int, index: int) -> dict:
+        key = (source, index)
+        if key not in self.rows:
+            self.rows[key] = self.tables[source].slice(index, 1).to_pylist()[0]
+        return self.rows[key]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        clips = []
-        for i in batch["id"]:
-            s = self.plan.sample(self.start + int(i))
-            row = _rows(s["manifest"])[s["row"]]
-            rng = np.random.default_rng(s["seed"])
-            frames = sample_frames(row["length"], s["ref"], self.clip, rng)
-            try:
-                clip = load_clip(row, frames, self.clip, rng, self.num_classes, self.valid_classes[s["source"]])
-            except DataError as e:
-                video = f"{row['dataset']}/{row['split']} video {row['video_id']}"
-                if self.skipped is None:
-                    raise DataError(e.path, e.entry, f"{e.problem}; in {video} "
-                                                     f"(data.skip_bad_videos: true skips such videos)") from None
-                self.skipped.add.remote(video, f"{video}: {e}")
-                continue
-            clip["source"] = np.int64(s["source"])
-            clip["sample"] = np.int64(s["sample"])
-            clips.append(clip)
-        if not clips:
-            return self._empty()
+        ids = np.asarray(batch["id"], np.int64)
+        if self.ledger is not None:
+            if self.trained is None:  # first call: after the ranks restored their checkpoint
+                self.trained = SampleSet(ray.get(self.ledger.get.remote()))
+            ids = ids[~self.trained.contains(ids)]
+        clips = [c for c in (self.decode(int(i)) for i in ids) if c is not None]
+        if not clips:  # a batch of no clips, with the columns of a full one
+            return {**empty_batch(self.clip, self.num_classes), "source": np.zeros((0,), np.int64),
+                    "sample": np.zeros((0,), np.int64)}
         return stack_clips(clips)
 
-    def _empty(self) -> dict[str, np.ndarray]:
-        """A batch of no clips, with the columns of a full one."""
-        return {**empty_batch(self.clip, self.num_classes), "source": np.zeros((0,), np.int64),
-                "sample": np.zeros((0,), np.int64)}
+    def decode(self, i: int) -> dict[str, np.ndarray] | None:
+        """Sample i of the plan as a clip; None when its video is unreadable and skipped."""
+        s = self.plan.sample(i)
+        row = self.row(s["source"], s["row"])
+        rng = np.random.default_rng(s["seed"])
+        frames = sample_frames(row["length"], s["ref"], self.clip, rng)
+        try:
+            clip = load_clip(row, frames, self.clip, rng, self.num_classes, self.valid_classes[s["source"]])
+        except DataError as e:
+            video = f"{row['dataset']}/{row['split']} video {row['video_id']}"
+            if self.skipped is None:
+                raise DataError(e.path, e.entry, f"{e.problem}; in {video} "
+                                                 f"(data.skip_bad_videos: true skips such videos)") from None
+            self.skipped.add.remote(video, f"{video}: {e}")
+            return None
+        clip["source"] = np.int64(s["source"])
+        clip["sample"] = np.int64(s["sample"])
+        return clip
 
 
 def decode_batch_size(clip: ClipConfig, budget_bytes: int = 64 << 20, largest: int = 64) -> int:
-    """Clips per decode task: as many as fit ~64 MB of output (frames + padded masks), at most 64.
+    """Clips per decode call: as many as fit ~64 MB of output (frames + padded masks), at most 64.
 
     Measured here (5x96x96 clips): 16 per task streamed 172 clips/s, 64 per task 353 clips/s (fewer tasks).
     """
@@ -109,18 +172,23 @@ def decode_batch_size(clip: ClipConfig, budget_bytes: int = 64 << 20, largest: i
     return max(1, min(largest, budget_bytes // per_clip))
 
 
-def clip_dataset(plan: SamplePlan, start: int, stop: int, clip: ClipConfig, num_classes: int,
-                 valid_classes: list[list[int]], batch_size: int | None = None,
-                 skipped=None) -> ray.data.Dataset:
-    """Samples [start, stop) of the plan as a stream of decoded clips (order preserved for determinism).
+def clip_dataset(plan: SamplePlan, ids: SampleSet, clip: ClipConfig, num_classes: int,
+                 valid_classes: list[list[int]], batch_size: int | None = None, skipped=None, ledger=None,
+                 pool: DecodePool | None = None) -> ray.data.Dataset:
+    """The samples `ids` of the plan (in ascending order, unordered across blocks) as a stream of decoded clips.
 
-    `skipped`: a SkippedVideos actor to leave unreadable videos out (else they raise a DataError)."""
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    ctx.raise_original_map_exception = True  # a map's error arrives as itself (errors.root_cause finds it)
-    ctx.enable_progress_bars = False
+    `skipped`: a SkippedVideos actor to leave unreadable videos out (else they raise a DataError); `ledger`: a
+    StreamLedger whose samples are left out; `pool`: the decode actors (default: one on 1 CPU)."""
+    pool = pool or DecodePool()
     batch_size = batch_size or decode_batch_size(clip)
-    # One block per decode task: smaller blocks would split the work into more, slower tasks.
-    ds = ray.data.range(stop - start, override_num_blocks=max(1, -(-(stop - start) // batch_size)))
-    udf = DecodeClips(plan, start, clip, num_classes, valid_classes, skipped)
-    return ds.map_batches(udf, batch_size=batch_size, batch_format="numpy")
+    manifests = [ray.put(pq.read_table(m)) for m in plan.manifests]  # once per stream, shared by every actor
+    order = ids.nth(np.arange(len(ids)))
+    # One block per decode call: smaller blocks would split the work into more, slower calls.
+    blocks = [pa.table({"id": order[i:i + batch_size]}) for i in range(0, len(order), batch_size)]
+    ds = ray.data.from_arrow(blocks or [pa.table({"id": np.zeros(0, np.int64)})])
+    ds.context.enable_progress_bars = False  # this dataset's own context: nothing global changes
+    ds.context.raise_original_map_exception = True  # a map's error arrives as itself (errors.root_cause finds it)
+    return ds.map_batches(DecodeClips, batch_size=batch_size, batch_format="numpy",
+                          fn_constructor_args=(plan, manifests, clip, num_classes, valid_classes, skipped, ledger),
+                          compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
+                          num_cpus=pool.num_cpus, resources=pool.resources or None)
