@@ -187,7 +187,7 @@ def test_checkpoint_checked_cheaply_before_ray(synth_root, tmp_path, capsys, mon
 
     from helpers import tiny_config
     from tmtvis import ray_session
-    from tmtvis.checkpoint import check_state, save_checkpoint
+    from tmtvis.checkpoint import DataProgress, check_state, save_checkpoint
     from tmtvis.optim import build_optimizer, build_scheduler
     from tmtvis.models import tmtvis_model
     from tmtvis.taxonomy_bank import load_bank
@@ -198,7 +198,7 @@ def test_checkpoint_checked_cheaply_before_ray(synth_root, tmp_path, capsys, mon
     optimizer = build_optimizer(model, cfg.train)
     ck = tmp_path / "ck"
     ck.mkdir()
-    save_checkpoint(ck, model, optimizer, build_scheduler(optimizer, cfg.train), 0, 0, cfg,
+    save_checkpoint(ck, model, optimizer, build_scheduler(optimizer, cfg.train), 0, DataProgress(), cfg,
                     synth_root / "prepared/taxonomy.json")
     built = []  # the device of each model built
     real_build = tmtvis_model.build_model
