@@ -3,10 +3,11 @@ clip stream (2 decode actors on a 2-CPU Ray), on the same CPU budget and the sam
 
 Two shapes: the tiny config's clips (configs/tiny.yaml, 128x128 synthetic JPEGs) and a realistic one (360x640
 JPEGs, 5-frame clips cropped to 352x640). Each loader streams until it has delivered `--clips` clips or run
-`--seconds` after its first batch, whichever comes first; steady state = clips / time after the first batch.
+`--seconds` after its first batch, whichever comes first, in `--rounds` alternating rounds (the machine's speed
+drifts); steady state = clips / time after each round's first batch, summed over the rounds.
 Bytes per clip are measured from the batches the consumer actually received (tiny shape).
 Ends with one line: RESULT ray_vs_dataloader=<tiny steady ratio> bytes_per_clip=<n> frame_bytes_per_clip=<n>
-Usage: python benchmarks/data_pipeline.py [--clips 5000] [--seconds 60] [--batch 16] [--workdir DIR]
+Usage: python benchmarks/data_pipeline.py [--clips 5000] [--seconds 60] [--batch 16] [--rounds 3] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -86,12 +87,20 @@ def timed(batches, clips: int, seconds: float) -> dict:
             break
     end = time.perf_counter()
     return {"clips": n, "startup_s": first - t0, "steady": (n - n_first) / max(end - first, 1e-9),
+            "steady_clips": n - n_first, "steady_s": end - first,
             "bytes_per_clip": nbytes // max(n, 1), "frame_bytes_per_clip": fbytes // max(n, 1)}
 
 
-def run_shape(name: str, work: Path, size: tuple[int, int], clip: ClipConfig, args) -> tuple[dict, dict]:
-    import ray
+def combined(rounds: list[dict]) -> dict:
+    """Rounds of one loader as one: clips and steady seconds summed, start-up the mean, bytes per clip the mean."""
+    clips = sum(r["clips"] for r in rounds)
+    return {"clips": clips, "startup_s": float(np.mean([r["startup_s"] for r in rounds])),
+            "steady": sum(r["steady_clips"] for r in rounds) / max(sum(r["steady_s"] for r in rounds), 1e-9),
+            "bytes_per_clip": sum(r["bytes_per_clip"] * r["clips"] for r in rounds) // max(clips, 1),
+            "frame_bytes_per_clip": sum(r["frame_bytes_per_clip"] * r["clips"] for r in rounds) // max(clips, 1)}
 
+
+def run_shape(name: str, work: Path, size: tuple[int, int], clip: ClipConfig, args) -> tuple[dict, dict]:
     cfg, plan, tax, valid, tables = prepared_data(work, size, frames=8)
     stream = 10 * args.clips  # longer than either loader reads
     udf = DecodeClips(plan, tables, clip, len(tax), valid)
@@ -99,18 +108,23 @@ def run_shape(name: str, work: Path, size: tuple[int, int], clip: ClipConfig, ar
                 min(args.seconds, 20.0))
     print(f"[{name}] one process (no loader) : {one['steady']:7.1f} clips/s steady: 2 CPUs can give at most "
           f"{2 * one['steady']:.1f}", flush=True)
-    loader = torch.utils.data.DataLoader(PlanDataset(udf, stream), batch_size=args.batch, num_workers=2,
-                                         prefetch_factor=2, collate_fn=stack_clips)  # the packed masks are ragged
-    dl = timed(loader, args.clips, args.seconds)
+    # Loaders alternate in rounds (the speed of this shared machine drifts over minutes); each round is a fresh
+    # DataLoader / a fresh stream (new decode actors), steady from its first batch. One Ray instance for the whole
+    # run (re-starting Ray in one process is not reliable here): its idle daemons run beside the DataLoader too.
+    dls, rds = [], []
+    for r in range(args.rounds):
+        loader = torch.utils.data.DataLoader(PlanDataset(udf, stream), batch_size=args.batch, num_workers=2,
+                                             prefetch_factor=2, collate_fn=stack_clips)  # the packed masks are ragged
+        dls.append(timed(loader, args.clips // args.rounds, args.seconds / args.rounds))
+        ds = clip_dataset(plan, SampleSet([[0, stream]]), clip, len(tax), valid, pool=DecodePool(2, 2, 1.0))
+        rds.append(timed(ds.iter_torch_batches(batch_size=args.batch, collate_fn=ClipCollate(),
+                                               prefetch_batches=args.prefetch),
+                         args.clips // args.rounds, args.seconds / args.rounds))
+        print(f"[{name}] round {r + 1}: DataLoader {dls[-1]['steady']:7.1f}, Ray Data {rds[-1]['steady']:7.1f} "
+              f"clips/s steady (ratio {rds[-1]['steady'] / dls[-1]['steady']:.2f})", flush=True)
+    dl, rd = combined(dls), combined(rds)
     print(f"[{name}] DataLoader, 2 workers : {dl['steady']:7.1f} clips/s steady ({dl['clips']} clips, first batch "
           f"after {dl['startup_s']:.1f} s); {dl['steady'] / (2 * one['steady']):.0%} of 2 x one process", flush=True)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="tmtvis-ray-"))
-    try:
-        ds = clip_dataset(plan, SampleSet([[0, stream]]), clip, len(tax), valid, pool=DecodePool(2, 2, 1.0))
-        rd = timed(ds.iter_torch_batches(batch_size=args.batch, collate_fn=ClipCollate(), prefetch_batches=args.prefetch), args.clips, args.seconds)
-    finally:
-        ray.shutdown()
     print(f"[{name}] Ray Data, 2 actors     : {rd['steady']:7.1f} clips/s steady ({rd['clips']} clips, first batch "
           f"after {rd['startup_s']:.1f} s); {rd['steady'] / (2 * one['steady']):.0%} of 2 x one process; "
           f"ratio {rd['steady'] / dl['steady']:.2f}; "
@@ -123,6 +137,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per loader (clips and seconds split)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--skip-realistic", action="store_true")
     ap.add_argument("--prefetch", type=int, default=1, help="the Ray consumer's iter_torch_batches prefetch_batches")
@@ -130,11 +145,16 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tmtvis-bench-data-"))
     print(f"{os.cpu_count()} CPUs; each loader: up to {args.clips} clips or {args.seconds:.0f} s of steady state, "
           f"batches of {args.batch}", flush=True)
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _temp_dir=tempfile.mkdtemp(prefix="tmtvis-ray-"))
     tiny_clip = load_config(preset_path("tiny")).data.clip
     dl, rd = run_shape("tiny 3x64x64", work / "tiny", (128, 128), tiny_clip, args)
     if not args.skip_realistic:
         real = ClipConfig(num_frames=5, frame_window=4, short_edge=(360,), crop=(352, 640), max_instances=12)
         run_shape("realistic 5x352x640 from 360x640", work / "real", (360, 640), real, args)
+    ray.shutdown()
     print(f"RESULT ray_vs_dataloader={rd['steady'] / dl['steady']:.3f} bytes_per_clip={rd['bytes_per_clip']} "
           f"frame_bytes_per_clip={rd['frame_bytes_per_clip']}")
 

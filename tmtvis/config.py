@@ -55,7 +55,7 @@ class DataConfig:
     decode_resources: dict[str, float] = field(default_factory=dict)  # e.g. {decode: 1}: decode on those nodes
     decode_cpus: float = 1.0                      # CPUs per decode actor
     decode_actors: int = 0                        # most decode actors (0 = as many as the cluster fits)
-    decode_batch_size: int = 0                    # clips per decode call (0 = from the clip shape, <= 64)
+    decode_batch_size: int = 0                    # clips per decode call (0 = from the clip shape, <= 256)
 
     def __post_init__(self) -> None:
         for k, v in self.decode_resources.items():

@@ -51,12 +51,12 @@ def test_decode_batch_size_bounds_task_output():
     from tmtvis.data.clips import ClipConfig
     from tmtvis.pipeline.clip_stream import decode_batch_size
 
-    assert decode_batch_size(ClipConfig(num_frames=3, crop=(64, 64), max_instances=12)) == 64
-    big = ClipConfig(num_frames=5, crop=(384, 640), max_instances=25)
-    assert decode_batch_size(big) == 1
-    mid = ClipConfig(num_frames=5, crop=(192, 192), max_instances=12)
-    n = decode_batch_size(mid)
-    assert 1 < n < 64 and n * 5 * 192 * 192 * 15 <= 64 << 20
+    assert decode_batch_size(ClipConfig(num_frames=3, crop=(64, 64), max_instances=12)) == 256
+    big = ClipConfig(num_frames=5, crop=(384, 640), max_instances=25)  # 3.5 MiB frames + 3.7 MiB masks at most
+    n = decode_batch_size(big)
+    assert n == 8 and n * 5 * 384 * 640 * (3 + 25 / 8) <= 64 << 20
+    huge = ClipConfig(num_frames=36, crop=(720, 1280), max_instances=25)
+    assert decode_batch_size(huge) == 1
 
 
 def test_sample_set_ranges_union_holes_and_complement():
