@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from helpers import make_dataset
-from tmtvis.data.clips import (ClipConfig, empty_batch, load_clip, packed_size, sample_frames, stack_clips,
-                               unpack_masks)
+from tmtvis.data.clips import (ClipConfig, crop_window, empty_batch, load_clip, packed_size, sample_frames,
+                               stack_clips, unpack_masks)
 from tmtvis.data.frames import read_frame
 from tmtvis.data.manifest import video_rows
 from tmtvis.data.rle import decode_rle, encode_mask
@@ -131,16 +131,9 @@ def test_stack_clips_and_empty_batch_have_the_same_columns(row):
 def reference_load_clip(row, frame_ids, cfg, rng, num_classes, valid_classes):
     """The implementation before compact clips (full-frame resize, then crop; padded masks), for comparison."""
     h0, w0 = row["height"], row["width"]
-    short = int(rng.choice(cfg.short_edge)) if rng is not None else cfg.short_edge[0]
-    scale = short / min(h0, w0)
-    rh, rw = max(round(h0 * scale), 1), max(round(w0 * scale), 1)
+    win = crop_window(h0, w0, cfg, rng)  # the same draws; what is compared is the pixel path below
+    rh, rw, y0, x0, flip = win.rh, win.rw, win.y0, win.x0, win.flip
     ch, cw = cfg.crop
-    if rng is not None:
-        y0 = int(rng.integers(0, max(rh - ch, 0) + 1))
-        x0 = int(rng.integers(0, max(rw - cw, 0) + 1))
-        flip = bool(cfg.hflip and rng.random() < 0.5)
-    else:
-        y0, x0, flip = max(rh - ch, 0) // 2, max(rw - cw, 0) // 2, False
 
     def resize(img, nearest):
         return np.asarray(Image.fromarray(img).resize((rw, rh), Image.NEAREST if nearest else Image.BILINEAR))
