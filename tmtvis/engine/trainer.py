@@ -225,7 +225,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     _check_inputs(cfg, prepared, run_dir, resume, track)
     checkpoints = storage.join(run_dir, "checkpoints")
     ckpt, meta = latest_checkpoint(checkpoints) if resume else (None, {})
-    progress = DataProgress.of(meta)
+    data_progress = DataProgress.of(meta)
     if resume and ckpt:
         log.info("resuming %s from iteration %d (checkpoint %s)", run_dir, meta["iteration"], ckpt)
     taxonomy = UnifiedTaxonomy.load(prepared / "taxonomy.json")
@@ -234,7 +234,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     plan = make_plan(sources, cfg.seed, cfg.data.repeat_threshold)
     # Every planned sample not yet trained on (the holes: what was in flight at the checkpoint), then new ones;
     # twice as many as the run needs (lazy: the excess is never decoded), for bad videos and in-run restarts.
-    done = SampleSet(progress.consumed)
+    done = SampleSet(data_progress.consumed)
     ids = done.complement(done.stop + 2 * cfg.train.iterations * cfg.train.batch_size * cfg.train.workers)
     valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
 
@@ -251,7 +251,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
                            cfg.train.workers * cfg.train.cpus_per_worker)
         dataset = clip_dataset(plan, ids, cfg.data.clip, len(taxonomy), valid, cfg.data.decode_batch_size or None,
                                skipped, ledger, pool)
-        job = WorkerJob(cfg, prepared, str(run_dir), skipped=skipped, ledger=ledger, planned_from=progress)
+        job = WorkerJob(cfg, prepared, str(run_dir), skipped=skipped, ledger=ledger, planned_from=data_progress)
         if tracker is not None:
             job.tracking_uri, job.run_id = tracker.tracking_uri, tracker.run_id
         fs, fs_path = storage.filesystem(checkpoints)
