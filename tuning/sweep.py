@@ -56,9 +56,11 @@ class SweepResult:
 
 
 def max_concurrent_trials(cfg: Config, resources: dict[str, float]) -> int:
-    """Trials that fit the cluster at once: each needs its Train workers plus about one CPU for Ray Data."""
+    """Trials that fit the cluster at once: each needs its Train workers plus one decode actor's CPUs (none when
+    decoding runs on nodes of its own, data.decode_resources)."""
     t = cfg.train
-    n = int(resources.get("CPU", 0) // (t.workers * t.cpus_per_worker + 1))
+    decode = 0.0 if cfg.data.decode_resources else cfg.data.decode_cpus
+    n = int(resources.get("CPU", 0) // (t.workers * t.cpus_per_worker + decode))
     if t.gpus_per_worker > 0:
         n = min(n, int(resources.get("GPU", 0) // (t.workers * t.gpus_per_worker)))
     return max(1, n)

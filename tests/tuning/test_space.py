@@ -118,6 +118,10 @@ def test_concurrency_from_cluster_resources():
     assert max_concurrent_trials(cfg, {"CPU": 16.0}) == 8
     gpu = load_config(preset_path("tiny"), ["train.gpus_per_worker=1"])
     assert max_concurrent_trials(gpu, {"CPU": 16.0, "GPU": 4.0}) == 2
+    half = load_config(preset_path("tiny"), ["data.decode_cpus=0.5"])  # 1.5 CPUs a trial
+    assert max_concurrent_trials(half, {"CPU": 16.0}) == 10
+    apart = load_config(preset_path("tiny"), ["data.decode_resources={decode: 1}"])  # decoding on its own nodes
+    assert max_concurrent_trials(apart, {"CPU": 16.0}) == 16
 
 
 def test_table_and_best_trial():
