@@ -120,3 +120,23 @@ def test_a_truncated_frame_without_skipping_is_one_line_naming_it(synth_root, ra
     assert isinstance(user, TmtvisError) and "\n" not in str(user)  # across processes: the remote error's line
     assert str(user).startswith(f"{bad}: unreadable or truncated image")
     assert "in ytvis_synth/train video 1 (data.skip_bad_videos: true skips such videos)" in str(user)
+
+
+def test_decode_keeps_a_bounded_number_of_manifest_rows(synth_root, monkeypatch):
+    """A decode actor turns manifest rows into dicts only when used, and keeps at most ROW_CACHE of them: the
+    clips are the same whatever the bound (no Ray instance needed: the UDF runs in this process)."""
+    import pyarrow.parquet as pq
+
+    from tmtvis.pipeline import clip_stream
+
+    tax, sources, valid = setup(synth_root)
+    plan = make_plan(sources, seed=0)
+    clip = ClipConfig(num_frames=2, short_edge=(32,), crop=(32, 32))
+    tables = [pq.read_table(m) for m in plan.manifests]
+    full = clip_stream.DecodeClips(plan, tables, clip, len(tax), valid)({"id": np.arange(40)})
+    monkeypatch.setattr(clip_stream, "ROW_CACHE", 3)
+    udf = clip_stream.DecodeClips(plan, tables, clip, len(tax), valid)
+    bounded = udf({"id": np.arange(40)})
+    assert len(udf.rows) == 3
+    for k, v in full.items():
+        assert all(np.array_equal(a, b) for a, b in zip(v, bounded[k])), k

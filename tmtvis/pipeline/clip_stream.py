@@ -19,6 +19,7 @@ the video is reported once to a `SkippedVideos` actor (the `data.skipped` metric
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from tmtvis.data.manifest import manifest_path
 from tmtvis.errors import DataError
 from tmtvis.pipeline.sampling import SamplePlan, SampleSet, SourceSpec
 from tmtvis.taxonomy import UnifiedTaxonomy
+
+
+ROW_CACHE = 4096  # manifest rows each decode actor keeps as dicts
 
 
 def source_videos(table: pa.Table) -> list[dict]:
@@ -117,7 +121,7 @@ class DecodeClips:
         self.plan, self.clip = plan, clip
         # Arrow tables (from the object store: read once per actor, zero-copy); rows become dicts when used
         self.tables = [ray.get(m) if isinstance(m, ray.ObjectRef) else m for m in manifests]
-        self.rows: dict[tuple[int, int], dict] = {}
+        self.rows: OrderedDict[tuple[int, int], dict] = OrderedDict()  # the most recently used rows as dicts
         self.num_classes = num_classes
         self.valid_classes = valid_classes
         self.skipped = skipped  # a SkippedVideos handle: skip bad videos; None: a bad video is an error
@@ -126,8 +130,12 @@ class DecodeClips:
 
     def row(self, source: int, index: int) -> dict:
         key = (source, index)
-        if key not in self.rows:
+        if key in self.rows:
+            self.rows.move_to_end(key)
+        else:
             self.rows[key] = self.tables[source].slice(index, 1).to_pylist()[0]
+            if len(self.rows) > ROW_CACHE:  # bounded: an actor never holds a large manifest as Python objects
+                self.rows.popitem(last=False)
         return self.rows[key]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
