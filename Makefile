@@ -48,10 +48,10 @@ lock:
 
 # Everything but the soak tests (about 15 minutes here); CI (.ci/run) runs `test` and then `test-soak`.
 test: install
-	$(VENV)/bin/python -m pytest -q -m "not soak"
+	$(VENV)/bin/python -m pytest -q -m "not soak" $(PYTEST_ARGS)
 
 test-soak: install
-	$(VENV)/bin/python -m pytest -q -m soak
+	$(VENV)/bin/python -m pytest -q -m soak $(PYTEST_ARGS)
 
 # The inner loop: everything that needs no Ray instance and is not marked slow (about a minute).
 test-fast: install

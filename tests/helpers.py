@@ -153,3 +153,55 @@ def ray_nodes(cpus: int, nodes: int = 2, node_args: list[dict] | None = None) ->
         finally:
             c.shutdown()
             shutil.rmtree(base, ignore_errors=True)
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (its own process group, stopped by PID) that a test can stop and start
+    again on the same port and store. Without `jobs`, MLflow's job consumers (huey, 4 processes of ~260 MB each,
+    busy at start-up) stay off: tmtvis uses none of the features that need them."""
+
+    def __init__(self, root: Path, artifacts: str | None = None, jobs: bool = False) -> None:
+        self.root, self.jobs = root, jobs
+        self.artifacts = artifacts or str(root / "artifacts")
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self, timeout: float = 240.0) -> "MlflowServer":
+        import subprocess
+        import sys
+        import urllib.request
+
+        import pytest
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = (self.root / "server.log").open("ab")
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if self.jobs else "false"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+             "--artifacts-destination", self.artifacts, "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1"], stdout=log, stderr=log, env=env, start_new_session=True)
+        deadline = time.time() + timeout  # a few seconds on an idle machine, much longer on a loaded one
+        while time.time() < deadline and self.proc.poll() is None:
+            try:
+                with urllib.request.urlopen(self.uri + "/health", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        tail = (self.root / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
+        pytest.fail(f"mlflow server did not start: {' | '.join(tail)}")
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group (it forwards to uvicorn), SIGKILL if it lingers."""
+        import signal
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None

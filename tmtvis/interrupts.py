@@ -12,17 +12,20 @@ written atomically; a file cut short is never taken for a whole one).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from typing import Callable
+import time
+from typing import Callable, Iterator
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 GRACE_S = 10.0
 
 log = logging.getLogger(__name__)
+_BEFORE_EXIT: list[Callable[[float], None]] = []
 
 
 class _Stop(BaseException):
@@ -91,6 +94,26 @@ def _take_back_sigterm(handler) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+@contextlib.contextmanager
+def before_exit(fn: Callable[[float], None]) -> Iterator[None]:
+    """While the block runs, a signal's exit first calls `fn(deadline)` in the main thread: what a cluster that
+    outlives this process needs from it before it goes. `fn` returns by the deadline (time.time() based)."""
+    _BEFORE_EXIT.append(fn)
+    try:
+        yield
+    finally:
+        _BEFORE_EXIT.remove(fn)
+
+
+def _run_before_exit() -> None:
+    deadline = time.time() + GRACE_S - 2  # the exit's own watchdog fires at GRACE_S
+    for fn in list(_BEFORE_EXIT):
+        try:
+            fn(deadline)
+        except Exception as e:  # never in the way of the exit
+            log.debug("before-exit hook %s failed: %s", fn, e)
+
+
 def _exit_now(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -137,6 +160,7 @@ def run_interruptible(fn: Callable[[], int], exit_process: bool = True) -> int:
               file=sys.stderr, flush=True)
         if exit_process:
             threading.Timer(GRACE_S, _exit_now, args=(code,)).start()  # whatever happens below
+            _run_before_exit()
             if not _kill_tree():
                 _stop_ray()
             _exit_now(code)
@@ -144,6 +168,7 @@ def run_interruptible(fn: Callable[[], int], exit_process: bool = True) -> int:
         watchdog.daemon = True
         watchdog.start()
         try:
+            _run_before_exit()
             _stop_ray()
         finally:
             watchdog.cancel()

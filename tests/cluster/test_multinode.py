@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import free_port, ray_nodes
+from helpers import MlflowServer, free_port, ray_nodes
 from tmtvis.checkpoint import load_checkpoint
 from workflows.cli import main
 
@@ -29,28 +29,9 @@ def cluster():
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real MLflow server on 127.0.0.1, as a cluster has one (several nodes refuse to train without it)."""
-    import subprocess
-    import urllib.request
-
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
-                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
-                             str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"))
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the MLflow server did not come up")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server.uri
+    server.stop()
 
 
 def submit(address: str, *args: str) -> int:

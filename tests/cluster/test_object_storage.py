@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import ROOT, tiny_config
+from helpers import ROOT, MlflowServer, tiny_config
 from tmtvis.config import save_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -80,18 +80,9 @@ def s3_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def mlflow_server(tmp_path, s3_env):
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server",
-                             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                             "--artifacts-destination", f"s3://{BUCKET}/mlartifacts",
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow.log", "w"),
-                            start_new_session=True)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    server = MlflowServer(tmp_path / "mlflow", artifacts=f"s3://{BUCKET}/mlartifacts").start()
+    yield server.uri
+    server.stop()
 
 
 def tmtvis(*args: str, tmp_path: Path) -> tuple[subprocess.Popen, Path]:

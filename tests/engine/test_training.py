@@ -4,9 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from helpers import tiny_config
+from helpers import MlflowServer, tiny_config
 from tmtvis.checkpoint import latest_checkpoint, load_state
 from tmtvis.engine.trainer import train
 from tmtvis.pipeline.sampling import SampleSet
@@ -37,26 +34,9 @@ def artifacts(uri: str, run_id: str, path: str = "") -> set[str]:
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "art"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            MlflowClient(uri).search_experiments()
-            break
-        except Exception:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start")
-    yield uri
-    proc.terminate()
-    proc.wait(20)
+    server = MlflowServer(tmp_path / "mlflow").start()
+    yield server.uri
+    server.stop()
 
 
 def trained_once(state: dict, samples: int, in_flight: int) -> SampleSet:
