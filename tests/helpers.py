@@ -205,3 +205,29 @@ class MlflowServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.proc = None
+
+
+def registered_iterations(checkpoints: Path) -> set[int]:
+    """The iterations of the checkpoints that Ray Train's controller has registered for runs under `checkpoints`:
+    the ones its checkpoint manager snapshot names (written when it takes a reported checkpoint into account)."""
+    import json
+
+    def names(node) -> Iterator[str]:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "checkpoint_dir_name" and isinstance(v, str):
+                    yield v
+                else:
+                    yield from names(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from names(v)
+
+    found: set[int] = set()
+    for snapshot in checkpoints.glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            for name in names(json.loads(snapshot.read_text())):
+                found.add(json.loads((snapshot.parent / name / "meta.json").read_text())["iteration"])
+        except (OSError, ValueError, KeyError):  # being replaced right now, or already deleted (kept: the newest)
+            continue
+    return found

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from helpers import MlflowServer, tiny_config
+from helpers import MlflowServer, registered_iterations, tiny_config
 from tmtvis.checkpoint import latest_checkpoint, load_state
 from tmtvis.engine.trainer import train
 from tmtvis.pipeline.sampling import SampleSet
@@ -109,9 +109,12 @@ def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_pa
 
 def train_workers() -> list:
     """Ray Train's worker actors (alive and dead) of this Ray session, from the State API: pid and node each."""
+    import ray
     from ray.util.state import list_actors
 
-    return list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
+    # this session's address: without one the State API picks the newest Ray instance on the machine
+    return list_actors(address=ray.get_runtime_context().gcs_address,
+                       filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
 
 
 def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_path):
@@ -122,18 +125,15 @@ def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_p
     killed = {}
 
     def killer():
-        # Kill a worker once the checkpoint of iteration 4 is registered: rank 0 logs iteration 6 to MLflow
-        # only after the report (a barrier) that carried that checkpoint has returned.
+        # Kill a worker once Ray Train's controller has registered the checkpoint of iteration 4 (the first): its
+        # checkpoint manager snapshot names it.
         deadline = time.time() + 600
         while time.time() < deadline:
             run_file = run_dir / "mlflow_run.json"
-            if run_file.exists():
+            if run_file.exists() and registered_iterations(run_dir / "checkpoints"):
                 info = json.loads(run_file.read_text())
                 steps = [s for s, _ in history(info["tracking_uri"], info["run_id"], "train.loss")]
-                if steps and max(steps) >= 6:
-                    # The controller registers a reported checkpoint when it next polls the workers:
-                    # give it a few seconds before the kill.
-                    time.sleep(3)
+                if steps:
                     workers = sorted((a for a in train_workers() if a.actor_id not in earlier and a.state == "ALIVE"),
                                      key=lambda a: a.pid)
                     pid = workers[-1].pid

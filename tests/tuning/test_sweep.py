@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from helpers import ROOT, ray_nodes, tiny_config
+from helpers import ROOT, ray_nodes, registered_iterations, tiny_config
 from tmtvis.checkpoint import latest_checkpoint
 from tmtvis.config import load_config, save_config
 from tmtvis.taxonomy import UnifiedTaxonomy
@@ -164,8 +164,9 @@ def test_killed_sweep_resumes_the_running_trial_from_its_checkpoint(synth_root, 
     while time.time() < deadline and proc.poll() is None:
         trials = sorted((sweep_dir / "trials").glob("*/checkpoints")) if (sweep_dir / "trials").is_dir() else []
         at = max([latest_checkpoint(t)[1].get("iteration", 0) for t in trials] or [0])
-        if at >= 4 and list((sweep_dir / "tune").glob("experiment_state*.json")):
-            time.sleep(3)  # the Train controller registers a reported checkpoint at its next poll
+        # the trial's Train controller has registered a checkpoint of iteration >= 4 (its snapshot names it)
+        if at >= 4 and list((sweep_dir / "tune").glob("experiment_state*.json")) and any(
+                max(registered_iterations(t), default=0) >= 4 for t in trials):
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the sweep ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-3000:]
