@@ -126,7 +126,9 @@ class TCM(nn.Module):
         ranked = scores.detach() if candidates is None else \
             scores.detach().masked_fill(~candidates.to(scores.device), float("-inf"))
         if set_ids is None and self.set_mode == "random":
-            ranked = torch.rand_like(ranked).masked_fill(torch.isinf(ranked), -1.0)
+            # Unforced random set (training): the global RNG. Validation forces a per-clip seeded draw
+            # (`forced_set`) so that predictions and diagnostics see the same set.
+            set_ids = random_ids(b, bank.shape[0], kk, candidates)
         ids = ranked.topk(kk, dim=1).indices if set_ids is None else set_ids.to(bank.device)  # (B, K)
         taxonomy_set = gather_set(modulated, ids)
         return {"scores": scores, "ids": ids, "set": taxonomy_set, "modulated": modulated,
@@ -167,3 +169,26 @@ def oracle_ids(present: list[torch.Tensor], num_classes: int, k: int, candidates
             pool = torch.cat([pool, rest.nonzero()[:, 0]])
         rows.append(torch.cat([labels, pool[:k - len(labels)]]))
     return torch.stack(rows)
+
+
+def random_ids(batch: int, num_classes: int, k: int, candidates: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """The random control set: K categories drawn among each clip's candidates (B, C) bool -> (B, K)."""
+    empty = torch.zeros(0, dtype=torch.long)
+    return oracle_ids([empty] * batch, num_classes, k, candidates, generator)
+
+
+def forced_set(mode: str, labels: list[torch.Tensor], num_classes: int, k: int, candidates: torch.Tensor | None,
+               generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """The set a control forces on each clip, from the labels annotated in that clip (not the whole video) ->
+    (B, K), or None for TCM's own prediction. Training and validation both build it here."""
+    if mode == "oracle":
+        return oracle_ids(labels, num_classes, k, candidates, generator)
+    if mode == "random":
+        return random_ids(len(labels), num_classes, k, candidates, generator)
+    return None
+
+
+def clip_generator(seed: int, video_id: int, start: int) -> torch.Generator:
+    """A generator seeded by (run seed, video, first frame): every draw for one clip is the same draw."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + video_id * 10_007 + start) % (2 ** 63))
