@@ -14,6 +14,10 @@ Why it is built this way (each point fixes a measured failure of an earlier vers
   49.9% vs 48.5%) while the decoder's own class predictions on the same checkpoint ranked at 63.8%: the
   detector already learns what is in the clip; TCM should not learn it a second time from weaker features.
   The first pass is the same decoder (no new parameters) and is supervised like every decoder layer.
+- `evidence="video"` is the paper's TCM (and the reference code's): the adapted embeddings go through an MLP
+  adapter (residual, zero-initialised output), attend to the clip's spatio-temporal tokens of one level, and
+  the evidence is the cosine between a category's embedding and what it attended to; one decoder pass, so it
+  costs only its attention over the tokens.
 - The score is `scale * evidence + bias + prior`, the prior a per-category logit from the training data
   (`set_prior`): an untrained detector gives ~0 evidence, so the ranking starts as the frequency prior. The
   scale is trained by the pooled BCE and by a listwise loss within each clip's candidates
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SET_MODES = ("predicted", "oracle", "random")
-EVIDENCE = ("queries", "tokens")
+EVIDENCE = ("queries", "tokens", "video")
 POOL_TEMPERATURE = 0.1
 
 
@@ -55,6 +59,16 @@ class TCM(nn.Module):
         self.score_bias = nn.Parameter(torch.zeros(()))
         if evidence == "queries":
             # The detector's own evidence, calibrated: presence logit = scale * (evidence) + bias + prior.
+            self.evidence_scale = nn.Parameter(torch.ones(()))
+        elif evidence == "video":
+            # The paper's text-side adapter: an MLP on the adapted embedding, residual with its output layer at
+            # zero, so at init every category keeps its own direction (no shared offset, no collapse).
+            self.adapter_mlp = nn.Sequential(nn.Linear(hidden, ffn), nn.GELU(), nn.Linear(ffn, hidden))
+            nn.init.zeros_(self.adapter_mlp[-1].weight)
+            nn.init.zeros_(self.adapter_mlp[-1].bias)
+            self.score_query = nn.Linear(hidden, hidden)
+            self.score_key = nn.Linear(hidden, hidden)
+            # Cosine evidence in [-1, 1] times a learned scale: at init it is small against the prior's spread.
             self.evidence_scale = nn.Parameter(torch.ones(()))
         else:
             self.score_query = nn.Linear(hidden, hidden)
@@ -92,6 +106,8 @@ class TCM(nn.Module):
         token_logits (B, C, S) or None: does token s show category c (what the dense taxonomy loss supervises)."""
         s, b = memory.shape[:2]
         adapted = self.embed_categories(bank)  # (C, hidden)
+        if self.evidence == "video":
+            adapted = adapted + self.adapter_mlp(adapted)
         mem = self.mem_norm(memory)
         tgt = adapted[:, None].expand(-1, b, -1)  # (C, B, hidden)
         attn = self.attn(self.attn_norm(tgt), mem if pos is None else mem + pos, mem, need_weights=False)[0]
@@ -104,6 +120,15 @@ class TCM(nn.Module):
             if class_logits is None:
                 raise ValueError("TCM evidence 'queries' needs the first decoder pass's class_logits")
             evidence = query_evidence(class_logits, bank.shape[0])
+            scores = self.evidence_scale * evidence + self.score_bias + self.prior_logit.to(evidence.dtype)
+        elif self.evidence == "video":
+            # The category's similarity to what it attended to in the clip: a present category finds tokens
+            # that look like it; an absent one averages background and other objects.
+            q = F.normalize(self.score_query(adapted), dim=-1)  # (C, hidden)
+            k = F.normalize(self.score_key(attn), dim=-1)  # (C, B, hidden)
+            evidence = torch.einsum("ch,cbh->bc", q, k)
+            # Centred over the clip's categories: a clip-wide offset (all similarities up) says nothing of which.
+            evidence = evidence - evidence.mean(-1, keepdim=True)
             scores = self.evidence_scale * evidence + self.score_bias + self.prior_logit.to(evidence.dtype)
         else:
             q = self.score_query(adapted)  # (C, hidden)
