@@ -123,4 +123,4 @@ def test_video_tcm_keeps_identity_at_init_and_needs_no_first_pass():
                                                                     correlated_bank(8))
     out = model(torch.rand(1, 2, 3, 32, 32))
     assert len(out["aux_outputs"]) == len(base(torch.rand(1, 2, 3, 32, 32))["aux_outputs"])
-    assert out["tcm_scores"].shape == (1, 8) and out["tcm_token_logits"] is None
+    assert out["tcm_scores"].shape == (1, 8) and out["tcm_token_logits"].shape[:2] == (1, 8)

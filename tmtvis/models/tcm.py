@@ -68,6 +68,7 @@ class TCM(nn.Module):
             nn.init.zeros_(self.adapter_mlp[-1].bias)
             self.score_query = nn.Linear(hidden, hidden)
             self.score_key = nn.Linear(hidden, hidden)
+            self.token_bias = nn.Parameter(torch.tensor(-math.log(1 / 0.05 - 1)))  # ~5% of tokens show a category
             # Cosine evidence in [-1, 1] times a learned scale: at init it is small against the prior's spread.
             self.evidence_scale = nn.Parameter(torch.ones(()))
         else:
@@ -122,14 +123,19 @@ class TCM(nn.Module):
             evidence = query_evidence(class_logits, bank.shape[0])
             scores = self.evidence_scale * evidence + self.score_bias + self.prior_logit.to(evidence.dtype)
         elif self.evidence == "video":
-            # The category's similarity to what it attended to in the clip: a present category finds tokens
-            # that look like it; an absent one averages background and other objects.
-            q = F.normalize(self.score_query(adapted), dim=-1)  # (C, hidden)
-            k = F.normalize(self.score_key(attn), dim=-1)  # (C, B, hidden)
-            evidence = torch.einsum("ch,cbh->bc", q, k)
+            # The category attends to the clip's tokens (no positions: presence does not depend on where) and is
+            # scored by its similarity to what it attended to: a present category finds tokens that look like
+            # it, an absent one averages background and other objects. Its attention logits are what the dense
+            # taxonomy loss supervises (which tokens show it), the direct signal the clip-level BCE lacks.
+            q = self.score_query(adapted)  # (C, hidden)
+            k = self.score_key(mem)  # (S, B, hidden)
+            sim = torch.einsum("ch,sbh->bcs", q, k) / math.sqrt(q.shape[-1])  # (B, C, S)
+            attended = torch.einsum("bcs,sbh->bch", sim.softmax(-1), k)
+            evidence = (F.normalize(q, dim=-1)[None] * F.normalize(attended, dim=-1)).sum(-1)  # (B, C)
             # Centred over the clip's categories: a clip-wide offset (all similarities up) says nothing of which.
             evidence = evidence - evidence.mean(-1, keepdim=True)
             scores = self.evidence_scale * evidence + self.score_bias + self.prior_logit.to(evidence.dtype)
+            token_logits = sim + self.token_bias
         else:
             q = self.score_query(adapted)  # (C, hidden)
             k = self.score_key(mem)  # (S, B, hidden); no positions: presence does not depend on where
