@@ -124,3 +124,19 @@ def test_video_tcm_keeps_identity_at_init_and_needs_no_first_pass():
     out = model(torch.rand(1, 2, 3, 32, 32))
     assert len(out["aux_outputs"]) == len(base(torch.rand(1, 2, 3, 32, 32))["aux_outputs"])
     assert out["tcm_scores"].shape == (1, 8) and out["tcm_token_logits"].shape[:2] == (1, 8)
+
+
+@pytest.mark.slow
+def test_video_tcm_learns_presence_beyond_the_frequency_prior():
+    """The paper's TCM ('video'): backbone + pixel decoder + TCM on the taxonomy losses alone, distinct-looking
+    clips, scored on held-out clips against the per-dataset frequency prior."""
+    torch.set_num_threads(2)
+    c, k = 12, 2
+    train, held_out = make_clips(200, c, seed=0, size=32), make_clips(60, c, seed=1, size=32)
+    model = tcm_model(c, k, evidence="video")
+    train_tcm(model, train, c, steps=100, batch=8)
+    diag = evaluate_tcm(model, train, held_out, c)
+    print(diag)  # measured: recall@2 0.65 vs prior 0.46, presence mAP 0.70 vs 0.52, distinct sets 0.067
+    assert diag["recall_at_k"] >= diag["prior_recall_at_k"] + 0.1
+    assert diag["presence_map"] >= diag["prior_presence_map"] + 0.1
+    assert diag["distinct_sets"] > 1 / 60  # the set follows the clip (the prior gives one set)
