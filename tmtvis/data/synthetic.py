@@ -2,19 +2,20 @@
 
 Three presets mimic the real trio (defaults: ytvis 8 classes, ovis 6, uvo 12):
 
-- ``ytvis``: YouTube-VIS 2019 names/ids, 1-3 annotated objects, light occlusion;
-- ``ovis``: OVIS names/ids, 3-5 big objects that start clustered, heavy occlusion;
-- ``uvo``: UVO dense names/ids (COCO ids), 6-9 smaller objects spread over the frame.
+- ``ytvis``: YouTube-VIS 2019 names/ids, 1-3 annotated objects, light occlusion, bright smooth backgrounds;
+- ``ovis``: OVIS names/ids, 3-5 big objects that start clustered, heavy occlusion, dim warm grainy frames;
+- ``uvo``: UVO dense names/ids (COCO ids), 4-6 smaller objects spread over the frame, cool busy backgrounds.
 
 Category subsets (``preset_categories``) start from a shared core of concepts (person, dog, cat, horse, car,
 motorcycle, ...) and reserve a third of the classes for concepts only that dataset has, so the taxonomies
 overlap and each has its own. A concept is the unified-taxonomy name (``tmtvis.taxonomy.canonical_name``:
 normalisation plus the shipped synonyms, e.g. motorbike=motorcycle, sedan=car, flying_disc=frisbee, Vehical ->
 vehicle kept apart from car, Poultry its own, UVO's 'mouse' -> 'computer mouse'). The look (shape, texture,
-colour) belongs to the concept, so 'sedan' in ytvis and 'car' in uvo look the same. Each video also contains
-'foreign' objects: concepts of the OTHER presets' default subsets that this preset does not annotate (partial
-annotation, as in the real datasets); they are drawn, occlude, and are counted in ``info["synthetic"]``, but
-have no annotation.
+colour) belongs to the concept, so 'sedan' in ytvis and 'car' in uvo look the same; a coarse concept
+(synonyms.json 'covers': vehicle covers car, bus, truck) looks like one of its fine concepts. Each video also
+contains 'foreign' objects: the other presets' *chosen* own-only concepts (``trio`` gives their class counts),
+at ``foreign_rate`` per video, drawn but not annotated (partial annotation, as in the real datasets). Each split's
+``info["synthetic"]["card"]`` declares these properties with what was drawn.
 
 Default subsets: ytvis {person, sedan, ape, dog, snake, cat, horse, motorbike}; ovis {Person, Cat, Dog, Horse,
 Poultry, Vehical}; uvo {person, car, motorcycle, airplane, bus, traffic light, fire hydrant, stop sign, cat, dog,
