@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ def step_times(cfgs: dict, loss_cfg: LossConfig, c: int, t: int, h: int, w: int,
         model.zero_grad(set_to_none=True)
     times = {name: [] for name in cfgs}
     cpu = {name: [] for name in cfgs}
-    for r in range(repeats + 1):  # the first round warms up
+    for r in range(repeats + 1 if repeats else 0):  # the first round warms up; --repeats 0: FLOPs only
         order = list(models.items())
         for name, model in (order if r % 2 else order[::-1]):
             torch.manual_seed(r)
@@ -64,7 +65,9 @@ def step_times(cfgs: dict, loss_cfg: LossConfig, c: int, t: int, h: int, w: int,
             if r:
                 times[name].append(elapsed)
                 cpu[name].append(elapsed_cpu)
-    return {name: {"median_s": statistics.median(v), "min_s": min(v), "cpu_s": statistics.median(cpu[name]),
+    nan = [float("nan")]
+    return {name: {"median_s": statistics.median(v or nan), "min_s": min(v or nan),
+                   "cpu_s": statistics.median(cpu[name] or nan),
                    "gflops": flops[name] / 1e9,
                    "params": count_parameters(models[name])} for name, v in times.items()}
 
@@ -89,6 +92,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--classes", type=int, default=120, help="size of the unified taxonomy")
     ap.add_argument("--skip-r50", action="store_true")
+    ap.add_argument("--evidence", default=None, help="model.tcm_evidence of the TMT-VIS model (default: the preset's)")
     ap.add_argument("--predict-memory", action="store_true")
     ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -113,13 +117,15 @@ def main() -> None:
     print("times in ms: wall min / wall median / process CPU median; the min is the figure least disturbed by "
           "other processes on shared cores. GFLOP: forward+backward matmul/conv FLOPs, load-independent")
     for name, cfg, loss_cfg, t, h, w in runs:
+        if args.evidence:
+            cfg = replace(cfg, tcm_evidence=args.evidence)
         res = step_times({"baseline": ModelConfig.baseline(cfg), "tmt-vis": cfg}, loss_cfg, args.classes, t, h, w,
                          args.repeats)
         b, m = res["baseline"], res["tmt-vis"]
         def fmt(r: dict) -> str:
             return (f"{r['min_s'] * 1e3:.1f} / {r['median_s'] * 1e3:.1f} / {r['cpu_s'] * 1e3:.1f} ms, "
                     f"{r['gflops']:.2f} GFLOP")
-        print(f"{name} clip {t}x{h}x{w}: baseline {fmt(b)} ({b['params']:,} params) | TMT-VIS {fmt(m)} "
+        print(f"{name} (tcm_evidence {cfg.tcm_evidence}) clip {t}x{h}x{w}: baseline {fmt(b)} ({b['params']:,} params) | TMT-VIS {fmt(m)} "
               f"({m['params']:,} params) | TMT-VIS/baseline: {m['min_s'] / b['min_s']:.3f} (min), "
               f"{m['median_s'] / b['median_s']:.3f} (median), {m['cpu_s'] / b['cpu_s']:.3f} (CPU), "
               f"{m['gflops'] / b['gflops']:.4f} (FLOPs)")

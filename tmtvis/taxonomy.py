@@ -46,6 +46,7 @@ class UnifiedTaxonomy:
     names: list[str]                                  # unified id -> canonical name
     sources: list[list[str]]                          # unified id -> datasets that have it
     datasets: dict[str, DatasetLabels] = field(default_factory=dict)
+    covers: dict[str, list[str]] = field(default_factory=dict)  # coarse name -> finer names it includes (both kept)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -80,6 +81,10 @@ class UnifiedTaxonomy:
                     tax.sources[uid].append(ds_name)
             cats = [{"id": c["id"], "name": c["name"]} for c in categories]
             tax.datasets[ds_name] = DatasetLabels(ds_name, fmt, cats, to_u, from_u)
+        for coarse, fine in syn.get("covers", {}).items():
+            present = [f for f in fine if f in index]
+            if coarse in index and present:
+                tax.covers[coarse] = present
         return tax
 
     def to_json(self) -> dict:
@@ -90,6 +95,7 @@ class UnifiedTaxonomy:
                          "to_unified": {str(k): v for k, v in d.to_unified.items()}}
                 for d in self.datasets.values()
             },
+            "covers": self.covers,
         }
 
     def save(self, path: str | Path) -> None:
@@ -107,6 +113,7 @@ class UnifiedTaxonomy:
                 to_u = {int(k): int(v) for k, v in d["to_unified"].items()}
                 tax.datasets[name] = DatasetLabels(name, d["format"], d["categories"], to_u,
                                                    {v: k for k, v in to_u.items()})
+            tax.covers = {str(k): [str(x) for x in v] for k, v in data.get("covers", {}).items()}
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise DataError(path, "", f"not a taxonomy file ({type(e).__name__}: {e})") from None
         return tax

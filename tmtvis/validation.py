@@ -14,9 +14,9 @@ from tmtvis.data.manifest import manifest_path, read_manifest
 from tmtvis.data.ytvis_format import read_json
 from tmtvis.eval.taxonomy_diagnostics import LabelStats, label_stats, summarize
 from tmtvis.inference.taxonomy_probe import probe_clip
-from tmtvis.inference.validate import annotated, class_agnostic, evaluate_rows, predict_rows
+from tmtvis.inference.validate import annotated, class_agnostic, clip_labels, evaluate_rows, predict_rows
 from tmtvis.inference.video_predictor import default_overlap
-from tmtvis.models.tcm import oracle_ids
+from tmtvis.models.tcm import clip_generator, forced_set
 from tmtvis.taxonomy import UnifiedTaxonomy
 
 
@@ -31,7 +31,7 @@ def training_label_stats(cfg: Config, prepared: Path, taxonomy: UnifiedTaxonomy)
     for ds in cfg.data.splits("train"):
         source = taxonomy.datasets[ds.name].unified_ids
         for row in read_manifest(manifest_path(prepared, ds.name, ds.split)):
-            videos.append((annotated(row), source))
+            videos.append((annotated(row), source, ds.name))
     return label_stats(videos, len(taxonomy))
 
 
@@ -47,13 +47,16 @@ class Validator:
                 rows = rows[:cfg.train.val_max_videos]
             self.splits.append((ds, rows, read_json(cfg.data.resolve(ds.annotations))))
 
-    def _oracle(self, row: dict, source: list[int], generator: torch.Generator) -> torch.Tensor | None:
-        if self.cfg.model.tcm_set != "oracle":
+    def forced(self, row: dict, frame_ids: list[int], source: list[int]) -> torch.Tensor | None:
+        """A control's set for the clip of these frames: the oracle from the labels annotated in them (as in
+        training), the random set from a generator seeded by the clip, so every caller draws the same set."""
+        if self.cfg.model.tcm_set == "predicted":
             return None
         candidates = torch.zeros(1, len(self.taxonomy), dtype=torch.bool)
         candidates[0, source] = True
-        return oracle_ids([torch.tensor(sorted(annotated(row)), dtype=torch.long)], len(self.taxonomy),
-                          self.cfg.model.set_size, candidates, generator)
+        labels = torch.tensor(sorted(clip_labels(row, frame_ids)), dtype=torch.long)
+        return forced_set(self.cfg.model.tcm_set, [labels], len(self.taxonomy), self.cfg.model.set_size, candidates,
+                          clip_generator(self.cfg.seed, int(row["video_id"]), frame_ids[0] if frame_ids else 0))
 
     def run(self, model: torch.nn.Module, rank: int, world: int) -> tuple[dict[str, float], dict]:
         cfg = self.cfg
@@ -67,13 +70,15 @@ class Validator:
             source = self.taxonomy.datasets[ds.name].unified_ids
             records: list[dict] = []
 
-            def probe(row: dict, frames: torch.Tensor, forced: torch.Tensor | None) -> None:
-                rec = probe_clip(net, frames[:window] if window else frames, source, forced, generator)
-                records.append({**rec, "present": annotated(row), "valid": source})
+            def probe(row: dict, frames: torch.Tensor, forced: torch.Tensor | None, ds_name: str = ds.name) -> None:
+                clip = frames[:window] if window else frames
+                rec = probe_clip(net, clip, source, forced, generator)
+                records.append({**rec, "present": clip_labels(row, list(range(len(clip)))), "valid": source,
+                                "dataset": ds_name})
 
             results = predict_rows(net, rows[rank::world], self.taxonomy.datasets[ds.name], short, window=window,
                                    overlap=default_overlap(window),
-                                   set_ids=lambda r: self._oracle(r, source, generator),
+                                   set_ids=lambda r, f, source=source: self.forced(r, f, source),
                                    probe=probe if net.tcm is not None else None)
             local[ds.name] = (results, records)
         model.train(was_training)

@@ -18,6 +18,12 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _trio(text: str) -> dict[str, int]:
+    from workflows.study import _classes
+
+    return _classes(text)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="dataset tools: synthetic generation, validation")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
@@ -30,6 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--frames", type=int, default=8)
     synth.add_argument("--size", type=_size, default=(128, 128), help="HxW (default 128x128)")
     synth.add_argument("--classes", type=int, default=None, help="number of categories (default: per preset)")
+    synth.add_argument("--trio", type=_trio, default=None, metavar="PRESET=N[,...]",
+                       help="classes the other presets are generated with (their own-only classes appear "
+                            "unannotated here; default: their defaults)")
+    synth.add_argument("--foreign-rate", type=float, default=None,
+                       help="mean unannotated objects of the other presets' classes per video (default 1.0)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--val-fraction", type=float, default=0.2)
     synth.add_argument("--out", type=Path, required=True)
@@ -50,7 +61,8 @@ def run_synth(args: argparse.Namespace) -> int:
     if not 0.0 <= args.val_fraction < 1.0:
         raise TmtvisError("--val-fraction must be in [0, 1)")
     summary = generate(args.out, args.preset, videos=args.videos, frames=args.frames, size=args.size,
-                       classes=args.classes, seed=args.seed, val_fraction=args.val_fraction, show_progress=True)
+                       classes=args.classes, seed=args.seed, val_fraction=args.val_fraction, show_progress=True,
+                       trio=args.trio, foreign_rate=args.foreign_rate)
     print(json.dumps(summary, default=str))
     return 0
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     for preset in PRESETS:
         if not (out / "data" / preset / "valid.json").is_file():
             generate(out / "data" / preset, preset, videos=args.videos, frames=args.frames, size=(64, 64),
-                     classes=args.classes.get(preset), seed=args.data_seed, val_fraction=0.2)
+                     classes=args.classes.get(preset), seed=args.data_seed, val_fraction=0.2, trio=args.classes)
     # The lr drop at 80% of the run, as in the tiny config's 900 iterations (step at 720).
     cfg = load_config(args.config, [f"data.root={out / 'data'}", f"output_dir={out}",
                                     f"train.iterations={args.iterations}", f"train.lr_steps=[{int(0.8 * args.iterations)}]",

@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from tmtvis.data.synthetic import FORMATS, PRESETS, concept, concept_appearance, generate, preset_categories
+from tmtvis.data.synthetic import (DOMAINS, FORMATS, PRESETS, QUERY_BUDGET, concept, concept_appearance, covers,
+                                   generate, preset_categories)
+from tmtvis.data.synthetic import _concept_index, _look, _own_only
 from tmtvis.errors import ConfigError
 from tmtvis.resources import vis_categories
 
@@ -82,15 +84,18 @@ def test_rle_decodes_to_areas_and_boxes(datasets, preset):
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_pixels_show_the_category_look(datasets, preset):
-    """Inside a visible mask the frame mostly has the category's colour or accent (up to JPEG and jitter)."""
+    """Inside a visible mask the frame mostly has the category's colour or accent under the preset's lighting
+    (up to JPEG and jitter). Updated for issue 21: lighting per domain, coarse 'vehicle' drawn as car/bus/truck."""
     root = datasets[preset]
     d = load(root, "train")
     names = {c["id"]: c["name"] for c in d["categories"]}
     files = {v["id"]: v["file_names"] for v in d["videos"]}
     fractions = []
+    light = DOMAINS[preset].lit
     for a in d["annotations"]:
-        look = concept_appearance(names[a["category_id"]], fmt(preset))
-        palette = np.array([look.colour, look.accent], np.float32)
+        key = concept(names[a["category_id"]], fmt(preset))
+        looks = [_look(k) for k in covers().get(key, [key])]  # a coarse category looks like a fine one it covers
+        palette = np.array([light(c) for x in looks for c in (x.colour, x.accent)], np.float32)
         for f, seg in enumerate(a["segmentations"]):
             if seg is None or a["areas"][f] < 40:
                 continue
@@ -138,13 +143,95 @@ def test_zero_val_fraction_gives_empty_valid(tmp_path):
 
 
 def test_other_presets_objects_appear_unannotated(datasets):
+    """Updated for issue 21: the unannotated objects are the other presets' own-only classes (not any of theirs)."""
     own = {p: concepts(p) for p in PRESETS}
     for preset, root in datasets.items():
         infos = [load(root, s)["info"]["synthetic"] for s in ("train", "valid")]
         assert sum(i["unannotated_objects"] for i in infos) > 0
         drawn = {k for i in infos for k in i["unannotated_concepts"]}
         assert drawn and not drawn & own[preset]
-        assert drawn <= set().union(*(own[p] for p in PRESETS if p != preset))
+        assert drawn <= set().union(*(own[p] & set(_own_only(p)) for p in PRESETS if p != preset))
+
+
+def test_partial_annotation_follows_the_chosen_subsets(tmp_path):
+    """With the study's 24/16/40 classes every other preset's chosen own-only class is a candidate foreign object
+    (the defaults' subsets were used whatever --classes said), except what a coarse class of this preset covers."""
+    trio = {"ytvis": 24, "ovis": 16, "uvo": 40}
+    for preset in PRESETS:
+        generate(tmp_path / preset, preset, videos=3, frames=1, size=(32, 32), classes=trio[preset], trio=trio,
+                 foreign_rate=3.0)
+        card = load(tmp_path / preset, "train")["info"]["synthetic"]["card"]
+        mine = concepts(preset, trio[preset])
+        covered = {f for c, fine in covers().items() if c in mine for f in fine}
+        expected = set().union(*(concepts(p, trio[p]) & set(_own_only(p)) for p in PRESETS if p != preset))
+        assert set(card["unannotated_concepts"]) == expected - covered - mine
+        assert expected - set().union(*(concepts(p) for p in PRESETS))  # classes beyond the default subsets
+    generate(tmp_path / "none", "ytvis", videos=4, frames=1, size=(32, 32), foreign_rate=0.0)
+    assert load(tmp_path / "none", "train")["info"]["synthetic"]["unannotated_objects"] == 0
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_dataset_card_matches_what_was_drawn(datasets, preset):
+    """The card in info['synthetic'] against the written annotations (counted here), the categories and looks."""
+    from collections import Counter
+
+    for split in ("train", "valid"):
+        d = load(datasets[preset], split)
+        info = d["info"]["synthetic"]
+        card = info["card"]
+        names = {c["id"]: c["name"] for c in d["categories"]}
+        per_video = Counter(a["video_id"] for a in d["annotations"])
+        assert card["annotated_tracks"] == len(d["annotations"])
+        assert card["tracks_per_category"] == dict(Counter(names[a["category_id"]] for a in d["annotations"]))
+        assert card["max_annotated_per_video"] == max(per_video.values())
+        lo, hi = card["objects_per_video"]
+        assert max(per_video.values()) <= hi <= 0.6 * card["query_budget"] and card["query_budget"] == QUERY_BUDGET
+        assert card["annotated_concepts"] == [concept(c["name"], fmt(preset)) for c in d["categories"]]
+        assert set(info["unannotated_concepts"]) <= set(card["unannotated_concepts"])
+        assert card["unannotated_per_video"] == pytest.approx(info["unannotated_objects"] / len(d["videos"]), abs=1e-6)
+        assert all(concept(k, fmt(preset)) == v for k, v in card["synonyms"].items())
+        assert card["domain"]["gain"] == DOMAINS[preset].gain
+        assert card["near_twins"] == []  # every drawn pair separable (shape or colour)
+        assert card["coarse_fine"] == {"vehicle": ["car", "bus", "truck"]}
+    assert {"ytvis": {"sedan": "car", "motorbike": "motorcycle"}, "ovis": {"Vehical": "vehicle"},
+            "uvo": {}}[preset] == card["synonyms"]
+
+
+def test_vehicle_is_coarse_over_car_and_the_taxonomy_says_so(datasets):
+    from tmtvis.taxonomy import UnifiedTaxonomy
+
+    ovis = load(datasets["ovis"], "train")
+    assert "Vehical" in ovis["info"]["synthetic"]["card"]["tracks_per_category"]
+    tax = UnifiedTaxonomy.build((p, fmt(p), load(r, "train")["categories"]) for p, r in datasets.items())
+    assert tax.covers == {"vehicle": ["car", "bus"]}  # both kept as categories; truck is in no default subset
+    assert {"vehicle", "car"} <= set(tax.names)
+
+
+def test_each_preset_has_its_own_visual_domain(datasets):
+    """Mean frame brightness and blue-red balance tell the presets apart (a clip reveals its source)."""
+    def stats(preset: str) -> tuple[float, float]:
+        root = datasets[preset]
+        px = np.concatenate([np.asarray(Image.open(p), np.float32).reshape(-1, 3)
+                             for p in sorted((root / "JPEGImages").rglob("*.jpg"))])
+        return float(px.mean()), float((px[:, 2] - px[:, 0]).mean())
+
+    (y_mean, y_blue), (o_mean, o_blue), (u_mean, u_blue) = (stats(p) for p in ("ytvis", "ovis", "uvo"))
+    assert o_mean < y_mean - 30 and o_mean < u_mean - 20  # OVIS dim
+    assert u_blue > y_blue + 10 and u_blue > o_blue + 10  # UVO cool
+
+
+def test_used_concepts_have_separable_looks():
+    from tmtvis.data.shapes import appearance, separable
+
+    looks = [appearance(i) for i in range(80)]
+    assert all(separable(a, b) for i, a in enumerate(looks) for b in looks[:i])
+    for trio in ({}, {"ytvis": 24, "ovis": 16, "uvo": 40}):  # the defaults and the study's subsets
+        used = set().union(*(concepts(p, trio.get(p)) for p in PRESETS))
+        assert max(_concept_index()[k] for k in used | {"car", "truck", "bus"}) < 80
+    # Beyond 80 concepts a (shape, colour) pair repeats: the card declares such pairs instead.
+    from tmtvis.data.synthetic import near_twins
+
+    assert near_twins(list(_concept_index())[:81]) == [[list(_concept_index())[0], list(_concept_index())[80]]]
 
 
 def test_ovis_occludes_more_and_uvo_is_denser(datasets):

@@ -50,3 +50,16 @@ def test_summarize_compares_with_each_datasets_prior():
     assert s["recall_at_k"] == 1.0 and s["prior_recall_at_k"] == 0.5  # prior sets: {0} and {3}
     assert s["presence_map"] == 1.0 and s["distinct_sets"] == 1.0
     assert s["set_cosine"] == pytest.approx(0.2) and s["tim_sensitivity"] == pytest.approx(0.6)
+
+
+def test_frequency_prior_is_each_datasets_own():
+    """A category frequent in another dataset does not enter this dataset's prior (the pooled counts put it first)."""
+    videos = [({0}, [0, 1], "a"), ({0}, [0, 1], "a"), ({1}, [0, 1], "b"), ({1}, [0, 1], "b"), ({1}, [0, 1], "b")]
+    stats = label_stats(videos, 2)
+    assert frequency_prior_set(stats, 1, [0, 1]) == [1]  # pooled: 3 videos of 1 against 2 of 0
+    assert frequency_prior_set(stats, 1, [0, 1], "a") == [0] and frequency_prior_set(stats, 1, [0, 1], "b") == [1]
+    assert stats.frequency("a").tolist() == [1.0, 0.0]
+    records = [{"scores": np.array([0.9, 0.1]), "ids": [0], "present": {0}, "valid": [0, 1], "dataset": "a",
+                "set_cosine": 0.0, "tim_sensitivity": 0.0}]
+    s = summarize(records, stats, 1)
+    assert s["prior_recall_at_k"] == 1.0 and s["prior_presence_map"] == 1.0  # pooled counts gave 0.0 and 0.5

@@ -135,3 +135,34 @@ def test_dense_taxonomy_targets_and_loss():
     other = good.clone()
     other[0, [2, 4, 5]] = 50.0
     assert torch.allclose(dense_taxonomy_loss(other, (2, 2), tg), dense_taxonomy_loss(good, (2, 2), tg))
+
+
+def _num_masks_worker(rank: int, world: int, port: int, local: list, result) -> None:
+    import torch.distributed as dist
+
+    from tmtvis.losses.criterion import average_num_masks
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        result[rank] = average_num_masks(local[rank], torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_num_masks_is_averaged_over_ranks():
+    """Two gloo ranks with 1 and 5 tracks both normalise by the mean, 3 (each its own count before the fix)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from tmtvis.losses.criterion import average_num_masks
+
+    assert average_num_masks(0, torch.device("cpu")) == 1.0  # no process group: the local count, at least 1
+    assert average_num_masks(4, torch.device("cpu")) == 4.0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    result = ctx.Manager().dict()
+    mp.start_processes(_num_masks_worker, args=(2, port, [1, 5], result), nprocs=2, start_method="spawn")
+    assert dict(result) == {0: 3.0, 1: 3.0}

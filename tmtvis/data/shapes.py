@@ -25,16 +25,48 @@ def _rgb(hue_deg: float, s: float, v: float) -> tuple[int, int, int]:
 
 
 def appearance(index: int) -> Appearance:
-    """The index-th appearance: indices 0..39 have pairwise distinct (shape, colour) pairs."""
-    # shape cycles with period 10, colour with period 8 -> unique pairs up to lcm = 40; objects that
-    # share a shape (index distance 10) also differ in texture, since (i // 2) moves by 5 (mod 4 = 1)
-    hue = HUES[index % len(HUES)] + 9 * (index // 40)
+    """The index-th appearance: indices 0..79 have pairwise distinct (shape, colour) pairs (`separable`)."""
+    # shape cycles with period 10, colour with period 8: 0..39 take the 40 pairs whose shape and colour
+    # indices have the same parity, 40..79 (colour shifted by one) the 40 of opposite parity. From 80 on a
+    # (shape, colour) pair repeats and only the texture differs: `separable` reports such pairs as near-twins.
+    # Objects that share a shape (index distance 10) also differ in texture, since (i // 2) moves by 5.
+    hue = HUES[(index + (index // 40) % 2) % len(HUES)]
     return Appearance(
         shape=SHAPES[index % len(SHAPES)],
-        texture=TEXTURES[(index // 2) % len(TEXTURES)],
+        texture=TEXTURES[(index // 2 + index // 80) % len(TEXTURES)],
         colour=_rgb(hue, 0.8, 0.92),
         accent=_rgb(hue, 0.9, 0.35),
     )
+
+
+def separable(a: Appearance, b: Appearance) -> bool:
+    """Two looks differ in shape or colour (a texture alone does not survive a small, JPEG-compressed object)."""
+    return a.shape != b.shape or a.colour != b.colour
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A dataset's visual domain: background statistics and the lighting of the whole frame."""
+
+    grey: tuple[float, float]  # background base level range
+    tint: tuple[float, float, float]  # background colour direction added to the base
+    blob_cells: int  # background blob scale: frame side / cells (larger = busier)
+    blob_contrast: tuple[float, float]
+    grain: tuple[float, float]  # per-pixel noise std range
+    gain: float  # lighting: global brightness factor on the whole frame, objects included
+    cast: tuple[float, float, float]  # lighting: per-channel colour cast on the whole frame
+
+    def light(self, image: np.ndarray) -> np.ndarray:
+        """The frame under this domain's lighting, (H, W, 3) uint8."""
+        factor = self.gain * np.asarray(self.cast, np.float32)
+        return np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+
+    def lit(self, colour: tuple[int, int, int]) -> tuple[float, float, float]:
+        """A colour under this domain's lighting (before JPEG)."""
+        return tuple(float(min(255.0, c * self.gain * m)) for c, m in zip(colour, self.cast))
+
+
+NEUTRAL = Domain((80, 170), (0.0, 0.0, 0.0), 6, (6, 14), (2, 6), 1.0, (1.0, 1.0, 1.0))
 
 
 def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -130,13 +162,13 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.nda
     return np.einsum("yi,ijc,xj->yxc", weights(h, gh), coarse, weights(w, gw))
 
 
-def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A low-contrast, low-saturation textured background (gradient + blobs + grain), (H, W, 3) uint8."""
-    grey = rng.uniform(80, 170)
-    base = grey + (rng.uniform(60, 190, 3) - grey) * 0.3
+def background(rng: np.random.Generator, h: int, w: int, domain: Domain = NEUTRAL) -> np.ndarray:
+    """A low-saturation textured background (gradient + blobs + grain) of a domain, (H, W, 3) uint8."""
+    grey = rng.uniform(*domain.grey)
+    base = grey + (rng.uniform(60, 190, 3) - grey) * 0.3 + np.asarray(domain.tint, np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     ramp = (np.cos(angle) * xx / w + np.sin(angle) * yy / h)[..., None] * rng.uniform(-30, 30)
-    blobs = _smooth_noise(rng, h, w, cell=max(h, w) // 6 or 1) * rng.uniform(6, 14)
-    grain = rng.normal(size=(h, w, 1)).astype(np.float32) * rng.uniform(2, 6)
+    blobs = _smooth_noise(rng, h, w, cell=max(h, w) // domain.blob_cells or 1) * rng.uniform(*domain.blob_contrast)
+    grain = rng.normal(size=(h, w, 1)).astype(np.float32) * rng.uniform(*domain.grain)
     return np.clip(base + ramp + blobs + grain, 0, 255).astype(np.uint8)

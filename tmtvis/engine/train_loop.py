@@ -25,7 +25,7 @@ from tmtvis.data.clips import packed_size, unpack_masks
 from tmtvis.eval.taxonomy_diagnostics import LabelStats
 from tmtvis.io_utils import atomic_write_text
 from tmtvis.losses.criterion import SetCriterion
-from tmtvis.models.tcm import oracle_ids
+from tmtvis.models.tcm import forced_set
 from tmtvis.models.tmtvis_model import build_model
 from tmtvis.optim import build_optimizer, build_scheduler
 from tmtvis.pipeline.sampling import SampleSet
@@ -253,8 +253,9 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], cfg: Config, n
     frames = batch["frames"].to(device).permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W) uint8
     targets = to_targets(batch, device)
     candidates = batch["valid_classes"].to(device).bool()  # (B, C): each clip's source taxonomy
-    set_ids = (oracle_ids([t["labels"] for t in targets], num_classes, cfg.model.set_size, candidates)
-               if cfg.model.tcm_set == "oracle" else None)
+    # The clip's labels (instances annotated in its frames): the rule validation uses too (`forced_set`).
+    set_ids = forced_set(cfg.model.tcm_set, [t["labels"] for t in targets], num_classes, cfg.model.set_size,
+                         candidates)
     with torch.autocast(device.type, enabled=state.use_amp):
         outputs = state.model(frames, set_ids=set_ids, candidates=candidates)
         losses = state.criterion(outputs, targets)

@@ -5,21 +5,25 @@ taxonomy (valid categories). Everything here is a pure function of those arrays.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 
 @dataclass
 class LabelStats:
-    """Training label statistics over videos: how often each unified category is annotated."""
+    """Training label statistics over videos: how often each unified category is annotated, pooled and per dataset."""
 
     present: np.ndarray  # (C,) videos in which the category is annotated
     valid: np.ndarray    # (C,) videos whose source taxonomy contains the category
     videos: int
+    by_dataset: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)  # name -> (present (C,), videos)
 
-    def frequency(self) -> np.ndarray:
-        """P(category annotated in a training video): what the frequency prior ranks by."""
+    def frequency(self, dataset: str | None = None) -> np.ndarray:
+        """P(category annotated in a training video) of one dataset (pooled over all when None or unknown)."""
+        if dataset is not None and dataset in self.by_dataset:
+            present, videos = self.by_dataset[dataset]
+            return present / max(videos, 1)
         return self.present / max(self.videos, 1)
 
     def base_rate(self) -> np.ndarray:
@@ -27,20 +31,27 @@ class LabelStats:
         return np.where(self.valid > 0, self.present / np.maximum(self.valid, 1), 0.0)
 
 
-def label_stats(videos: list[tuple[set[int], list[int]]], num_classes: int) -> LabelStats:
-    """videos: (annotated unified ids, source taxonomy unified ids) per training video."""
+def label_stats(videos: list[tuple], num_classes: int) -> LabelStats:
+    """videos: (annotated unified ids, source taxonomy unified ids[, dataset name]) per training video."""
     present, valid = np.zeros(num_classes), np.zeros(num_classes)
-    for labels, source in videos:
+    by_dataset: dict[str, tuple[np.ndarray, int]] = {}
+    for labels, source, *name in videos:
         present[list(labels)] += 1
         valid[list(source)] += 1
-    return LabelStats(present, valid, len(videos))
+        if name:
+            counts, n = by_dataset.get(name[0], (np.zeros(num_classes), 0))
+            counts[list(labels)] += 1
+            by_dataset[name[0]] = (counts, n + 1)
+    return LabelStats(present, valid, len(videos), by_dataset)
 
 
-def frequency_prior_set(stats: LabelStats, k: int, within: list[int] | None = None) -> list[int]:
-    """The constant top-K set by training label frequency (ties by id), among `within` (a dataset's taxonomy,
-    the same candidates TCM chooses from) or all categories."""
-    pool = range(len(stats.present)) if within is None else within
-    return sorted(pool, key=lambda c: (-stats.present[c], c))[:k]
+def frequency_prior_set(stats: LabelStats, k: int, within: list[int] | None = None,
+                        dataset: str | None = None) -> list[int]:
+    """The constant top-K set by training label frequency (ties by id) of `dataset` (pooled when None), among
+    `within` (the dataset's taxonomy, the same candidates TCM chooses from) or all categories."""
+    freq = stats.frequency(dataset)
+    pool = range(len(freq)) if within is None else within
+    return sorted(pool, key=lambda c: (-freq[c], c))[:k]
 
 
 def recall_at_k(sets: list[list[int]], present: list[set[int]]) -> float:
@@ -84,18 +95,19 @@ def mean_pairwise_cosine(embeddings: np.ndarray) -> float:
 
 
 def summarize(records: list[dict], stats: LabelStats, k: int) -> dict[str, float]:
-    """records: per clip {scores (C,), ids (K,), present set, valid list, set_cosine, tim_sensitivity}.
+    """records: per clip {scores (C,), ids (K,), present set, valid list, set_cosine, tim_sensitivity, dataset}.
 
-    The frequency prior is each clip's dataset's most frequent K categories: TCM chooses among the same ones."""
+    The frequency prior is each clip's dataset's own K most frequent categories (its training videos' counts,
+    not pooled ones), among its taxonomy: TCM chooses among the same ones."""
     present = [r["present"] for r in records]
     sets = [list(r["ids"]) for r in records]
-    prior_sets = [frequency_prior_set(stats, k, list(r["valid"])) for r in records]
-    prior_scores = stats.frequency()
+    prior_sets = [frequency_prior_set(stats, k, list(r["valid"]), r.get("dataset")) for r in records]
+    prior_scores = [stats.frequency(r.get("dataset")) for r in records]
     return {
         "recall_at_k": recall_at_k(sets, present),
         "prior_recall_at_k": recall_at_k(prior_sets, present),
         "presence_map": presence_map([r["scores"] for r in records], present, [r["valid"] for r in records]),
-        "prior_presence_map": presence_map([prior_scores] * len(records), present, [r["valid"] for r in records]),
+        "prior_presence_map": presence_map(prior_scores, present, [r["valid"] for r in records]),
         "distinct_sets": distinct_fraction(sets),
         "set_cosine": float(np.nanmean([r["set_cosine"] for r in records])) if records else float("nan"),
         "tim_sensitivity": float(np.nanmean([r["tim_sensitivity"] for r in records])) if records else float("nan"),

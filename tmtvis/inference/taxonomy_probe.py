@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from tmtvis.eval.taxonomy_diagnostics import mean_pairwise_cosine
-from tmtvis.models.tcm import gather_set
+from tmtvis.models.tcm import gather_set, random_ids
 
 
 @torch.no_grad()
@@ -13,7 +13,7 @@ def probe_clip(model: torch.nn.Module, frames: torch.Tensor, candidates: list[in
     """frames (T, 3, H, W), the categories the set may hold -> {scores (C,), ids (K,), set_cosine, tim_sensitivity}.
 
     TIM sensitivity: ||TIM(q, set) - TIM(q, random set)|| / ||TIM(q, set)|| for the learned queries q, with
-    K random categories' modulated embeddings of the same clip as the random set."""
+    K random categories among the candidates (their modulated embeddings for the same clip) as the random set."""
     was_training = model.training
     model.eval()
     try:
@@ -31,9 +31,12 @@ def probe_clip(model: torch.nn.Module, frames: torch.Tensor, candidates: list[in
         if model.tim is not None:
             q = model.decoder.query_feat.weight[:, None]  # (Q, 1, hidden)
             qpos = model.decoder.query_embed.weight[:, None]
-            rand = torch.randperm(model.num_classes, generator=generator)[:ids.shape[1]].to(device)
+            # Among the same candidates the set was chosen from: a category the clip could never get would
+            # measure TIM's response to an impossible set.
+            rand = random_ids(1, model.num_classes, ids.shape[1], None if allowed is None else allowed.cpu(),
+                              generator).to(device)
             a = model.tim(q, qpos, tcm["set"])
-            b = model.tim(q, qpos, gather_set(tcm["modulated"], rand[None]))
+            b = model.tim(q, qpos, gather_set(tcm["modulated"], rand))
             out["tim_sensitivity"] = float((a - b).norm() / a.norm().clamp(min=1e-12))
         return out
     finally:

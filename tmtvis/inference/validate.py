@@ -16,24 +16,33 @@ def annotated(row: dict) -> set[int]:
     return {int(i["category_id"]) for i in row["instances"] if not i["iscrowd"]}
 
 
+def clip_labels(row: dict, frame_ids: list[int]) -> set[int]:
+    """Unified ids of the non-crowd categories annotated in some of the clip's frames (training's rule)."""
+    return {int(i["category_id"]) for i in row["instances"]
+            if not i["iscrowd"] and any(i["rles"][f] is not None for f in frame_ids)}
+
+
 def predict_rows(model: torch.nn.Module, rows: list[dict], labels: DatasetLabels, short_edge: int,
                  window: int | None = None, overlap: int = 0, topk: int = 10,
-                 set_ids: Callable[[dict], torch.Tensor | None] | None = None,
+                 set_ids: Callable[[dict, list[int]], torch.Tensor | None] | None = None,
                  probe: Callable[[dict, torch.Tensor, torch.Tensor | None], None] | None = None) -> list[dict]:
     """Submission-format predictions (the dataset's own category ids) for manifest rows.
 
-    set_ids(row) gives a forced taxonomy set (the oracle control); probe(row, frames, forced set) sees every
-    decoded video with the same set its predictions used."""
+    set_ids(row, frame_ids) gives a control's forced taxonomy set for the clip of those frames (each window);
+    probe(row, frames, forced set) sees every decoded video with the set its first window used."""
     predictor = VideoPredictor(model, window=window, overlap=overlap, topk=topk)
     classes = labels.unified_ids
     results = []
     for row in rows:
         frames = load_video(row, short_edge)
-        forced = set_ids(row) if set_ids is not None else None
+        forced = None
+        if set_ids is not None:
+            forced = lambda s, e, row=row: set_ids(row, list(range(s, e)))  # noqa: E731
         for r in predictor.predict(frames, (row["height"], row["width"]), classes, labels.from_unified, forced):
             results.append({"video_id": int(row["video_id"]), **r})
         if probe is not None:
-            probe(row, frames, forced)
+            first = min(window or len(frames), len(frames))
+            probe(row, frames, forced(0, first) if forced is not None else None)
     return results
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -10,6 +11,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from tmtvis.data.rle import encode_nonempty
+
+SetIds = Union[torch.Tensor, Callable[[int, int], "torch.Tensor | None"], None]
 
 
 def default_overlap(window: int | None) -> int:
@@ -63,11 +66,12 @@ class VideoPredictor:
         self.model, self.window, self.overlap, self.topk, self.frame_chunk = model, window, overlap, topk, frame_chunk
 
     @torch.no_grad()
-    def run_windows(self, frames: torch.Tensor, classes: torch.Tensor, set_ids: torch.Tensor | None = None
+    def run_windows(self, frames: torch.Tensor, classes: torch.Tensor, set_ids: SetIds = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """frames (T, 3, H, W) -> class probs (Q, Cd) averaged over windows, mask logits (Q, T, H/4, W/4) float16.
 
-        The taxonomy set is chosen among the target dataset's categories; set_ids (1, K) forces it (oracle)."""
+        The taxonomy set is chosen among the target dataset's categories; set_ids (1, K) forces it for every
+        window, or set_ids(start, end) for the window of frames start..end-1 (a control's per-clip set)."""
         self.model.eval()
         device = next(self.model.parameters()).device
         t = frames.shape[0]
@@ -83,6 +87,8 @@ class VideoPredictor:
         pending: dict[int, tuple[torch.Tensor, int]] = {}  # frame -> (mask logit sum, count)
         for w, s in enumerate(starts):
             e = min(s + window, t)
+            if taxonomy and callable(set_ids):
+                taxonomy["set_ids"] = set_ids(s, e)
             out = self.model(frames[None, s:e].to(device), **taxonomy)
             next_start = starts[w + 1] if w + 1 < len(starts) else t
             with no_autocast():
@@ -112,7 +118,7 @@ class VideoPredictor:
 
     @torch.no_grad()
     def predict(self, frames: torch.Tensor, orig_size: tuple[int, int], dataset_classes: list[int],
-                to_dataset_id: dict[int, int], set_ids: torch.Tensor | None = None) -> list[dict]:
+                to_dataset_id: dict[int, int], set_ids: SetIds = None) -> list[dict]:
         """frames (T, 3, H, W) uint8 or 0..1 float at model input size -> [{category_id, score, segmentations}],
         segmentations one compressed RLE (str counts) or None per frame, at orig_size (h, w); sorted by score."""
         classes = torch.as_tensor(list(dataset_classes), dtype=torch.long)

@@ -3,6 +3,7 @@ and the taxonomy-aware BCE on the TCM scores."""
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -22,6 +23,16 @@ def foreign_class_mask(targets: list[dict], num_classes: int, device: torch.devi
             foreign[b, vc.to(device)] = False
             foreign[b, t["labels"].to(device)] = False
     return foreign
+
+
+def average_num_masks(local: int, device: torch.device) -> float:
+    """The mean number of target tracks per rank (at least 1), as DETR and Mask2Former normalise: every rank's
+    loss is then on one scale, so a rank with few objects does not weigh its few masks more in the DDP mean."""
+    n = torch.tensor([float(local)], device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(n)
+        n = n / dist.get_world_size()
+    return float(n.clamp(min=1).item())
 
 
 def sigmoid_ce(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
@@ -80,7 +91,7 @@ class SetCriterion(nn.Module):
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        num_masks = float(max(sum(len(t["labels"]) for t in targets), 1))
+        num_masks = average_num_masks(sum(len(t["labels"]) for t in targets), outputs["pred_logits"].device)
         foreign = (foreign_class_mask(targets, self.num_classes, outputs["pred_logits"].device)
                    if cfg.mask_foreign_classes else None)
         layers = [("", outputs)]

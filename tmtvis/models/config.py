@@ -9,7 +9,7 @@ BACKBONES = ("resnet18", "resnet50")
 TIM_MODES = ("cross_attn", "add_mean", "none")
 TCM_SETS = ("predicted", "oracle", "random")
 TCM_STRIDES = (8, 16, 32)
-TCM_EVIDENCE = ("queries", "tokens")
+TCM_EVIDENCE = ("queries", "tokens", "video")
 
 
 @dataclass
@@ -33,7 +33,9 @@ class ModelConfig:
     set_size: int = 10  # top-K categories kept in the taxonomy set (clipped to C)
     tcm_set: str = "predicted"  # 'predicted' (TCM's top-K) | 'oracle' (annotated categories) | 'random' (controls)
     # What TCM reads: 'queries' = a first decoder pass without the set (object queries and their class
-    # predictions); 'tokens' = the pixel tokens of one feature level (tcm_stride), the first design.
+    # predictions); 'tokens' = the pixel tokens of one feature level (tcm_stride), the first design; 'video' =
+    # the paper's: adapted category embeddings attend to the clip's spatio-temporal tokens (tcm_stride), scored by
+    # their similarity to what they attended to (one decoder pass).
     tcm_evidence: str = "queries"
     tcm_stride: int = 8  # feature level for 'tokens': 8 | 16 | 32 (on 64x64 tiny input, 32 is 2x2 tokens per frame)
     text_classifier: bool = False  # cosine similarity to the bank instead of a linear class head

@@ -14,6 +14,10 @@ Why it is built this way (each point fixes a measured failure of an earlier vers
   49.9% vs 48.5%) while the decoder's own class predictions on the same checkpoint ranked at 63.8%: the
   detector already learns what is in the clip; TCM should not learn it a second time from weaker features.
   The first pass is the same decoder (no new parameters) and is supervised like every decoder layer.
+- `evidence="video"` is the paper's TCM (and the reference code's): the adapted embeddings go through an MLP
+  adapter (residual, zero-initialised output), attend to the clip's spatio-temporal tokens of one level, and
+  the evidence is the cosine between a category's embedding and what it attended to; one decoder pass, so it
+  costs only its attention over the tokens.
 - The score is `scale * evidence + bias + prior`, the prior a per-category logit from the training data
   (`set_prior`): an untrained detector gives ~0 evidence, so the ranking starts as the frequency prior. The
   scale is trained by the pooled BCE and by a listwise loss within each clip's candidates
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SET_MODES = ("predicted", "oracle", "random")
-EVIDENCE = ("queries", "tokens")
+EVIDENCE = ("queries", "tokens", "video")
 POOL_TEMPERATURE = 0.1
 
 
@@ -55,6 +59,17 @@ class TCM(nn.Module):
         self.score_bias = nn.Parameter(torch.zeros(()))
         if evidence == "queries":
             # The detector's own evidence, calibrated: presence logit = scale * (evidence) + bias + prior.
+            self.evidence_scale = nn.Parameter(torch.ones(()))
+        elif evidence == "video":
+            # The paper's text-side adapter: an MLP on the adapted embedding, residual with its output layer at
+            # zero, so at init every category keeps its own direction (no shared offset, no collapse).
+            self.adapter_mlp = nn.Sequential(nn.Linear(hidden, ffn), nn.GELU(), nn.Linear(ffn, hidden))
+            nn.init.zeros_(self.adapter_mlp[-1].weight)
+            nn.init.zeros_(self.adapter_mlp[-1].bias)
+            self.score_query = nn.Linear(hidden, hidden)
+            self.score_key = nn.Linear(hidden, hidden)
+            self.token_bias = nn.Parameter(torch.tensor(-math.log(1 / 0.05 - 1)))  # ~5% of tokens show a category
+            # Cosine evidence in [-1, 1] times a learned scale: at init it is small against the prior's spread.
             self.evidence_scale = nn.Parameter(torch.ones(()))
         else:
             self.score_query = nn.Linear(hidden, hidden)
@@ -92,6 +107,8 @@ class TCM(nn.Module):
         token_logits (B, C, S) or None: does token s show category c (what the dense taxonomy loss supervises)."""
         s, b = memory.shape[:2]
         adapted = self.embed_categories(bank)  # (C, hidden)
+        if self.evidence == "video":
+            adapted = adapted + self.adapter_mlp(adapted)
         mem = self.mem_norm(memory)
         tgt = adapted[:, None].expand(-1, b, -1)  # (C, B, hidden)
         attn = self.attn(self.attn_norm(tgt), mem if pos is None else mem + pos, mem, need_weights=False)[0]
@@ -105,6 +122,20 @@ class TCM(nn.Module):
                 raise ValueError("TCM evidence 'queries' needs the first decoder pass's class_logits")
             evidence = query_evidence(class_logits, bank.shape[0])
             scores = self.evidence_scale * evidence + self.score_bias + self.prior_logit.to(evidence.dtype)
+        elif self.evidence == "video":
+            # The category attends to the clip's tokens (no positions: presence does not depend on where) and is
+            # scored by its similarity to what it attended to: a present category finds tokens that look like
+            # it, an absent one averages background and other objects. Its attention logits are what the dense
+            # taxonomy loss supervises (which tokens show it), the direct signal the clip-level BCE lacks.
+            q = self.score_query(adapted)  # (C, hidden)
+            k = self.score_key(mem)  # (S, B, hidden)
+            sim = torch.einsum("ch,sbh->bcs", q, k) / math.sqrt(q.shape[-1])  # (B, C, S)
+            attended = torch.einsum("bcs,sbh->bch", sim.softmax(-1), k)
+            evidence = (F.normalize(q, dim=-1)[None] * F.normalize(attended, dim=-1)).sum(-1)  # (B, C)
+            # Centred over the clip's categories: a clip-wide offset (all similarities up) says nothing of which.
+            evidence = evidence - evidence.mean(-1, keepdim=True)
+            scores = self.evidence_scale * evidence + self.score_bias + self.prior_logit.to(evidence.dtype)
+            token_logits = sim + self.token_bias
         else:
             q = self.score_query(adapted)  # (C, hidden)
             k = self.score_key(mem)  # (S, B, hidden); no positions: presence does not depend on where
@@ -126,7 +157,9 @@ class TCM(nn.Module):
         ranked = scores.detach() if candidates is None else \
             scores.detach().masked_fill(~candidates.to(scores.device), float("-inf"))
         if set_ids is None and self.set_mode == "random":
-            ranked = torch.rand_like(ranked).masked_fill(torch.isinf(ranked), -1.0)
+            # Unforced random set (training): the global RNG. Validation forces a per-clip seeded draw
+            # (`forced_set`) so that predictions and diagnostics see the same set.
+            set_ids = random_ids(b, bank.shape[0], kk, candidates)
         ids = ranked.topk(kk, dim=1).indices if set_ids is None else set_ids.to(bank.device)  # (B, K)
         taxonomy_set = gather_set(modulated, ids)
         return {"scores": scores, "ids": ids, "set": taxonomy_set, "modulated": modulated,
@@ -167,3 +200,26 @@ def oracle_ids(present: list[torch.Tensor], num_classes: int, k: int, candidates
             pool = torch.cat([pool, rest.nonzero()[:, 0]])
         rows.append(torch.cat([labels, pool[:k - len(labels)]]))
     return torch.stack(rows)
+
+
+def random_ids(batch: int, num_classes: int, k: int, candidates: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """The random control set: K categories drawn among each clip's candidates (B, C) bool -> (B, K)."""
+    empty = torch.zeros(0, dtype=torch.long)
+    return oracle_ids([empty] * batch, num_classes, k, candidates, generator)
+
+
+def forced_set(mode: str, labels: list[torch.Tensor], num_classes: int, k: int, candidates: torch.Tensor | None,
+               generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """The set a control forces on each clip, from the labels annotated in that clip (not the whole video) ->
+    (B, K), or None for TCM's own prediction. Training and validation both build it here."""
+    if mode == "oracle":
+        return oracle_ids(labels, num_classes, k, candidates, generator)
+    if mode == "random":
+        return random_ids(len(labels), num_classes, k, candidates, generator)
+    return None
+
+
+def clip_generator(seed: int, video_id: int, start: int) -> torch.Generator:
+    """A generator seeded by (run seed, video, first frame): every draw for one clip is the same draw."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + video_id * 10_007 + start) % (2 ** 63))
