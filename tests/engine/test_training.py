@@ -74,7 +74,7 @@ def test_ddp_trains_logs_to_mlflow_server(synth_root, ray_local, mlflow_server, 
     assert any(f.startswith("overlays/") and f.endswith(".png") for f in files)
 
 
-def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_path):
+def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_path, capsys):
     run_dir = tmp_path / "run"
     cfg = tiny_config(synth_root, "train.iterations=6", "train.checkpoint_every=3")
     first = train(cfg, synth_root / "prepared", run_dir)
@@ -88,7 +88,11 @@ def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_pa
     cfg = tiny_config(synth_root, "train.iterations=10", "train.checkpoint_every=5")
     with pytest.raises(Exception, match="--resume"):
         train(cfg, synth_root / "prepared", run_dir)
-    second = train(cfg, synth_root / "prepared", run_dir, resume=True)
+    capsys.readouterr()
+    second = train(cfg, synth_root / "prepared", run_dir, resume=True, progress=False)  # as a Tune trial runs
+    # progress=False: no progress lines; the timing metrics are still reported
+    assert "[train] " not in capsys.readouterr().err
+    assert 0.0 <= second.metrics["time.data_wait_frac"] <= 1.0 and second.metrics["time.step_s"] > 0
     assert second.run_id == first.run_id  # one MLflow run across the stop
     assert second.metrics["train.resumed_from"] == 6 and second.metrics["iteration"] == 10
     steps = [s for s, _ in history(second.tracking_uri, second.run_id, "train.loss")]

@@ -127,6 +127,7 @@ def test_video_tcm_keeps_identity_at_init_and_needs_no_first_pass():
 
 
 @pytest.mark.slow
+@pytest.mark.soak  # minutes of training: CI's soak tier
 def test_video_tcm_learns_presence_beyond_the_frequency_prior():
     """The paper's TCM ('video'): backbone + pixel decoder + TCM on the taxonomy losses alone, distinct-looking
     clips, scored on held-out clips against the per-dataset frequency prior."""
@@ -139,4 +140,4 @@ def test_video_tcm_learns_presence_beyond_the_frequency_prior():
     print(diag)  # measured: recall@2 0.65 vs prior 0.46, presence mAP 0.70 vs 0.52, distinct sets 0.067
     assert diag["recall_at_k"] >= diag["prior_recall_at_k"] + 0.1
     assert diag["presence_map"] >= diag["prior_presence_map"] + 0.1
-    assert diag["distinct_sets"] > 1 / 60  # the set follows the clip (the prior gives one set)
+    # distinct sets (0.067 measured) are reported, not asserted: that bound would be set after seeing the figure
