@@ -243,6 +243,16 @@ def parse_videos(data: dict, path: Path, for_metric: bool = False) -> dict[int, 
     return videos
 
 
+def load_videos(path: str | Path) -> dict[int, Video]:
+    """The checked `videos` of a YouTube-VIS file, which may hold nothing else (inference needs no categories)."""
+    path = Path(path)
+    data = read_json(path)
+    if isinstance(data, list):
+        raise DataError(path, "top level", "a JSON list is a results file, not a video list")
+    _require(data, ("videos",), path, "top level")
+    return parse_videos(data, path)
+
+
 def load_dataset(path: str | Path, skip_bad_videos: bool = False) -> VisDataset:
     """Read and validate a YouTube-VIS-format annotation file (YTVIS 2019/2021, OVIS, UVO dense)."""
     return parse_dataset(read_json(path), path, skip_bad_videos=skip_bad_videos)
