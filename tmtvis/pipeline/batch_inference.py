@@ -187,11 +187,19 @@ def _run_record(checkpoint: Path | str, dataset: str, window: int | None, overla
             "videos": [s.to_row() for s in sources]}
 
 
+def _identity(value: object) -> object:
+    """A run record's value without the videos' frame sizes: a repaired video (size unknown before) may resume."""
+    if isinstance(value, list):
+        return [{k: v for k, v in x.items() if k not in ("width", "height")} if isinstance(x, dict) else x
+                for x in value]
+    return value
+
+
 def _check_resumable(out_dir: Path, record: dict) -> None:
     path = out_dir / "run.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        changed = [k for k in record if old.get(k) != record[k]]
+        changed = [k for k in record if _identity(old.get(k)) != _identity(record[k])]
         if changed:
             raise TmtvisError(f"{out_dir}: holds inference with a different {', '.join(changed)}; "
                               f"use another --out (or delete it)")
@@ -247,8 +255,9 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     ctx.enable_progress_bars = bars
     ctx.use_ray_tqdm = False  # the bars are drawn by this driver, whose worker logs are off without -v
     ctx.execution_options.verbose_progress = bars  # one bar per stage (decode, predict), in videos
-    if not worker_logs:  # Ray Data's plan/start/finish lines only with -v
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    if not worker_logs:  # Ray Data's plan/start/finish lines only with -v; its logged task errors (a traceback and
+        # retry advice) neither: the error itself reaches the user as one line (errors.root_cause)
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         logging.getLogger("ray.data._internal.progress").addFilter(_NoBarsNotice())
     # Ray Data hands its actors their DataContext and transform as object-store references and restarts lost
     # actors by default; Ray core then logs an error line per actor ("constructor arguments in the object store
