@@ -1,22 +1,30 @@
-"""Speed of the YouTube-VIS metric: 300 videos x 36 frames, and scaling with the number of videos.
+"""Speed of the YouTube-VIS metric against the official algorithm: 300 videos x 36 frames, and 3,000 videos.
 
-    python benchmarks/eval_speed.py [--videos 300] [--frames 36] [--scaling] [--reference]
+    python benchmarks/eval_speed.py [--videos 300] [--frames 36] [--scale 10] [--baseline main]
 
-Synthetic moving boxes at the given resolution; several ground-truth tracks and ~10-30
-predictions per video. `--reference` also times the deliberately literal re-implementation in
-tests/eval (per-frame pycocotools merges, as the official evaluator computes its IoUs).
-Prints measured seconds only.
+Synthetic moving boxes at the given resolution; several ground-truth tracks and ~10-30 predictions
+per video. The official evaluator stands as the literal re-implementation in tests/eval (per-frame
+pycocotools merges, as the official code computes its IoUs; it assumes valid input and checks
+nothing). Each case times tmtvis.eval (parsing and strict validation included), the official
+algorithm and, with `--baseline REF`, tmtvis.eval with that git ref's data/rle.py and
+data/ytvis_format.py, interleaved in one run so that machine load affects all alike. The large
+case is the small one repeated `--scale` times under new video ids (the same work per video,
+generated in seconds). Ends with a RESULT line: the ratios tmtvis / official.
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+import tmtvis.eval.tracks as eval_tracks
 from tmtvis.eval import evaluate
 
 
@@ -81,29 +89,75 @@ def _time(fn, repeat: int) -> float:
     return best
 
 
+def repeat_case(gt: dict, preds: list, times: int) -> tuple[dict, list]:
+    """The case `times` over under new video and annotation ids (segmentations shared, not copied)."""
+    n_vid, n_ann = len(gt["videos"]), len(gt["annotations"])
+    big = {"videos": [], "annotations": [], "categories": gt["categories"]}
+    big_preds = []
+    for r in range(times):
+        big["videos"] += [{**v, "id": v["id"] + r * n_vid} for v in gt["videos"]]
+        big["annotations"] += [{**a, "id": a["id"] + r * n_ann, "video_id": a["video_id"] + r * n_vid}
+                               for a in gt["annotations"]]
+        big_preds += [{**p, "video_id": p["video_id"] + r * n_vid} for p in preds]
+    return big, big_preds
+
+
+def baseline_parsers(ref: str) -> tuple:
+    """`parse_dataset` and `parse_results` of git ref `ref` (its data/rle.py and data/ytvis_format.py)."""
+    root = Path(__file__).resolve().parents[1]
+    mods = {}
+    for name in ("rle", "ytvis_format"):
+        src = subprocess.run(["git", "show", f"{ref}:tmtvis/data/{name}.py"], cwd=root, check=True,
+                             capture_output=True, text=True).stdout
+        mod = types.ModuleType(f"baseline_{name}")
+        # the ref's ytvis_format imports the ref's rle, not today's
+        with mock.patch.dict(sys.modules, {mod.__name__: mod,
+                                           "tmtvis.data.rle": mods.get("rle", sys.modules["tmtvis.data.rle"])}):
+            exec(compile(src, f"{ref}:tmtvis/data/{name}.py", "exec"), mod.__dict__)
+        mods[name] = mod
+    return mods["ytvis_format"].parse_dataset, mods["ytvis_format"].parse_results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=int, default=300)
     ap.add_argument("--frames", type=int, default=36)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--width", type=int, default=640)
-    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs")
-    ap.add_argument("--scaling", action="store_true", help="also time 0.5x and 2x the videos")
-    ap.add_argument("--reference", action="store_true", help="also time the literal re-implementation (slow)")
+    ap.add_argument("--repeat", type=int, default=2, help="best of this many runs (the large case: 1)")
+    ap.add_argument("--scale", type=int, default=10, help="the large case is this many times the videos (0: none)")
+    ap.add_argument("--baseline", default=None, help="also time tmtvis.eval with this git ref's parsers")
     args = ap.parse_args()
-    sizes = [args.videos // 2, args.videos, args.videos * 2] if args.scaling else [args.videos]
-    for n in sizes:
-        gt, preds = make_case(n, args.frames, args.height, args.width)
-        secs = _time(lambda: evaluate(gt, preds, progress=False), args.repeat)
-        print(f"tmtvis.eval: {n} videos x {args.frames} frames ({args.height}x{args.width}), "
-              f"{len(gt['annotations'])} gt tracks, {len(preds)} predictions: {secs:.3f} s "
-              f"({1000 * secs / n:.2f} ms/video)")
-        if args.reference:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "eval"))
-            from ytvis_slow_reference import reference_evaluate
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "eval"))
+    from ytvis_slow_reference import reference_evaluate
 
-            secs = _time(lambda: reference_evaluate(gt, preds), 1)
-            print(f"  literal re-implementation of the official algorithm: {secs:.3f} s")
+    baseline = baseline_parsers(args.baseline) if args.baseline else None
+    gt, preds = make_case(args.videos, args.frames, args.height, args.width)
+    cases = [(gt, preds, args.repeat)]
+    if args.scale > 1:
+        cases.append((*repeat_case(gt, preds, args.scale), 1))
+    ratios = {}
+    for case_gt, case_preds, repeat in cases:
+        n = len(case_gt["videos"])
+        ours = official = before = float("inf")
+        for _ in range(repeat):  # interleaved: load on this machine changes from minute to minute
+            ours = min(ours, _time(lambda: evaluate(case_gt, case_preds, progress=False), 1))
+            official = min(official, _time(lambda: reference_evaluate(case_gt, case_preds), 1))
+            if baseline and n == args.videos:
+                with mock.patch.object(eval_tracks, "parse_dataset", baseline[0]), \
+                        mock.patch.object(eval_tracks, "parse_results", baseline[1]):
+                    before = min(before, _time(lambda: evaluate(case_gt, case_preds, progress=False), 1))
+        segs = sum(s is not None for t in case_gt["annotations"] + case_preds for s in t["segmentations"])
+        print(f"{n} videos x {args.frames} frames ({args.height}x{args.width}), {len(case_gt['annotations'])} gt "
+              f"tracks, {len(case_preds)} predictions, {segs} segmentations (best of {repeat}):")
+        print(f"  tmtvis.eval {ours:.3f} s ({1000 * ours / n:.2f} ms/video); official algorithm {official:.3f} s "
+              f"({1000 * official / n:.2f} ms/video); ratio {ours / official:.3f}")
+        ratios[n] = ours / official
+        if before != float("inf"):
+            print(f"  tmtvis.eval with {args.baseline}'s parsers {before:.3f} s; ratio {before / official:.3f}; "
+                  f"this code is {before / ours:.2f}x faster")
+            ratios[f"{n}_{args.baseline}"] = before / official
+    print("RESULT " + " ".join(f"ratio_{k}={v:.3f}" for k, v in ratios.items()))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -36,6 +37,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, dashboa
             restore.enter_context(interrupts.before_exit(let_cleaners_start))
         else:
             tmp = tempfile.mkdtemp(prefix="tmtvis-ray-")
+            restore.callback(shutil.rmtree, tmp, ignore_errors=True)  # on exit, after ray.shutdown below
             if dashboard:
                 # The cleaner finds its cluster, as after `ray start`, from RAY_TMPDIR/ray/ray_current_cluster:
                 # the workers inherit RAY_TMPDIR, so other Ray instances on the machine cannot confuse it.

@@ -3,6 +3,7 @@ torchvision's utilities (draw_segmentation_masks, draw_bounding_boxes), one colo
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,15 +39,20 @@ def fit_label(text: str, room: int, font: ImageFont.ImageFont | ImageFont.FreeTy
 
 def overlay_frames(frames: list[np.ndarray], predictions: list[dict], names: dict[int, str],
                    score_threshold: float = 0.3, alpha: float = 0.5,
-                   min_short_side: int = MIN_SHORT_SIDE) -> list[Image.Image]:
+                   min_short_side: int = MIN_SHORT_SIDE, max_height: int | None = None) -> list[Image.Image]:
     """Frames (H, W, 3) uint8 with the predicted tracks above `score_threshold` drawn on them (masks, a box and a
-    'name score' label per track), upscaled so the short side is at least `min_short_side` pixels."""
+    'name score' label per track), upscaled so the short side is at least `min_short_side` pixels, or
+    downscaled to `max_height` pixels tall when taller (drawing at full resolution costs far more)."""
     tracks = [p for p in sorted(predictions, key=lambda p: -p["score"]) if p["score"] >= score_threshold]
     font = ImageFont.load_default()  # the font draw_bounding_boxes uses when given none
     out = []
     for t, frame in enumerate(frames):
         h, w = frame.shape[:2]
         k = upscale_factor(h, w, min_short_side)
+        down = max_height is not None and h > max_height
+        if down:
+            k, size = 1, (max(1, round(w * max_height / h)), max_height)  # PIL's (width, height)
+            frame = np.asarray(Image.fromarray(np.asarray(frame, np.uint8)).resize(size, Image.BILINEAR))
         image = torch.from_numpy(np.array(frame, np.uint8)).permute(2, 0, 1)  # a writable copy
         if k > 1:
             image = torch.nn.functional.interpolate(image[None].float(), scale_factor=k, mode="bilinear",
@@ -59,14 +65,20 @@ def overlay_frames(frames: list[np.ndarray], predictions: list[dict], names: dic
             m = decode_rle(rle).astype(bool)
             if m.shape != (h, w) or not m.any():
                 continue
-            masks.append(torch.from_numpy(m.repeat(k, 0).repeat(k, 1)))
+            if down:
+                m = np.asarray(Image.fromarray(m.view(np.uint8)).resize(size, Image.NEAREST)).astype(bool)
+                if not m.any():
+                    continue
+                masks.append(torch.from_numpy(m))
+            else:
+                masks.append(torch.from_numpy(m.repeat(k, 0).repeat(k, 1)))
             colours.append(PALETTE[i % len(PALETTE)])
             labels.append(f"{names.get(p['category_id'], p['category_id'])} {p['score']:.2f}")
         if masks:
             stack = torch.stack(masks)
             image = draw_segmentation_masks(image, stack, alpha=alpha, colors=colours)
             boxes = masks_to_boxes(stack)
-            labels = [fit_label(text, int(w * k - box[0]) - 4, font) for text, box in zip(labels, boxes.tolist())]
+            labels = [fit_label(text, int(image.shape[2] - box[0]) - 4, font) for text, box in zip(labels, boxes.tolist())]
             image = draw_bounding_boxes(image, boxes, labels=labels, colors=colours, width=2,
                                         label_colors=[_text_colour(c) for c in colours],
                                         label_background_colors=colours, fill_labels=True)
@@ -82,3 +94,18 @@ def grid(images: list[Image.Image], columns: int = 8) -> Image.Image:
     for i, im in enumerate(images):
         sheet.paste(im, ((i % columns) * w, (i // columns) * h))
     return sheet
+
+
+def write_mp4(images: list[Image.Image], path: str | Path, fps: int = 5) -> None:
+    """Frames as an H.264 MP4 (PyAV), cropped to even sides as yuv420p needs."""
+    import av
+
+    w, h = images[0].size
+    w, h = w - w % 2, h - h % 2
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for im in images:
+            frame = av.VideoFrame.from_ndarray(np.asarray(im.convert("RGB"))[:h, :w], format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())

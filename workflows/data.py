@@ -46,8 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", type=Path, required=True)
     synth.set_defaults(func=run_synth)
 
-    check = dsub.add_parser("check", help="validate a YouTube-VIS-format annotation file (and its frames)")
-    check.add_argument("annotations", type=Path)
+    check = dsub.add_parser("check", help="validate a YouTube-VIS-format annotation or results file (and frames)")
+    check.add_argument("annotations", type=Path, help="annotations, or results (a JSON list) with --gt")
+    check.add_argument("--gt", type=Path, default=None,
+                       help="ground truth that a results file (YouTube-VIS submission format) refers to")
     check.add_argument("--images", type=Path, default=None, help="image root: also decode every frame")
     check.add_argument("--json", action="store_true", help="print the summary as JSON")
     check.set_defaults(func=run_check)
@@ -71,9 +73,12 @@ def run_check(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from tmtvis.data.frames import check_video_frames
-    from tmtvis.data.ytvis_format import load_dataset
+    from tmtvis.data.ytvis_format import parse_dataset, read_json
 
-    ds = load_dataset(args.annotations)
+    data = read_json(args.annotations)
+    if isinstance(data, list) or args.gt is not None:
+        return _check_results(args, data)
+    ds = parse_dataset(data, args.annotations)
     if args.images is not None:
         if not args.images.is_dir():
             raise TmtvisError(f"{args.images}: image root is not a directory")
@@ -87,4 +92,25 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"{args.annotations}: OK: {summary['videos']} videos, {summary['frames']} frames, "
               f"{summary['tracks']} tracks, {summary['categories']} categories"
               + (" (all frames decoded)" if args.images is not None else ""))
+    return 0
+
+
+def _check_results(args: argparse.Namespace, data: object) -> int:
+    """`data check RESULTS --gt GT`: a results file checked against the ground truth it refers to."""
+    from tmtvis.data.ytvis_format import parse_dataset, parse_results, read_json
+
+    if args.gt is None:
+        raise TmtvisError(f"{args.annotations}: a JSON list is a results file; check it against its ground truth: "
+                          f"tmtvis data check {args.annotations} --gt GT.json")
+    # the ground truth as the metric reads it: frame names and annotation ids as officially optional
+    gt = parse_dataset(read_json(args.gt), args.gt, for_metric=True)
+    preds = parse_results(data, gt, args.annotations)
+    summary = {"file": str(args.annotations), "results": True, "predictions": len(preds),
+               "videos": len({p.video_id for p in preds}), "gt_videos": len(gt.videos),
+               "categories": len({p.category_id for p in preds})}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{args.annotations}: OK: results file, {summary['predictions']} predictions for {summary['videos']} "
+              f"of {summary['gt_videos']} videos, {summary['categories']} categories")
     return 0

@@ -32,7 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=None,
                    help="frames per window for long videos (default: the config's train.val_window; 0 = whole video)")
     p.add_argument("--topk", type=int, default=10, help="predictions per video (default 10)")
-    p.add_argument("--viz", type=int, default=0, metavar="K", help="write overlay GIFs for the first K videos")
+    p.add_argument("--viz", type=int, default=0, metavar="K",
+                   help="write overlay MP4s (at most 480 px tall, the first 150 frames) for the first K videos")
+    p.add_argument("--skip-bad-videos", action="store_true",
+                   help="list an unreadable video with its reason in OUT/failed.json and go on (a re-run retries "
+                        "those); without it the first one stops the run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (default: Ray Data's, on a terminal)")
     p.set_defaults(func=run)
 
@@ -44,11 +48,15 @@ def run(args: argparse.Namespace) -> int:
                       actors=args.actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
                       viz=args.viz, window=args.window, topk=args.topk,
                       progress=False if args.no_progress else None, tracking_uri=args.tracking_uri,
-                      worker_logs=getattr(args, "verbose", False))
+                      worker_logs=getattr(args, "verbose", False),
+                      skip_bad_videos=getattr(args, "skip_bad_videos", False))
     print(f"{s.videos} videos: {s.predicted} predicted now, {s.videos - s.predicted} already done")
     if s.predicted:
         print(f"{s.frames} frames in {s.seconds:.1f} s ({s.frames_per_second:.2f} frames/s)")
     print(f"results: {s.results_json} ({s.predictions} predictions), {s.results_zip}")
+    if s.failed:
+        print(f"failed: {len(s.failed)} unreadable videos skipped, listed in {s.out_dir}/failed.json "
+              f"(first: {s.failed[0]['reason']}); run again to retry them")
     if s.visualisations:
-        print(f"overlays: {str(s.visualisations[0]).rsplit('/', 1)[0]} ({len(s.visualisations)} GIFs)")
+        print(f"overlays: {str(s.visualisations[0]).rsplit('/', 1)[0]} ({len(s.visualisations)} MP4s)")
     return 0

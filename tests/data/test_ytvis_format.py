@@ -158,3 +158,77 @@ def test_rle_counts_check_agrees_with_pycocotools():
         counts = bytes(rng.integers(48, 112, int(rng.integers(1, 6))).astype(np.uint8))
         if rle_counts_problem(counts, h, w) is None:
             assert mask_utils.decode({"size": [h, w], "counts": counts}).shape == (h, w)
+
+
+@pytest.mark.parametrize("counts, problem", [
+    ("0é1", "non-ASCII"),
+    ("", "are empty"),
+    ("05!", "characters outside '0'..'o'"),
+    (b"05\xff", "characters outside '0'..'o'"),
+    ("0P", "end in the middle of a run (truncated)"),
+    ("0" + "P" * 8 + "1", "a run too long to be real"),
+    ("0O", "a negative run"),  # 'O' - '0' = 31: 0x10 set, so run 1 is 31 - 32 = -1
+    ("0<0C", "a negative run"),  # runs 0, 12, 0, then -13 + 12 = -1 (run 3 is a delta to run 1)
+    ("0<", "cover 12 pixels, expected height*width = 16"),
+    (7, "must be a string, got int"),
+])
+def test_each_class_of_bad_counts_is_caught_alone_and_in_a_batch(counts, problem):
+    from pycocotools import mask as mask_utils
+
+    from tmtvis.data.rle import counts_problems, rle_counts_problem
+
+    assert problem in rle_counts_problem(counts, 4, 4)
+    good = mask_utils.encode(np.asfortranarray(np.eye(4, dtype=np.uint8)))["counts"].decode()
+    found = counts_problems([good, counts, good, good + "", counts], [16] * 5)
+    assert sorted(found) == [1, 4] and problem in found[1] and found[1] == found[4]
+
+
+def test_batched_counts_check_equals_the_check_of_each_string():
+    from pycocotools import mask as mask_utils
+
+    from tmtvis.data.rle import counts_problems, rle_counts_problem
+
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        h, w = (int(x) for x in rng.integers(1, 8, 2))
+        strings = [bytes(rng.integers(40, 115, int(rng.integers(0, 10))).astype(np.uint8)).decode("latin-1")
+                   for _ in range(60)]
+        strings += [mask_utils.encode(np.asfortranarray((rng.random((h, w)) < 0.5).astype(np.uint8)))["counts"]
+                    .decode() for _ in range(10)]
+        rng.shuffle(strings)
+        found = counts_problems(strings, [h * w] * len(strings))
+        assert found == {i: p for i, s in enumerate(strings) if (p := rle_counts_problem(s, h, w)) is not None}
+        assert len(found) <= 60
+
+
+def test_bad_counts_reported_in_file_order_and_skipped_by_video(tiny_dataset, tmp_path):
+    tiny_dataset = tiny_dataset[0]
+    ds = load_dataset(tiny_dataset)
+    vid = next(iter(ds.videos.values()))
+    h, w = vid.height, vid.width
+    good = encode_mask(np.ones((h, w), np.uint8))
+    row = {"video_id": vid.id, "category_id": ds.categories[0]["id"], "score": 0.5}
+    results = [{**row, "segmentations": [good] * vid.length} for _ in range(5)]
+    results[3]["segmentations"] = [good] * (vid.length - 1) + [{"size": [h, w], "counts": "0P"}]
+    results[1]["segmentations"] = [{"size": [h, w], "counts": "01"}] + [good] * (vid.length - 1)
+    out = tmp_path / "r.json"
+    out.write_text(json.dumps(results))
+    with pytest.raises(DataError, match=r"\[1\]\.segmentations\[0\]: compressed RLE counts cover 1 pixels"):
+        parse_results(read_json(out), ds, out)
+    results[1]["segmentations"] = [good] * vid.length
+    results[4]["score"] = "bad"  # a later problem of another kind: the earlier counts problem still comes first
+    out.write_text(json.dumps(results))
+    with pytest.raises(DataError, match=r"\[3\]\.segmentations\[\d+\]: .*truncated"):
+        parse_results(read_json(out), ds, out)
+
+    data = read_json(tiny_dataset)
+    bad_vid = data["annotations"][0]["video_id"]
+    seg = data["annotations"][0]["segmentations"]
+    f = next(i for i, s in enumerate(seg) if s)
+    seg[f] = {"size": seg[f]["size"] if isinstance(seg[f], dict) else [h, w], "counts": "0O"}
+    (tmp_path / "gt.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=rf"annotations\[0\]\.segmentations\[{f}\]: .*negative run"):
+        load_dataset(tmp_path / "gt.json")
+    skipped = load_dataset(tmp_path / "gt.json", skip_bad_videos=True)
+    assert bad_vid not in skipped.videos and len(skipped.skipped) == 1 and "negative run" in skipped.skipped[0]
+    assert len(skipped.videos) == len(ds.videos) - 1

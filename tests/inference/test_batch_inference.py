@@ -116,11 +116,46 @@ def test_json_and_folders_match_in_process(checkpoint, synth_root, folder_run, t
         assert z.namelist() == ["results.json"] and json.loads(z.read("results.json")) == from_folders
 
 
-def test_overlay_gifs(folder_run, synth_root):
-    gifs = sorted((folder_run / "viz").glob("*.gif"))
-    assert [g.name for g in gifs] == ["video_00000001.gif", "video_00000002.gif"]
-    with Image.open(gifs[0]) as im:
-        assert im.n_frames == 4 and im.size == (256, 256)  # 64x64 frames upscaled to a readable size
+def test_overlay_videos(folder_run, synth_root):
+    videos = sorted((folder_run / "viz").glob("*"))
+    assert [g.name for g in videos] == ["video_00000001.mp4", "video_00000002.mp4"]
+    with av.open(str(videos[0])) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (256, 256)  # 64x64 upscaled to be read
+        assert sum(1 for _ in container.decode(video=0)) == 4
+    run = json.loads((folder_run / "run.json").read_text())
+    assert all((v["height"], v["width"]) == (64, 64) for v in run["videos"])  # real sizes, not 0
+
+
+def test_bad_videos_skipped_listed_and_retried(checkpoint, frame_folders, ray_local, tmp_path, capfd):
+    from test_inference_inputs import corrupt_mp4
+
+    videos = tmp_path / "mp4"
+    videos.mkdir()
+    good = discover(frame_folders)[:2]
+    for s in good:
+        write_mp4([np.asarray(Image.open(Path(s.root) / n).convert("RGB")) for n in s.file_names],
+                  videos / f"{s.name}.mp4")
+    corrupt_mp4(videos / "zz_broken.mp4", size=(64, 64))
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(checkpoint), "--input", str(videos), "--out", str(out), "--cpus-per-actor", "0.5"]
+    capfd.readouterr()
+    assert infer(*args) == 2  # without the flag: one line naming the file, no Ray retry lines before it
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "zz_broken.mp4" in err[0] and "Traceback" not in err[0]
+
+    assert infer(*args, "--skip-bad-videos") == 0
+    printed = capfd.readouterr().out
+    assert "2 predicted now" in printed and "failed: 1 unreadable" in printed
+    failed = json.loads((out / "failed.json").read_text())
+    assert [(f["video_id"], f["name"]) for f in failed] == [(3, "zz_broken")] and "zz_broken.mp4" in failed[0]["reason"]
+    assert {r["video_id"] for r in json.loads((out / "results.json").read_text())} == {1, 2}
+
+    write_mp4([np.zeros((64, 64, 3), np.uint8)] * 4, videos / "zz_broken.mp4")  # repaired: only it is predicted
+    assert infer(*args, "--skip-bad-videos") == 0
+    assert "1 predicted now, 2 already done" in capfd.readouterr().out
+    assert json.loads((out / "failed.json").read_text()) == []
+    assert {r["video_id"] for r in json.loads((out / "results.json").read_text())} == {1, 2, 3}
 
 
 def write_mp4(frames: list[np.ndarray], path: Path) -> None:

@@ -234,3 +234,96 @@ def test_checkpoint_checked_cheaply_before_ray(synth_root, tmp_path, capsys, mon
     err = infer_error("o2")
     assert err.endswith(f"not a tmtvis checkpoint (or corrupted): {ck / 'state.pt'} ({len(whole) // 2} bytes, "
                         f"meta.json records {len(whole)}: cut short or partly copied)")
+
+
+def write_mp4(frames: list[np.ndarray], path: Path) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def corrupt_mp4(path: Path, size=(48, 64)) -> None:
+    """A real MP4 cut in half (its index is lost): PyAV cannot open it."""
+    write_mp4([np.full((*size, 3), 40 * i, np.uint8) for i in range(4)], path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_sources_record_real_sizes(tmp_path):
+    frames_dir(tmp_path, "a_frames", 2, size=(24, 32))
+    write_mp4([np.zeros((48, 64, 3), np.uint8)] * 3, tmp_path / "b.mp4")
+    corrupt_mp4(tmp_path / "c.mp4")
+    sizes = {s.name: (s.height, s.width) for s in discover(tmp_path)}
+    assert sizes == {"a_frames": (24, 32), "b": (48, 64), "c": (0, 0)}  # c: unreadable, decoding will say so
+    assert [(s.height, s.width) for s in discover(tmp_path / "b.mp4")] == [(48, 64)]
+
+
+def test_a_videos_only_json_without_categories_is_an_input(tmp_path):
+    frames_dir(tmp_path / "JPEGImages", "v1", 3, size=(24, 32))
+    names = [f"v1/{i:05d}.png" for i in range(3)]
+    valid = tmp_path / "valid.json"
+    valid.write_text(json.dumps({"videos": [{"id": 7, "width": 32, "height": 24, "length": 3, "file_names": names}]}))
+    (source,) = discover(valid)
+    assert (source.video_id, source.name, source.height, source.width) == (7, "v1", 24, 32)
+    assert len(read_video(source)) == 3
+    valid.write_text(json.dumps([{"video_id": 7}]))
+    with pytest.raises(DataError, match="results file, not a video list"):
+        discover(valid)
+
+
+def test_decode_row_skips_an_unreadable_video_only_when_asked(tmp_path):
+    from tmtvis.pipeline.batch_inference import decode_row
+
+    corrupt_mp4(tmp_path / "bad.mp4")
+    row = discover(tmp_path / "bad.mp4")[0].to_row()
+    with pytest.raises(DataError, match="bad.mp4: (cannot decode video|file has no video stream)"):
+        decode_row(row, 32)
+    out = decode_row(row, 32, skip_bad_videos=True)
+    assert out["video_id"] == 1 and out["frames"].shape[0] == 0 and "bad.mp4: " in out["error"]
+
+
+def test_ray_session_removes_its_temp_folder(tmp_path, monkeypatch):
+    import ray
+
+    from tmtvis.ray_session import ray_session
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR is read again
+    seen = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.append(Path(kw["_temp_dir"]).parent))
+    monkeypatch.setattr(ray, "shutdown", lambda: Path(seen[-1], "ray", "logs").mkdir(parents=True))  # what Ray leaves
+    with ray_session():
+        assert seen and seen[0].is_dir() and seen[0].name.startswith("tmtvis-ray-")
+    assert not seen[0].exists() and not list(tmp_path.glob("tmtvis-ray-*"))
+    with pytest.raises(RuntimeError), ray_session():
+        raise RuntimeError("the run failed")
+    assert not list(tmp_path.glob("tmtvis-ray-*"))
+
+
+def test_overlay_video_is_downscaled_and_capped(tmp_path, monkeypatch):
+    from tmtvis.data.rle import encode_mask
+    from tmtvis.pipeline import batch_inference
+
+    monkeypatch.setattr(batch_inference, "VIZ_MAX_FRAMES", 3)
+    h, w = 600, 800  # taller than the 480 px cap
+    frames_dir(tmp_path / "in", "big", 5, size=(h, w))
+    (source,) = discover(tmp_path / "in")
+    mask = np.zeros((h, w), np.uint8)
+    mask[100:300, 200:500] = 1
+    preds = [{"video_id": 1, "category_id": 3, "score": 0.9, "segmentations": [encode_mask(mask)] * 5}]
+    path = batch_inference.visualise(tmp_path / "out", source, preds, {3: "cat"})
+    assert path.name == "video_00000001.mp4"
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.height, stream.codec_context.width) == (480, 640)
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 3
+    assert decoded[0][200, 280].astype(int).sum() != decoded[0][50, 50].astype(int).sum()  # the mask is drawn

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import TINY_CLIP
@@ -81,3 +82,29 @@ def test_bad_input_is_one_line_and_exit_2(synth_root, tmp_path):
 
     res = run_cli("prepare", "--config", "tiny", "--out", str(tmp_path), "--set", "bogus=1")
     assert res.returncode == 2 and "unknown key 'bogus'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_check_recognises_a_results_file(tiny_dataset, tmp_path, capsys):
+    from tmtvis.data.rle import encode_mask
+
+    gt_path, _, gt = tiny_dataset
+    v = gt["videos"][0]
+    mask = np.zeros((v["height"], v["width"]), np.uint8)
+    mask[:3, :4] = 1
+    results = [{"video_id": v["id"], "category_id": gt["categories"][0]["id"], "score": 0.7,
+                "segmentations": [encode_mask(mask)] * (v.get("length") or len(v["file_names"]))}]
+    res_path = tmp_path / "results.json"
+    res_path.write_text(json.dumps(results))
+    assert main(["data", "check", str(res_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "results file" in err[0] and f"tmtvis data check {res_path} --gt GT.json" in err[0]
+
+    assert main(["data", "check", str(res_path), "--gt", str(gt_path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["results"] and summary["predictions"] == 1 and summary["videos"] == 1
+
+    results[0]["segmentations"][1] = {"size": [v["height"], v["width"]], "counts": "0P"}  # truncated
+    res_path.write_text(json.dumps(results))
+    assert main(["data", "check", str(res_path), "--gt", str(gt_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[0].segmentations[1]" in err[0] and "truncated" in err[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -56,19 +56,28 @@ MAX_SIDE = 1 << 15  # frame height/width: beyond 8K video, and h * w stays insid
 
 def segmentation_problem(seg: Any, height: int, width: int) -> str | None:
     """What is wrong with one frame's segmentation (RLE, polygons; not null) for an (height, width) frame, or None."""
+    problem = segmentation_form_problem(seg, height, width)
+    if problem is None and isinstance(seg, dict) and isinstance(seg["counts"], (str, bytes)):
+        return rle_counts_problem(seg["counts"], height, width)
+    return problem
+
+
+def segmentation_form_problem(seg: Any, height: int, width: int) -> str | None:
+    """`segmentation_problem` short of decoding compressed counts (left to one `counts_problems` call per file)."""
     if isinstance(seg, dict):
         if "counts" not in seg or "size" not in seg:
             return "RLE must have 'size' and 'counts'"
         size = seg["size"]
         if (not (isinstance(size, (list, tuple)) and len(size) == 2
-                 and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in size))
+                 and all(type(x) in (int, float) or isinstance(x, numbers.Real) and not isinstance(x, bool)
+                         for x in size))
                 or [size[0], size[1]] != [height, width]):
             return f"RLE size {size!r} differs from the video's [height, width] [{height}, {width}]"
         counts = seg["counts"]
         if isinstance(counts, list):
             return uncompressed_counts_problem(counts, height, width)
         if isinstance(counts, (str, bytes)):
-            return rle_counts_problem(counts, height, width)
+            return None
         return "RLE counts must be a string (compressed) or a list (uncompressed)"
     if isinstance(seg, list):
         return polygon_problem(seg)
@@ -76,44 +85,126 @@ def segmentation_problem(seg: Any, height: int, width: int) -> str | None:
 
 
 def rle_counts_problem(counts: Any, height: int, width: int) -> str | None:
-    """What is wrong with compressed RLE `counts` for an (height, width) mask, or None when it is sound.
+    """What is wrong with compressed RLE `counts` for an (height, width) mask, or None when it is sound."""
+    return counts_problems([counts], [height * width]).get(0)
+
+
+_CHUNK_CHARS = 1 << 18  # strings are decoded in slices of about this many characters: cache-sized arrays
+_PROBLEMS = {
+    1: "compressed RLE counts hold non-ASCII characters",
+    3: "compressed RLE counts are empty",
+    4: "compressed RLE counts hold characters outside '0'..'o' (not a COCO RLE string)",
+    5: "compressed RLE counts end in the middle of a run (truncated)",
+    6: "compressed RLE counts hold a run too long to be real",
+    7: "compressed RLE counts decode to a negative run (corrupt string)",
+}
+
+
+def counts_problems(counts: Sequence[Any], pixels: Sequence[int] | np.ndarray) -> dict[int, str]:
+    """{index: problem} for the compressed RLE count strings that do not decode to runs summing to `pixels[index]`.
 
     Decodes COCO's string format (pycocotools' rleFrString: 5 bits per char from '0', 0x20 = more
-    chars follow, 0x10 in the last char = negative, runs after the second are deltas) without building the
-    mask: every run must be >= 0 and the runs must sum to height * width.
+    chars follow, 0x10 in the last char = negative, runs after the second are deltas) for all strings
+    together in numpy passes, without building masks: every run must be >= 0 and the runs must sum to
+    height * width.
     """
-    if isinstance(counts, str):
+    n = len(counts)
+    pixels = np.asarray(pixels, np.int64)
+    code = np.zeros(n, np.int8)
+    total = np.zeros(n, np.int64)
+    problems: dict[int, str] = {}
+    try:
+        lens = np.fromiter(map(len, counts), np.int64, n)
+    except TypeError:
+        lens = None
+    ends = None if lens is None else np.cumsum(lens)
+    start = 0
+    while start < n:
+        stop = start + 1 if ends is None else max(start + 1, int(np.searchsorted(
+            ends, (ends[start - 1] if start else 0) + _CHUNK_CHARS, "right")))
+        part = counts[start:stop]
         try:
-            counts = counts.encode("ascii")
-        except UnicodeEncodeError:
-            return "compressed RLE counts hold non-ASCII characters"
-    if not isinstance(counts, bytes):
-        return f"compressed RLE counts must be a string, got {type(counts).__name__}"
-    b = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
-    if b.size == 0:
-        return "compressed RLE counts are empty"
-    if (b < 0).any() or (b > 63).any():
-        return "compressed RLE counts hold characters outside '0'..'o' (not a COCO RLE string)"
-    more = (b & 0x20) != 0
-    if more[-1]:
-        return "compressed RLE counts end in the middle of a run (truncated)"
+            text = "".join(part)
+        except TypeError:  # bytes (in-process callers) or non-strings
+            text = None
+        if text is None or not text.isascii():
+            part = list(part)
+            for i, c in enumerate(part):
+                if isinstance(c, bytes):
+                    part[i] = c.decode("latin-1")  # bytes >= 0x80 then fail as characters outside '0'..'o'
+                elif not isinstance(c, str):
+                    problems[start + i] = f"compressed RLE counts must be a string, got {type(c).__name__}"
+                    part[i] = "0"
+                elif not c.isascii():
+                    code[start + i] = 1
+                    part[i] = "0"
+            text = "".join(part)
+        part_lens = np.fromiter(map(len, part), np.int64, len(part))
+        _decode_check(np.frombuffer(text.encode("latin-1"), np.uint8), part_lens,
+                      code[start:stop], total[start:stop])
+        start = stop
+    bad = np.flatnonzero((code != 0) | (total != pixels))
+    for i in bad.tolist():
+        if i in problems:
+            continue
+        problems[i] = _PROBLEMS.get(int(code[i])) or (
+            f"compressed RLE counts cover {int(total[i])} pixels, expected height*width = {int(pixels[i])}")
+    return problems
+
+
+def _decode_check(buf: np.ndarray, lens: np.ndarray, code: np.ndarray, total: np.ndarray) -> None:
+    """Fill `code` (first problem found, in _PROBLEMS' order; 0 = none yet) and `total` (sum of runs) of strings."""
+    n = len(lens)
+    first_char = np.cumsum(lens) - lens
+    nonempty = np.flatnonzero(lens)
+    b = buf - np.uint8(48)
+    flags = np.zeros((8, n), bool)  # row = problem code
+    flags[3] = lens == 0
+    bad_char = b > 63
+    if bad_char.any():
+        flags[4][np.repeat(np.arange(n), lens)[bad_char]] = True
+        b = np.where(bad_char, np.uint8(0), b)
+    more = b >= 32  # bit 0x20 (b <= 63 here)
+    last = (first_char + lens - 1)[nonempty]
+    flags[5][nonempty] = more[last]
+    more[last] = False  # so that no value runs into the next string
     ends = np.flatnonzero(~more)
+    if ends.size == 0:
+        code[code == 0] = _first_flag(flags)[code == 0]
+        return
+    n_values = np.zeros(n, np.int64)
+    n_values[nonempty] = np.add.reduceat(~more, first_char[nonempty], dtype=np.int64)
     starts = np.concatenate([[0], ends[:-1] + 1])
-    chunks = ends - starts + 1
-    if chunks.max() > 8:  # 40 bits: far beyond any mask; longer values overflow pycocotools' decoder
-        return "compressed RLE counts hold a run too long to be real"
-    k = np.arange(b.size) - np.repeat(starts, chunks)
-    runs = np.add.reduceat((b & 0x1F) << (5 * k), starts)
-    runs = np.where((b[ends] & 0x10) != 0, runs - (1 << (5 * chunks)), runs)
-    for first in (1, 2):  # run m > 2 is stored as a delta to run m - 2
-        if runs.size > first + 2:
-            runs[first + 2::2] = runs[first] + np.cumsum(runs[first + 2::2])
-    if (runs < 0).any():
-        return "compressed RLE counts decode to a negative run (corrupt string)"
-    total = int(runs.sum())
-    if total != height * width:
-        return f"compressed RLE counts cover {total} pixels, expected height*width = {height * width}"
-    return None
+    chars = ends - starts + 1
+    value_string = np.repeat(np.arange(n), n_values)
+    if chars.max() > 8:  # 40 bits: far beyond any mask; longer values overflow pycocotools' decoder
+        flags[6][value_string[chars > 8]] = True
+        chars = np.minimum(chars, 8)
+    x = (b[starts] & 31).astype(np.int64)
+    for k in range(1, int(chars.max())):
+        m = np.flatnonzero(chars > k)
+        x[m] += (b[starts[m] + k] & 31).astype(np.int64) << (5 * k)
+    neg = np.flatnonzero(b[ends] & 16)
+    x[neg] -= np.int64(1) << (5 * chars[neg])
+    # run j > 2 is stored as a delta to run j - 2: runs are prefix sums over each parity (from run 1 and run 2)
+    first_value = np.cumsum(n_values) - n_values
+    j = np.arange(x.size) - np.repeat(first_value, n_values)
+    odd = (j & 1).astype(bool)
+    even = ~odd & (j >= 2)
+    runs = x.copy()
+    for sel in (odd, even):
+        cum = np.cumsum(np.where(sel, x, 0))
+        base = np.zeros(n, np.int64)
+        base[nonempty] = cum[first_value[nonempty]]  # run 0 belongs to neither: nothing before a string's first
+        runs[sel] = (cum - base[value_string])[sel]
+    flags[7][value_string[runs < 0]] = True
+    total[nonempty] = np.add.reduceat(runs, first_value[nonempty])
+    code[code == 0] = _first_flag(flags)[code == 0]
+
+
+def _first_flag(flags: np.ndarray) -> np.ndarray:
+    """Per column, the first row (problem code) set, 0 where none."""
+    return np.where(flags.any(0), flags.argmax(0), 0).astype(np.int8)
 
 
 def uncompressed_counts_problem(counts: list, height: int, width: int) -> str | None:

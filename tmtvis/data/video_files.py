@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tmtvis.data.frames import read_frames
-from tmtvis.data.ytvis_format import load_dataset, resolve_frame
+from tmtvis.data.ytvis_format import load_videos, resolve_frame
 from tmtvis.errors import DataError, TmtvisError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -24,7 +24,7 @@ class VideoSource:
     kind: str                 # "frames" | "file"
     root: str
     file_names: list[str]
-    width: int = 0            # 0: known only once decoded (video files)
+    width: int = 0            # 0: unknown until decoded (a file whose header cannot be read)
     height: int = 0
 
     def to_row(self) -> dict:
@@ -52,7 +52,7 @@ def discover(path: str | Path, images: str | Path | None = None) -> list[VideoSo
     if path.is_file():
         if path.suffix.lower() not in VIDEO_EXTENSIONS:
             raise TmtvisError(f"{path}: not a YouTube-VIS JSON nor a video file ({', '.join(VIDEO_EXTENSIONS)})")
-        return [VideoSource(1, path.stem, "file", str(path.parent.resolve()), [path.name])]
+        return [_sized(VideoSource(1, path.stem, "file", str(path.parent.resolve()), [path.name]))]
     root = path.resolve()
     sources: list[VideoSource] = []
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
@@ -64,21 +64,43 @@ def discover(path: str | Path, images: str | Path | None = None) -> list[VideoSo
                 sources.append(VideoSource(len(sources) + 1, entry.name, "frames", str(root), names))
         elif entry.suffix.lower() in VIDEO_EXTENSIONS:
             sources.append(VideoSource(len(sources) + 1, entry.stem, "file", str(root), [entry.name]))
+    sources = [_sized(s) for s in sources]
     if not sources:
         raise TmtvisError(f"{path}: no frame folders ({'/'.join(IMAGE_EXTENSIONS)}) or video files "
                           f"({'/'.join(VIDEO_EXTENSIONS)}) found")
     return sources
 
 
+def _sized(source: VideoSource) -> VideoSource:
+    """`source` with its frame size read from the first frame's or the video stream's header (0 x 0 if unreadable:
+    decoding then reports the problem)."""
+    first = Path(source.root) / source.file_names[0]
+    try:
+        if source.kind == "file":
+            import av
+
+            with av.open(str(first)) as container:
+                stream = container.streams.video[0]
+                source.width, source.height = stream.codec_context.width, stream.codec_context.height
+        else:
+            from PIL import Image
+
+            with Image.open(first) as im:
+                source.width, source.height = im.size
+    except Exception:  # noqa: BLE001 - any unreadable header: the size stays unknown, decoding names the problem
+        source.width = source.height = 0
+    return source
+
+
 def _from_json(path: Path, images: str | Path | None) -> list[VideoSource]:
-    dataset = load_dataset(path)  # validates ids, sizes and that frame names stay inside the root
+    videos = load_videos(path)  # validates ids, sizes and that frame names stay inside the root
     root = Path(images).expanduser() if images else path.parent / "JPEGImages"
     if not root.is_dir():
         raise TmtvisError(f"{root}: image root not found (give --images ROOT for {path.name})")
     root = root.resolve()
     return [VideoSource(v.id, Path(v.file_names[0]).parent.as_posix() or str(v.id), "frames", str(root),
                         list(v.file_names), v.width, v.height)
-            for _, v in sorted(dataset.videos.items())]
+            for _, v in sorted(videos.items())]
 
 
 def read_video(source: VideoSource) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tmtvis.data.rle import MAX_SIDE, segmentation_problem
+from tmtvis.data.rle import MAX_SIDE, counts_problems, segmentation_form_problem
 from tmtvis.errors import DataError
 from tmtvis.io_utils import atomic_write_text
 
@@ -153,12 +153,48 @@ def _per_frame(ann: dict, key: str, video: Video, path: Path, entry: str, requir
     return value
 
 
-def _segmentations(obj: dict, video: Video, path: Path, entry: str) -> list:
-    """The per-frame segmentations, checked against the video; null, [] and {} all mean "no mask" (as officially)."""
+class _PendingCounts:
+    """A file's compressed RLE counts, queued while parsing and decoded together (`rle.counts_problems`) once.
+
+    Per string, decoding in Python cost most of `evaluate`'s time; the check itself is unchanged.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.counts: list[Any] = []
+        self.pixels: list[int] = []
+        self.where: list[tuple[str, int, int]] = []  # (entry, frame, video id)
+
+    def add(self, counts: Any, pixels: int, entry: str, frame: int, video_id: int) -> None:
+        self.counts.append(counts)
+        self.pixels.append(pixels)
+        self.where.append((entry, frame, video_id))
+
+    def errors(self) -> list[tuple[int, DataError]]:
+        """(video id, error) of every bad string queued so far, in file order; empties the queue."""
+        problems = counts_problems(self.counts, self.pixels)
+        out = []
+        for i in sorted(problems):
+            entry, frame, vid = self.where[i]
+            out.append((vid, DataError(self.path, f"{entry}.segmentations[{frame}]", problems[i])))
+        self.counts, self.pixels, self.where = [], [], []
+        return out
+
+
+def _segmentations(obj: dict, video: Video, path: Path, entry: str, pending: _PendingCounts) -> list:
+    """The per-frame segmentations, checked against the video; null, [] and {} all mean "no mask" (as officially).
+
+    Compressed counts are queued on `pending`; the caller raises their errors first (they come earlier in the file).
+    """
     segs = [s if s else None for s in _per_frame(obj, "segmentations", video, path, entry, required=True)]
+    pixels = video.height * video.width
     for f, seg in enumerate(segs):
-        if seg is not None and (problem := segmentation_problem(seg, video.height, video.width)) is not None:
+        if seg is None:
+            continue
+        if (problem := segmentation_form_problem(seg, video.height, video.width)) is not None:
             raise DataError(path, f"{entry}.segmentations[{f}]", problem)
+        if type(seg) is dict and isinstance(seg["counts"], (str, bytes)):
+            pending.add(seg["counts"], pixels, entry, f, video.id)
     return segs
 
 
@@ -207,6 +243,16 @@ def parse_videos(data: dict, path: Path, for_metric: bool = False) -> dict[int, 
     return videos
 
 
+def load_videos(path: str | Path) -> dict[int, Video]:
+    """The checked `videos` of a YouTube-VIS file, which may hold nothing else (inference needs no categories)."""
+    path = Path(path)
+    data = read_json(path)
+    if isinstance(data, list):
+        raise DataError(path, "top level", "a JSON list is a results file, not a video list")
+    _require(data, ("videos",), path, "top level")
+    return parse_videos(data, path)
+
+
 def load_dataset(path: str | Path, skip_bad_videos: bool = False) -> VisDataset:
     """Read and validate a YouTube-VIS-format annotation file (YTVIS 2019/2021, OVIS, UVO dense)."""
     return parse_dataset(read_json(path), path, skip_bad_videos=skip_bad_videos)
@@ -233,16 +279,26 @@ def parse_dataset(data: Any, path: str | Path, *, skip_bad_videos: bool = False,
         raise DataError(path, "annotations", "must be a list")
     seen: set[int] | None = None if for_metric else set()
     bad: dict[int, str] = {}
+    pending = _PendingCounts(path)
     for i, a in enumerate(anns):
         try:
-            track = _parse_track(a, f"annotations[{i}]", path, videos, cat_ids, seen)
+            track = _parse_track(a, f"annotations[{i}]", path, videos, cat_ids, seen, pending)
         except DataError as e:
+            earlier = pending.errors()
             vid = a.get("video_id") if isinstance(a, dict) else None
-            if not skip_bad_videos or vid not in videos:
+            if not skip_bad_videos:
+                raise earlier[0][1] if earlier else e
+            for v, err in earlier:
+                bad.setdefault(v, str(err))
+            if vid not in videos:
                 raise
             bad.setdefault(vid, str(e))
             continue
         ds.tracks.append(track)
+    for v, err in pending.errors():
+        if not skip_bad_videos:
+            raise err
+        bad.setdefault(v, str(err))
     if bad:
         ds.skipped = [bad[v] for v in sorted(bad)]
         ds.videos = {k: v for k, v in videos.items() if k not in bad}
@@ -262,7 +318,7 @@ def _ids(obj: dict, path: Path, entry: str, videos: dict[int, Video], cat_ids: s
 
 
 def _parse_track(a: Any, entry: str, path: Path, videos: dict[int, Video], cat_ids: set[int],
-                 seen: set[int] | None) -> Track:
+                 seen: set[int] | None, pending: _PendingCounts) -> Track:
     _require(a, ("id", "video_id", "category_id", "segmentations"), path, entry)
     aid = _int(a["id"], path, entry, "id")
     if seen is not None:
@@ -270,7 +326,7 @@ def _parse_track(a: Any, entry: str, path: Path, videos: dict[int, Video], cat_i
             raise DataError(path, entry, f"duplicate annotation id {aid}")
         seen.add(aid)
     video, cid = _ids(a, path, entry, videos, cat_ids)
-    segs = _segmentations(a, video, path, entry)
+    segs = _segmentations(a, video, path, entry, pending)
     areas = _per_frame(a, "areas", video, path, entry, required=False)
     if areas is not None and not all(x is None or isinstance(x, numbers.Real) and not isinstance(x, bool)
                                      for x in areas):
@@ -289,14 +345,21 @@ def parse_results(data: Any, dataset: VisDataset, path: str | Path) -> list[Pred
         raise DataError(path, "top level", "results must be a JSON list of {video_id, category_id, score, segmentations}")
     cat_ids = dataset.category_ids
     out = []
+    pending = _PendingCounts(path)
     for i, r in enumerate(data):
         entry = f"[{i}]"
-        _require(r, ("video_id", "category_id", "score", "segmentations"), path, entry)
-        video, cid = _ids(r, path, entry, dataset.videos, cat_ids)
-        score = r["score"]
-        if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
-            raise DataError(path, entry, f"'score' must be a finite number, got {score!r}")
-        out.append(Prediction(video.id, cid, float(score), _segmentations(r, video, path, entry)))
+        try:
+            _require(r, ("video_id", "category_id", "score", "segmentations"), path, entry)
+            video, cid = _ids(r, path, entry, dataset.videos, cat_ids)
+            score = r["score"]
+            if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
+                raise DataError(path, entry, f"'score' must be a finite number, got {score!r}")
+            out.append(Prediction(video.id, cid, float(score), _segmentations(r, video, path, entry, pending)))
+        except DataError as e:
+            earlier = pending.errors()
+            raise earlier[0][1] if earlier else e
+    if errors := pending.errors():
+        raise errors[0][1]
     return out
 
 

@@ -16,6 +16,7 @@ import sys
 import time
 import warnings
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,8 +27,7 @@ import pyarrow.parquet as pq
 
 from tmtvis import storage
 from tmtvis.data.video_files import VideoSource, discover, read_video
-from tmtvis.errors import TmtvisError
-from tmtvis.errors import root_cause
+from tmtvis.errors import DataError, TmtvisError, root_cause
 from tmtvis.io_utils import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,9 @@ VIDEO_PREDICTIONS = pa.schema([
     ("category_id", pa.list_(pa.int64())),
     ("score", pa.list_(pa.float64())),
     ("counts", pa.list_(pa.list_(pa.string()))),
+    ("error", pa.string()),              # with skip_bad_videos: why the video could not be read (no predictions)
 ])
+FAILED = "failed.json"  # beside the results: [{video_id, name, reason}] of videos skipped as unreadable
 
 
 @dataclass
@@ -69,6 +71,7 @@ class InferenceSummary:
     seconds: float                      # wall time of the prediction stage
     predictions: int                    # entries in results.json
     visualisations: list[Path | str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)  # with skip_bad_videos: the unreadable videos, as in failed.json
 
     @property
     def frames_per_second(self) -> float:
@@ -123,14 +126,21 @@ def read_predictions(path: Path) -> list[dict]:
     return out
 
 
-def decode_row(row: dict, short_edge: int) -> dict:
-    """Ray Data map: a VideoSource row -> frames at the model input size plus the original size."""
+def decode_row(row: dict, short_edge: int, skip_bad_videos: bool = False) -> dict:
+    """Ray Data map: a VideoSource row -> frames at the model input size plus the original size; with
+    `skip_bad_videos` an unreadable video becomes a row with no frames and the reason in `error`."""
     from tmtvis.inference.preprocess import resize_frames
 
     source = VideoSource.from_row(row)
-    frames = read_video(source)
+    try:
+        frames = read_video(source)
+    except DataError as e:
+        if not skip_bad_videos:
+            raise
+        return {"video_id": source.video_id, "height": 0, "width": 0, "frames": np.zeros((0, 3, 1, 1), np.uint8),
+                "error": str(e)}
     return {"video_id": source.video_id, "height": frames[0].shape[0], "width": frames[0].shape[1],
-            "frames": resize_frames(frames, short_edge).numpy()}
+            "frames": resize_frames(frames, short_edge).numpy(), "error": ""}
 
 
 class Predictor:
@@ -157,6 +167,10 @@ class Predictor:
 
         rows = []
         for i in range(len(batch["video_id"])):
+            if batch["error"][i]:
+                rows.append({"video_id": int(batch["video_id"][i]), "height": 0, "width": 0, "frames": 0,
+                             "category_id": [], "score": [], "counts": [], "error": str(batch["error"][i])})
+                continue
             video = torch.from_numpy(np.array(batch["frames"][i]))  # a writable copy of the Arrow buffer
             h, w = int(batch["height"][i]), int(batch["width"][i])
             result = self.predictor.predict(video, (h, w), self.classes, self.to_dataset)
@@ -173,11 +187,19 @@ def _run_record(checkpoint: Path | str, dataset: str, window: int | None, overla
             "videos": [s.to_row() for s in sources]}
 
 
+def _identity(value: object) -> object:
+    """A run record's value without the videos' frame sizes: a repaired video (size unknown before) may resume."""
+    if isinstance(value, list):
+        return [{k: v for k, v in x.items() if k not in ("width", "height")} if isinstance(x, dict) else x
+                for x in value]
+    return value
+
+
 def _check_resumable(out_dir: Path, record: dict) -> None:
     path = out_dir / "run.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        changed = [k for k in record if old.get(k) != record[k]]
+        changed = [k for k in record if _identity(old.get(k)) != _identity(record[k])]
         if changed:
             raise TmtvisError(f"{out_dir}: holds inference with a different {', '.join(changed)}; "
                               f"use another --out (or delete it)")
@@ -212,9 +234,11 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
                    window: int | None, overlap: int, topk: int, actors: int, cpus_per_actor: float | None,
                    gpus_per_actor: float | None, progress: bool | None,
                    tracking_uri: str | None = None, written: Callable[[Path], None] | None = None,
-                   worker_logs: bool = False) -> tuple[int, int]:
+                   worker_logs: bool = False, skip_bad_videos: bool = False) -> tuple[int, int, dict[int, str]]:
     """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives (and
-    passing it to `written`, e.g. to upload it).
+    passing it to `written`, e.g. to upload it). Returns videos and frames predicted and, with
+    `skip_bad_videos`, {video id: reason} of the videos that could not be read (no Parquet file: a re-run retries
+    them); without it the first such video stops the run with its one-line error.
 
     `checkpoint`: a local dir, an object-storage URI or an MLflow URI (each actor fetches it). Progress: Ray
     Data's bars, by default only on a terminal.
@@ -231,8 +255,9 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     ctx.enable_progress_bars = bars
     ctx.use_ray_tqdm = False  # the bars are drawn by this driver, whose worker logs are off without -v
     ctx.execution_options.verbose_progress = bars  # one bar per stage (decode, predict), in videos
-    if not worker_logs:  # Ray Data's plan/start/finish lines only with -v
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    if not worker_logs:  # Ray Data's plan/start/finish lines only with -v; its logged task errors (a traceback and
+        # retry advice) neither: the error itself reaches the user as one line (errors.root_cause)
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         logging.getLogger("ray.data._internal.progress").addFilter(_NoBarsNotice())
     # Ray Data hands its actors their DataContext and transform as object-store references and restarts lost
     # actors by default; Ray core then logs an error line per actor ("constructor arguments in the object store
@@ -241,9 +266,12 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     restarts = {} if len([n for n in ray.nodes() if n.get("Alive")]) > 1 else {"max_restarts": 0}
     rows = [s.to_row() for s in sources]
     ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // videos_per_block(sources, actors)))
-    ds = ds.map(decode_row, fn_kwargs={"short_edge": short_edge}, num_cpus=READ_CPUS)
+    # A bad file fails the same way every time: no task retries for application errors (Ray logs each retry),
+    # only for lost workers and nodes.
     with warnings.catch_warnings():  # max_restarts has no named parameter in Ray 2.60 (ray_remote_args deprecated)
         warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map(decode_row, fn_kwargs={"short_edge": short_edge, "skip_bad_videos": skip_bad_videos},
+                    num_cpus=READ_CPUS, retry_exceptions=False)
         ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
                             fn_constructor_kwargs={"checkpoint": str(checkpoint), "dataset": dataset,
                                                    "window": window, "overlap": overlap, "topk": topk,
@@ -251,8 +279,13 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
                             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
                             **({"num_gpus": gpus} if gpus else {}), **restarts)
     videos = frames = 0
+    failed: dict[int, str] = {}
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):  # the actors' blocks as they are
+            errors = batch.column("error").to_pylist()
+            if any(errors):
+                failed.update((v, e) for v, e in zip(batch.column("video_id").to_pylist(), errors) if e)
+                batch = batch.filter(pa.array([not e for e in errors]))
             for vid, n, table in split_videos(batch):
                 path = prediction_file(out_dir, vid)
                 write_predictions(path, table)
@@ -265,7 +298,7 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
         if user is None:
             raise
         raise user from None
-    return videos, frames
+    return videos, frames, failed
 
 
 class _NoBarsNotice(logging.Filter):
@@ -275,8 +308,10 @@ class _NoBarsNotice(logging.Filter):
         return not record.getMessage().startswith("Progress bars disabled")
 
 
-def assemble(out_dir: Path, sources: list[VideoSource]) -> tuple[list[dict], Path, Path]:
-    """All videos' predictions -> results.json and results.zip (submission format), in video id order."""
+def assemble(out_dir: Path, sources: list[VideoSource], failed: set[int] = frozenset()) -> tuple[list[dict], Path, Path]:
+    """All videos' predictions -> results.json and results.zip (submission format), in video id order; the
+    `failed` videos (skipped as unreadable) have none."""
+    sources = [s for s in sources if s.video_id not in failed]
     missing = [s.name for s in sources if not prediction_file(out_dir, s.video_id).is_file()]
     if missing:
         raise TmtvisError(f"{out_dir}: no predictions for {len(missing)} videos ({', '.join(missing[:3])}"
@@ -294,29 +329,34 @@ def assemble(out_dir: Path, sources: list[VideoSource]) -> tuple[list[dict], Pat
     return results, results_json, results_zip
 
 
-def visualise(out_dir: Path, sources: list[VideoSource], results: list[dict], names: dict[int, str],
-              count: int) -> list[Path]:
-    """Overlay GIFs for the first `count` videos (existing ones kept)."""
-    from tmtvis.viz import overlay_frames
+VIZ_MAX_HEIGHT, VIZ_MAX_FRAMES = 480, 150  # overlay videos: downscaled and capped, small and quick to write
 
-    written = []
-    for s in sorted(sources, key=lambda s: s.video_id)[:count]:
-        path = out_dir / "viz" / f"video_{s.video_id:08d}.gif"
-        if not path.is_file():
-            preds = [r for r in results if r["video_id"] == s.video_id]
-            images = overlay_frames(read_video(s), preds, names)
-            with atomic_path(path) as tmp:
-                images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=200, loop=0)
-        written.append(path)
-    return written
+
+def visualise(out_dir: Path, source: VideoSource, predictions: list[dict], names: dict[int, str]) -> Path:
+    """An overlay MP4 of one video (kept if it exists): at most VIZ_MAX_HEIGHT pixels tall, its first
+    VIZ_MAX_FRAMES frames."""
+    from tmtvis.viz import overlay_frames, write_mp4
+
+    path = out_dir / "viz" / f"video_{source.video_id:08d}.mp4"
+    if not path.is_file():
+        frames = read_video(source)[:VIZ_MAX_FRAMES]
+        images = overlay_frames(frames, predictions, names, max_height=VIZ_MAX_HEIGHT)
+        with atomic_path(path) as tmp:
+            write_mp4(images, tmp)
+    return path
 
 
 def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, out_dir: str | Path,
                   images: str | Path | None = None, address: str | None = None, actors: int = 1,
                   cpus_per_actor: float | None = None, gpus_per_actor: float | None = None, viz: int = 0,
                   window: int | None = None, topk: int = 10, progress: bool | None = None,
-                  tracking_uri: str | None = None, worker_logs: bool = False) -> InferenceSummary:
+                  tracking_uri: str | None = None, worker_logs: bool = False,
+                  skip_bad_videos: bool = False) -> InferenceSummary:
     """`tmtvis infer`: predict every video of the input not yet in `out_dir`, then assemble the results.
+
+    `viz`: overlay MP4s of the first `viz` videos, each drawn in a background thread as soon as its predictions
+    are written. `skip_bad_videos`: an unreadable video is listed with its reason in OUT/failed.json and the run
+    goes on (a re-run tries those again).
 
     `checkpoint`: a checkpoint or run dir, or an MLflow URI (models:/..., runs:/...) fetched via `tracking_uri`.
     `window`: None -> the checkpoint config's `train.val_window`; 0 -> each video as one clip.
@@ -351,24 +391,49 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
         if remote:
             storage.upload(path, storage.join(remote, path.relative_to(out_dir).as_posix()))
 
+    names = {c["id"]: c["name"] for c in labels.categories}
+    shown_sources = {prediction_file(out_dir, s.video_id): s for s in sorted(sources, key=lambda s: s.video_id)[:viz]}
+    drawing = ThreadPoolExecutor(1, thread_name_prefix="tmtvis-viz")
+    drawn: list[Future] = []
+
+    def draw(path: Path) -> None:
+        if path in shown_sources:  # off the prediction's path: the driver goes on collecting predictions
+            drawn.append(drawing.submit(visualise, out_dir, shown_sources[path], read_predictions(path), names))
+
+    def written(path: Path) -> None:
+        sync(path)
+        draw(path)
+
     _check_resumable(out_dir, _run_record(uri or ckpt.source, dataset, window, overlap, topk, sources))
     sync(out_dir / "run.json")
     todo = [s for s in sources if not prediction_file(out_dir, s.video_id).is_file()]
     log.info("%d videos, %d already predicted, %d to go", len(sources), len(sources) - len(todo), len(todo))
     predicted = frames = 0
+    failed: dict[int, str] = {}
+    for path in shown_sources:
+        if path.is_file():  # predicted by an earlier run
+            draw(path)
     t0 = time.time()
-    if todo:
-        check_state(ckpt)  # a broken state.pt: one line here, not an actor's traceback (and no model built)
-        with ray_session(address, worker_logs=worker_logs):
-            # the source, not the local copy: actors on other nodes fetch a checkpoint on object storage themselves
-            predicted, frames = predict_videos(uri or ckpt.source, dataset, todo, out_dir,
-                                               ckpt.cfg.data.clip.short_edge[0], window, overlap, topk, actors,
-                                               cpus_per_actor, gpus_per_actor, progress, tracking_uri, written=sync,
-                                               worker_logs=worker_logs)
-    seconds = time.time() - t0
-    results, results_json, results_zip = assemble(out_dir, sources)
-    names = {c["id"]: c["name"] for c in labels.categories}
-    shown = visualise(out_dir, sources, results, names, viz) if viz > 0 else []
+    try:
+        if todo:
+            check_state(ckpt)  # a broken state.pt: one line here, not an actor's traceback (and no model built)
+            with ray_session(address, worker_logs=worker_logs):
+                # the source, not the local copy: actors on other nodes fetch a checkpoint on object storage
+                predicted, frames, failed = predict_videos(
+                    uri or ckpt.source, dataset, todo, out_dir, ckpt.cfg.data.clip.short_edge[0], window, overlap,
+                    topk, actors, cpus_per_actor, gpus_per_actor, progress, tracking_uri, written=written,
+                    worker_logs=worker_logs, skip_bad_videos=skip_bad_videos)
+        seconds = time.time() - t0
+        by_id = {s.video_id: s for s in sources}
+        failed_list = [{"video_id": v, "name": by_id[v].name, "reason": failed[v]} for v in sorted(failed)]
+        failed_json = out_dir / FAILED
+        if failed_list or failed_json.is_file():
+            atomic_write_text(failed_json, json.dumps(failed_list, indent=1))
+            sync(failed_json)
+        results, results_json, results_zip = assemble(out_dir, sources, set(failed))
+        shown = [f.result() for f in drawn]
+    finally:
+        drawing.shutdown(wait=True, cancel_futures=True)
     for path in [results_json, results_zip, *shown]:
         sync(path)
     if remote:
@@ -376,6 +441,6 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
             return str(storage.join(remote, p.relative_to(out_dir).as_posix()))
 
         return InferenceSummary(remote, at(results_json), at(results_zip), len(sources), predicted, frames,
-                                seconds, len(results), [at(p) for p in shown])
+                                seconds, len(results), [at(p) for p in shown], failed_list)
     return InferenceSummary(out_dir, results_json, results_zip, len(sources), predicted, frames, seconds,
-                            len(results), shown)
+                            len(results), shown, failed_list)
