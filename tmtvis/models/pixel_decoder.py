@@ -9,8 +9,9 @@ from tmtvis.models.deform_attn import MSDeformAttn
 from tmtvis.models.position import sine_2d
 
 
-def conv_gn(cin: int, cout: int, k: int, relu: bool = False) -> nn.Sequential:
-    layers = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.GroupNorm(32, cout)]
+def conv_gn(cin: int, cout: int, k: int, relu: bool = False, bias: bool = False) -> nn.Sequential:
+    """Conv (bias only where Mask2Former has one: the encoder's input projections) + GroupNorm(32) [+ ReLU]."""
+    layers = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias), nn.GroupNorm(32, cout)]
     if relu:
         layers.append(nn.ReLU(inplace=True))
     seq = nn.Sequential(*layers)
@@ -38,7 +39,11 @@ class PixelDecoder(nn.Module):
     def __init__(self, in_channels: list[int], dim: int, mask_dim: int, num_layers: int, n_heads: int,
                  ffn: int, n_points: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.input_proj = nn.ModuleList([conv_gn(c, dim, 1) for c in in_channels[1:][::-1]])  # res5, res4, res3
+        # A bias before GroupNorm is not redundant (a group spans several channels): Mask2Former has one here.
+        self.input_proj = nn.ModuleList([conv_gn(c, dim, 1, bias=True) for c in in_channels[1:][::-1]])  # res5..res3
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight)
+            nn.init.zeros_(proj[0].bias)
         self.level_embed = nn.Parameter(torch.randn(3, dim) * 0.02)
         self.layers = nn.ModuleList([EncoderLayer(dim, ffn, n_heads, n_points, 3, dropout) for _ in range(num_layers)])
         self.lateral = conv_gn(in_channels[0], dim, 1)
