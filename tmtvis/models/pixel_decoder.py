@@ -53,6 +53,15 @@ class PixelDecoder(nn.Module):
         nn.init.zeros_(self.mask_features.bias)
         self.dim = dim
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints from before the input projections had Mask2Former's bias: zero bias is their exact math.
+        for i, proj in enumerate(self.input_proj):
+            key = f"{prefix}input_proj.{i}.0.bias"
+            if key not in state_dict and f"{prefix}input_proj.{i}.0.weight" in state_dict:
+                w = state_dict[f"{prefix}input_proj.{i}.0.weight"]
+                state_dict[key] = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @staticmethod
     def _reference_points(shapes: list[tuple[int, int]], n: int, device: torch.device) -> torch.Tensor:
         refs = []
