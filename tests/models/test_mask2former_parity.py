@@ -152,8 +152,18 @@ def test_masks_attend_over_all_frames():
     assert _max_diff(changed["pred_masks"][:, :, 0], out["pred_masks"][:, :, 0]) > 1e-3  # frame 2 -> frame 0
 
 
-def test_old_checkpoints_keep_their_meaning_with_zero_bias():
-    """The encoder's input projections gained Mask2Former's conv bias: zero bias is the previous model's math."""
-    model = build_model(_sizes("tiny"), torch.eye(NUM_CLASSES, 16))
-    for proj in model.pixel_decoder.input_proj:
-        assert proj[0].bias is not None and torch.count_nonzero(proj[0].bias) == 0
+def test_old_checkpoints_load_with_zero_bias():
+    """The encoder's input projections gained Mask2Former's conv bias: a state dict from before loads strictly, with
+    zero bias, which is exactly the previous model's math."""
+    torch.manual_seed(0)
+    old = build_model(_sizes("tiny"), torch.eye(NUM_CLASSES, 16)).eval()
+    state = {k: v for k, v in old.state_dict().items() if not (k.startswith("pixel_decoder.input_proj.")
+                                                               and k.endswith(".0.bias"))}
+    assert len(state) == len(old.state_dict()) - 3
+    new = build_model(_sizes("tiny"), torch.eye(NUM_CLASSES, 16)).eval()
+    new.load_state_dict(state, strict=True)
+    for proj in new.pixel_decoder.input_proj:
+        assert torch.count_nonzero(proj[0].bias) == 0
+    frames = _images(1, 64, 64)[:, None]
+    with torch.no_grad():
+        assert _max_diff(new(frames)["pred_masks"], old(frames)["pred_masks"]) == 0
