@@ -11,11 +11,13 @@ from tmtvis.models.position import sine_2d
 
 def conv_gn(cin: int, cout: int, k: int, relu: bool = False, bias: bool = False) -> nn.Sequential:
     """Conv (bias only where Mask2Former has one: the encoder's input projections) + GroupNorm(32) [+ ReLU]."""
-    layers = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias), nn.GroupNorm(32, cout)]
+    layers = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.GroupNorm(32, cout)]
     if relu:
         layers.append(nn.ReLU(inplace=True))
     seq = nn.Sequential(*layers)
     nn.init.kaiming_uniform_(seq[0].weight, a=1)
+    if bias:  # added after the draws, zero: a seed builds the same weights as before the bias existed
+        seq[0].bias = nn.Parameter(torch.zeros(cout))
     return seq
 
 
@@ -41,9 +43,6 @@ class PixelDecoder(nn.Module):
         super().__init__()
         # A bias before GroupNorm is not redundant (a group spans several channels): Mask2Former has one here.
         self.input_proj = nn.ModuleList([conv_gn(c, dim, 1, bias=True) for c in in_channels[1:][::-1]])  # res5..res3
-        for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj[0].weight)
-            nn.init.zeros_(proj[0].bias)
         self.level_embed = nn.Parameter(torch.randn(3, dim) * 0.02)
         self.layers = nn.ModuleList([EncoderLayer(dim, ffn, n_heads, n_points, 3, dropout) for _ in range(num_layers)])
         self.lateral = conv_gn(in_channels[0], dim, 1)
