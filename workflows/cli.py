@@ -14,12 +14,12 @@ RAY_COMMANDS = ("train", "tune", "infer", "demo", "study")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workflows import data, demo, evaluate, infer, prepare, study, submit, train, tune
+    from workflows import data, demo, evaluate, infer, prepare, study, submit, train, tune, weights
 
     parser = argparse.ArgumentParser(prog="tmtvis", description="Taxonomy-aware multi-dataset VIS training on Ray.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, Ray worker logs on the console")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, prepare, train, tune, evaluate, infer, submit, demo, study):
+    for module in (data, prepare, train, tune, evaluate, infer, submit, demo, study, weights):
         module.register(sub)
     return parser
 

@@ -203,10 +203,18 @@ def _param_checksum(model: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum() for p in unwrap(model).parameters()))
 
 
-def build_state(cfg: Config, prepared: Path, num_classes: int, stats: LabelStats, device: torch.device) -> TrainState:
-    """Model (with the TCM's prior), criterion, optimiser, schedule and AMP scaler, before restore and DDP."""
+def build_state(cfg: Config, prepared: Path, num_classes: int, stats: LabelStats, device: torch.device,
+                names: list[str] | None = None) -> TrainState:
+    """Model (with the TCM's prior, from model.init_weights when set), criterion, optimiser, schedule and AMP scaler,
+    before restore and DDP. `names`: the unified category names (the class head is filled by them)."""
     bank = torch.from_numpy(load_bank(prepared / "bank.parquet").embeddings)
-    model = build_model(cfg.model, bank).to(device)
+    model = build_model(cfg.model, bank)
+    if cfg.model.init_weights:  # a resumed run's checkpoint replaces these weights afterwards
+        from tmtvis.pretrained import apply_init_weights
+
+        names = names if names is not None else UnifiedTaxonomy.load(prepared / "taxonomy.json").names
+        log.info("%s", apply_init_weights(model, cfg.model.init_weights, names, cfg.model.init_weights_classes).text())
+    model = model.to(device)
     if model.tcm is not None:  # a checkpoint restores the same buffer
         model.tcm.set_prior(torch.from_numpy(stats.base_rate()))
     criterion = SetCriterion(num_classes, cfg.loss).to(device)
@@ -347,7 +355,7 @@ def train_loop_per_worker(config: dict) -> None:
     taxonomy = UnifiedTaxonomy.load(job.prepared / "taxonomy.json")
     stats = training_label_stats(cfg, job.prepared, taxonomy)
     device = ray.train.torch.get_device()
-    state = build_state(cfg, job.prepared, len(taxonomy), stats, device)
+    state = build_state(cfg, job.prepared, len(taxonomy), stats, device, taxonomy.names)
     restored = restore(state, rank)
     state.model = ray.train.torch.prepare_model(state.model)
     state.model.train()

@@ -7,6 +7,7 @@ from tmtvis.errors import ConfigError
 
 BACKBONES = ("resnet18", "resnet50")
 TIM_MODES = ("cross_attn", "add_mean", "none")
+INIT_CLASSES = (None, "coco", "ytvis_2019", "ytvis_2021", "ovis", "uvo_dense")
 TCM_SETS = ("predicted", "oracle", "random")
 TCM_STRIDES = (8, 16, 32)
 TCM_EVIDENCE = ("queries", "tokens", "video")
@@ -18,6 +19,10 @@ class ModelConfig:
 
     backbone: str = "resnet18"
     backbone_weights: str | None = None  # local torchvision state_dict file, or None (random init)
+    # A whole-model start (docs/pretrained-weights.md): a detectron2 Mask2Former(-VIS) .pkl/.pth, a transformers
+    # Mask2Former directory or a tmtvis checkpoint directory; applied after backbone_weights.
+    init_weights: str | None = None
+    init_weights_classes: str | None = None  # the checkpoint's vocabulary when it has no names: coco | ytvis_2019 | ...
     hidden_dim: int = 64
     num_queries: int = 10
     dec_layers: int = 3  # video decoder layers (round-robin over the 3 scales)
@@ -48,6 +53,9 @@ class ModelConfig:
     def validate(self) -> "ModelConfig":
         if self.backbone not in BACKBONES:
             raise ConfigError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.init_weights_classes not in INIT_CLASSES:
+            raise ConfigError(f"model.init_weights_classes must be one of {INIT_CLASSES[1:]} or null, "
+                              f"got {self.init_weights_classes!r}")
         if self.tim not in TIM_MODES:
             raise ConfigError(f"model.tim must be one of {TIM_MODES}, got {self.tim!r}")
         if self.tcm_set not in TCM_SETS:

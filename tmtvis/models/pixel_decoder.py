@@ -9,12 +9,15 @@ from tmtvis.models.deform_attn import MSDeformAttn
 from tmtvis.models.position import sine_2d
 
 
-def conv_gn(cin: int, cout: int, k: int, relu: bool = False) -> nn.Sequential:
+def conv_gn(cin: int, cout: int, k: int, relu: bool = False, bias: bool = False) -> nn.Sequential:
+    """Conv (bias only where Mask2Former has one: the encoder's input projections) + GroupNorm(32) [+ ReLU]."""
     layers = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.GroupNorm(32, cout)]
     if relu:
         layers.append(nn.ReLU(inplace=True))
     seq = nn.Sequential(*layers)
     nn.init.kaiming_uniform_(seq[0].weight, a=1)
+    if bias:  # added after the draws, zero: a seed builds the same weights as before the bias existed
+        seq[0].bias = nn.Parameter(torch.zeros(cout))
     return seq
 
 
@@ -38,7 +41,8 @@ class PixelDecoder(nn.Module):
     def __init__(self, in_channels: list[int], dim: int, mask_dim: int, num_layers: int, n_heads: int,
                  ffn: int, n_points: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.input_proj = nn.ModuleList([conv_gn(c, dim, 1) for c in in_channels[1:][::-1]])  # res5, res4, res3
+        # A bias before GroupNorm is not redundant (a group spans several channels): Mask2Former has one here.
+        self.input_proj = nn.ModuleList([conv_gn(c, dim, 1, bias=True) for c in in_channels[1:][::-1]])  # res5..res3
         self.level_embed = nn.Parameter(torch.randn(3, dim) * 0.02)
         self.layers = nn.ModuleList([EncoderLayer(dim, ffn, n_heads, n_points, 3, dropout) for _ in range(num_layers)])
         self.lateral = conv_gn(in_channels[0], dim, 1)
@@ -47,6 +51,15 @@ class PixelDecoder(nn.Module):
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
         nn.init.zeros_(self.mask_features.bias)
         self.dim = dim
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints from before the input projections had Mask2Former's bias: zero bias is their exact math.
+        for i, proj in enumerate(self.input_proj):
+            key = f"{prefix}input_proj.{i}.0.bias"
+            if key not in state_dict and f"{prefix}input_proj.{i}.0.weight" in state_dict:
+                w = state_dict[f"{prefix}input_proj.{i}.0.weight"]
+                state_dict[key] = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod
     def _reference_points(shapes: list[tuple[int, int]], n: int, device: torch.device) -> torch.Tensor:

@@ -12,13 +12,14 @@ from tmtvis.models.tcm import TCM
 from tmtvis.models.tim import TIM
 from tmtvis.models.video_decoder import VideoDecoder
 
-PIXEL_MEAN = (0.485, 0.456, 0.406)
-PIXEL_STD = (0.229, 0.224, 0.225)
+# detectron2's PIXEL_MEAN / PIXEL_STD on 0-255 RGB: what Mask2Former's R50 checkpoints were trained with.
+PIXEL_MEAN = (123.675, 116.280, 103.530)
+PIXEL_STD = (58.395, 57.120, 57.375)
 TCM_LEVELS = {32: 0, 16: 1, 8: 2}  # stride -> index in the decoder memory (lowest resolution first)
 
 
 class TMTVIS(nn.Module):
-    """Input: frames (B, T, 3, H, W), uint8 0..255 or float 0..1 RGB; ImageNet normalisation happens inside.
+    """Input: frames (B, T, 3, H, W), uint8 0..255 or float 0..1 RGB; detectron2's normalisation (on 0..255) inside.
 
     Output dict: pred_logits (B, Q, C+1; last = no-object), pred_masks (B, Q, T, H/4, W/4) logits,
     pred_embeds (B, Q, hidden), aux_outputs [{pred_logits, pred_masks}] for layers 0..L-1 (then, with TCM on
@@ -65,7 +66,7 @@ class TMTVIS(nn.Module):
         """frames (B, T, 3, H, W) -> decoder memory (3 levels) and mask features (B, T, mask_dim, H/4, W/4)."""
         b, t = frames.shape[:2]
         x = frames.flatten(0, 1)  # (B*T, 3, H, W)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = x.float() if x.dtype == torch.uint8 else x.float() * 255.0  # 0..255, as detectron2 normalises
         x = (x - self.pixel_mean) / self.pixel_std
         mask_features, scales = self.pixel_decoder(self.backbone(x))  # (B*T, mask_dim, H/4, W/4), 3 x (B*T, C, h, w)
         return self.decoder.memory(scales, b, t), mask_features.view(b, t, *mask_features.shape[1:])
