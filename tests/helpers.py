@@ -231,3 +231,16 @@ def registered_iterations(checkpoints: Path) -> set[int]:
         except (OSError, ValueError, KeyError):  # being replaced right now, or already deleted (kept: the newest)
             continue
     return found
+
+
+def write_mp4(frames: list[np.ndarray], path: Path) -> None:
+    """An MPEG-4 video of RGB `frames` (H, W, 3 uint8) at 5 fps."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())

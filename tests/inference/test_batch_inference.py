@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import tiny_config
+from helpers import tiny_config, write_mp4
 from tmtvis.checkpoint import DataProgress, load_checkpoint, save_checkpoint
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.video_files import decode_video_file, discover
@@ -156,16 +156,6 @@ def test_bad_videos_skipped_listed_and_retried(checkpoint, frame_folders, ray_lo
     assert "1 predicted now, 2 already done" in capfd.readouterr().out
     assert json.loads((out / "failed.json").read_text()) == []
     assert {r["video_id"] for r in json.loads((out / "results.json").read_text())} == {1, 2, 3}
-
-
-def write_mp4(frames: list[np.ndarray], path: Path) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=5)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def test_mp4_inputs(checkpoint, synth_root, frame_folders, ray_local, tmp_path, capsys):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import write_mp4
 from tmtvis.data.video_files import VideoSource, decode_video_file, discover, read_video
 from tmtvis.errors import DataError, TmtvisError
 from tmtvis.checkpoint import load_checkpoint
@@ -234,16 +235,6 @@ def test_checkpoint_checked_cheaply_before_ray(synth_root, tmp_path, capsys, mon
     err = infer_error("o2")
     assert err.endswith(f"not a tmtvis checkpoint (or corrupted): {ck / 'state.pt'} ({len(whole) // 2} bytes, "
                         f"meta.json records {len(whole)}: cut short or partly copied)")
-
-
-def write_mp4(frames: list[np.ndarray], path: Path) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=5)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def corrupt_mp4(path: Path, size=(48, 64)) -> None:
