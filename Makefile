@@ -46,7 +46,7 @@ lock:
 	  "$(CACHE_DIR)/lock-venv/bin/python" -m pip freeze --exclude-editable | sort -f; } > $(LOCK)
 	rm -rf "$(CACHE_DIR)/lock-venv"
 
-# Everything but the soak tests (about 15 minutes here); CI (.ci/run) runs `test` and then `test-soak`.
+# Everything but the soak tests (about 25 minutes here, measured quiet); CI (.ci/run) runs `test` and then `test-soak`.
 test: install
 	$(VENV)/bin/python -m pytest -q -m "not soak" $(PYTEST_ARGS)
 

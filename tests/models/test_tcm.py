@@ -76,6 +76,7 @@ def test_control_sets():
 
 
 @pytest.mark.slow
+@pytest.mark.soak  # 300 steps of the whole model: 84 s quiet (measured), with the other TCM learning tests
 def test_tcm_learns_presence_beyond_the_frequency_prior():
     """The default TCM (first decoder pass) trained with the whole model, clips whose categories look distinct."""
     torch.set_num_threads(2)

@@ -33,6 +33,8 @@ def artifacts(client: MlflowClient, run_id: str) -> set[str]:
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.soak  # a whole sweep (trials, ASHA, resume): 224 s, the slowest test of the main tier (measured)
 def test_sweep_asha_failure_mlflow_best_config_and_resume(synth_root, ray_local, tmp_path, capsys):
     # output_dir=synth_root: the sweep's one `prepare` reuses the session's prepared data.
     cfg = tiny_config(synth_root, f"output_dir={synth_root}", f"train.iterations={ITERATIONS}", "train.val_every=2",
