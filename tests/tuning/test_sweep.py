@@ -218,7 +218,7 @@ def test_two_node_sweep_runs_two_trials_at_once(synth_root, two_nodes, tmp_path)
     finish(tmtvis(*args, "--address", c.address, "--sweep-dir", str(sweep_dir), "--tracking-uri", uri, log=log,
                   env=env), log)
     rows = json.loads((sweep_dir / "trials.json").read_text())
-    assert [r["status"] for r in rows] == ["finished", "finished"]
+    assert [r["status"] for r in rows] == ["finished", "finished"], (rows, log.read_text()[-6000:])
     client = MlflowClient(uri)
     spans = []
     for r in rows:
