@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tmtvis import metric_names as names
 from tmtvis.config import Config, apply_override, from_dict, to_dict
 from tmtvis.io_utils import atomic_write_text
 
@@ -70,12 +71,12 @@ def run_metrics(metrics: dict[str, float], datasets: list[str]) -> dict[str, flo
     """The final validation metrics of one run, keyed for the table."""
     out = {}
     for d in datasets:
-        for m in ("AP", "AR10", "agnostic_AP"):
-            if f"val.{d}.{m}" in metrics:
-                out[f"{d}.{m}"] = float(metrics[f"val.{d}.{m}"])
+        for m in ("AP", "AR10", names.AGNOSTIC_AP):
+            if names.dataset_key(d, m) in metrics:
+                out[f"{d}.{m}"] = float(metrics[names.dataset_key(d, m)])
     for key, _ in DIAGNOSTICS:
-        if f"val.tcm.{key}" in metrics:
-            out[f"tcm.{key}"] = float(metrics[f"val.tcm.{key}"])
+        if names.tcm_key(key) in metrics:
+            out[f"tcm.{key}"] = float(metrics[names.tcm_key(key)])
     return out
 
 

@@ -1,4 +1,5 @@
 """The method study's plan and table (no training here; the runs themselves use the tested train())."""
+from tmtvis import metric_names as names
 from tmtvis.config import load_config, preset_path
 from experiments.method_study import RunResult, cell_config, paired_delta, run_metrics, study_cells, summarize
 
@@ -26,8 +27,9 @@ def test_cell_configs():
 
 
 def test_run_metrics_keys():
-    m = run_metrics({"val.x.AP": 0.5, "val.x.agnostic_AP": 0.6, "val.y.AP": 0.1, "val.tcm.recall_at_k": 0.7,
-                     "val.mean_AP": 0.3, "train.loss": 2.0}, ["x", "y"])
+    m = run_metrics({names.dataset_key("x"): 0.5, names.dataset_key("x", "agnostic_AP"): 0.6,
+                     names.dataset_key("y"): 0.1, names.tcm_key("recall_at_k"): 0.7, names.MEAN_AP: 0.3,
+                     names.TRAIN_LOSS: 2.0}, ["x", "y"])
     assert m == {"x.AP": 0.5, "x.agnostic_AP": 0.6, "y.AP": 0.1, "tcm.recall_at_k": 0.7}
 
 
