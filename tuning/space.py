@@ -6,7 +6,7 @@
       train.lr: {grid: [1.0e-4, 3.0e-4]}          # every value, each --num-samples times
     scheduler: {metric: val.mean_AP, mode: max, grace_period: 50, reduction_factor: 2}
 
-The metric names are tmtvis.metric_names'; check_metric refuses one training never reports.
+scheduler.metric must be a name training reports (tmtvis.metric_names): check_metric refuses any other.
 """
 from __future__ import annotations
 
