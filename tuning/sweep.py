@@ -30,6 +30,7 @@ from tuning.space import Space, check_keys, check_metric, clip_set_size, parse_s
 log = logging.getLogger(__name__)
 STATE_FILE = "sweep.json"
 TRIAL_RESOURCE_AMOUNT = 0.01  # of --trial-resource per trial driver: a node with {NAME: 1} hosts up to 100
+STRICT_METRIC_ERROR = "did not include the specified metric"  # Tune's strict metric check, in Ray 2.60's words
 
 
 @dataclass
@@ -236,7 +237,18 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
                                           failure_config=tune.FailureConfig(max_failures=0)))
         # on a cluster that may grow, say every 30 s which trials' worker groups wait for resources
         with report_pending() if _can_grow(address) else contextlib.nullcontext():
-            grid = tuner.fit()
+            try:
+                grid = tuner.fit()
+            except Exception as e:
+                if STRICT_METRIC_ERROR not in str(e):
+                    raise
+                # Tune's controller raises it for the whole sweep, with a traceback: say it in one line.
+                from tmtvis.tracking.mlflow_tracking import RunLogger
+
+                with contextlib.suppress(Exception):  # the one line matters more than the parent run's status
+                    RunLogger(state["tracking_uri"], state["parent_run_id"]).finish("FAILED")
+                raise TmtvisError(f"scheduler.metric {sched.metric!r}: a trial reported without it (training does not "
+                                  "compute it with this config); Tune's strict metric check stopped the sweep") from None
     rows = [_row(r, sweep_dir, space, cfg.train.iterations) for r in grid]
     rows.sort(key=lambda r: r.trial)
     return _finish(sweep_dir, state, space, rows)
