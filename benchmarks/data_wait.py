@@ -20,6 +20,7 @@ from tmtvis.env import apply_defaults  # noqa: E402
 
 apply_defaults()
 
+from tmtvis import metric_names as names  # noqa: E402
 from tmtvis.config import load_config, preset_path  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.engine.trainer import train  # noqa: E402
@@ -41,8 +42,8 @@ def one_run(work: Path, prefetch: int, iterations: int, tag: str) -> dict:
         f"data.prefetch_batches={prefetch}", "train.progress_every=50"])
     res = train(cfg, work / "prepared", work / f"run-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
     client = MlflowClient(res.tracking_uri)
-    wait = [m.value for m in sorted(client.get_metric_history(res.run_id, "time.data_wait_frac"), key=lambda m: m.step)]
-    step = [m.value for m in client.get_metric_history(res.run_id, "time.step_s")]
+    wait = [m.value for m in sorted(client.get_metric_history(res.run_id, names.DATA_WAIT_FRAC), key=lambda m: m.step)]
+    step = [m.value for m in client.get_metric_history(res.run_id, names.STEP_S)]
     return {"prefetch": prefetch, "first_wait": wait[0], "steady_wait": statistics.mean(wait[1:]),
             "steady_wait_max": max(wait[1:]), "step_s": statistics.mean(step[1:]),
             "wall_s": res.metrics["train.wall_seconds"], "reports": len(wait)}

@@ -12,12 +12,14 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from tmtvis import metric_names as names
 from tmtvis.config import Config, apply_override, from_dict, to_dict
 from tmtvis.io_utils import atomic_write_text
 
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 BASELINE = ("model.tcm=false", "model.tim=none", "loss.taxonomy_weight=0.0", "loss.mask_foreign_classes=false")
 TMTVIS = ("model.tcm=true", "model.tim=cross_attn", "loss.mask_foreign_classes=false")
 REFERENCE = "b_naive_joint"
+BLOCK_BEGIN, BLOCK_END = "<!-- method-study:begin -->", "<!-- method-study:end -->"  # in the results doc
 DIAGNOSTICS = (("recall_at_k", "recall@K"), ("prior_recall_at_k", "prior recall@K"), ("presence_map", "presence mAP"),
                ("prior_presence_map", "prior mAP"), ("distinct_sets", "distinct sets"), ("set_cosine", "set cos"),
                ("tim_sensitivity", "TIM sens."))
@@ -70,12 +73,12 @@ def run_metrics(metrics: dict[str, float], datasets: list[str]) -> dict[str, flo
     """The final validation metrics of one run, keyed for the table."""
     out = {}
     for d in datasets:
-        for m in ("AP", "AR10", "agnostic_AP"):
-            if f"val.{d}.{m}" in metrics:
-                out[f"{d}.{m}"] = float(metrics[f"val.{d}.{m}"])
+        for m in ("AP", "AR10", names.AGNOSTIC_AP):
+            if names.dataset_key(d, m) in metrics:
+                out[f"{d}.{m}"] = float(metrics[names.dataset_key(d, m)])
     for key, _ in DIAGNOSTICS:
-        if f"val.tcm.{key}" in metrics:
-            out[f"tcm.{key}"] = float(metrics[f"val.tcm.{key}"])
+        if names.tcm_key(key) in metrics:
+            out[f"tcm.{key}"] = float(metrics[names.tcm_key(key)])
     return out
 
 
@@ -197,6 +200,22 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
     plot(done, cells_run, datasets, out / "method_study.png")
     atomic_write_text(out / "method_study.md", table + "\n")
     return table, done
+
+
+def write_results_doc(path: Path, table: str, command: str, seconds: float) -> None:
+    """Put the table and the command that made it between the method-study markers of a markdown file (docs/results.md
+    or the study's own), appending a section when the file has none."""
+    block = (f"{BLOCK_BEGIN}\nProduced by `{command}` ({seconds / 60:.0f} min of training on this 2-core machine). "
+             f"Validation AP in %, mean ± std over the paired seeds; Δ is the paired per-seed difference to naive "
+             f"joint training on the cell's own datasets; TCM diagnostics at the final validation (the prior is "
+             f"each dataset's K most frequent training categories).\n\n{table}\n{BLOCK_END}")
+    text = path.read_text() if path.is_file() else ""
+    if BLOCK_BEGIN in text:
+        text = re.sub(re.escape(BLOCK_BEGIN) + ".*?" + re.escape(BLOCK_END), lambda _: block, text, flags=re.S)
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "# Results\n\n") + "## The method study\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
 
 
 if __name__ == "__main__":

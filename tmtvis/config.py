@@ -50,7 +50,7 @@ class DataConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     repeat_threshold: float = 0.0                 # LVIS-style repeat factor threshold t (0 = off)
     # Batches each training rank fetches and formats ahead in iter_torch_batches (with min(4, N) formatting
-    # threads; 0: in the training thread). Chosen by measurement on 2 cores: README, "Training progress".
+    # threads; 0: in the training thread). Chosen by measurement on 2 cores: docs/training.md, "Progress and data wait".
     prefetch_batches: int = 1
     decode_resources: dict[str, float] = field(default_factory=dict)  # e.g. {decode: 1}: decode on those nodes
     decode_cpus: float = 1.0                      # CPUs per decode actor

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from tmtvis import metric_names as names
 from tmtvis.config import Config
 from tmtvis.data.frames import read_frames
 from tmtvis.data.manifest import manifest_path, read_manifest
@@ -96,20 +97,21 @@ class Validator:
             all_records += records
             res = evaluate_rows(gt, rows, results)
             for k, v in res.stats.items():
-                metrics[f"val.{ds.name}.{k}"] = v
+                metrics[names.dataset_key(ds.name, k)] = v
             agnostic_gt, agnostic_results = class_agnostic(gt, results)
-            metrics[f"val.{ds.name}.agnostic_AP"] = evaluate_rows(agnostic_gt, rows, agnostic_results).stats["AP"]
+            agnostic = evaluate_rows(agnostic_gt, rows, agnostic_results).stats["AP"]
+            metrics[names.dataset_key(ds.name, names.AGNOSTIC_AP)] = agnostic
             if records:
                 diag = summarize(records, self.stats, cfg.model.set_size)
-                metrics[f"val.{ds.name}.tcm_recall_at_k"] = diag["recall_at_k"]
-                metrics[f"val.{ds.name}.prior_recall_at_k"] = diag["prior_recall_at_k"]
+                metrics[names.dataset_key(ds.name, "tcm_recall_at_k")] = diag["recall_at_k"]
+                metrics[names.dataset_key(ds.name, "prior_recall_at_k")] = diag["prior_recall_at_k"]
             details[ds.name] = {"per_category": {res.category_names[c]: ap for c, ap in res.per_category.items()},
                                 "results": results, "rows": rows}
         if all_records:
-            metrics.update({f"val.tcm.{k}": v for k, v in summarize(all_records, self.stats,
+            metrics.update({names.tcm_key(k): v for k, v in summarize(all_records, self.stats,
                                                                      cfg.model.set_size).items()})
-        aps = [metrics[f"val.{ds.name}.AP"] for ds, _, _ in self.splits if metrics[f"val.{ds.name}.AP"] >= 0]
-        metrics["val.mean_AP"] = float(np.mean(aps)) if aps else -1.0
+        aps = [ap for ds, _, _ in self.splits if (ap := metrics[names.dataset_key(ds.name)]) >= 0]
+        metrics[names.MEAN_AP] = float(np.mean(aps)) if aps else -1.0
         return metrics, details
 
 

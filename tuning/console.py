@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
-AP = "val.mean_AP"
+from tmtvis import metric_names as names
 
 
 def tune_verbosity(worker_logs: bool) -> int:
@@ -45,8 +45,8 @@ class TrialEvents(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.last[trial.trial_id] = result
-        if result.get(AP) is not None:
-            ap = float(result[AP])
+        if result.get(names.MEAN_AP) is not None:
+            ap = float(result[names.MEAN_AP])
             self.best[trial.trial_id] = max(ap, self.best.get(trial.trial_id, ap))
             self._say(trial, f"iteration {int(result.get('iteration', 0))}: validation AP {percent(ap)} "
                              f"(best {percent(self.best[trial.trial_id])})")

@@ -5,6 +5,8 @@
       loss.taxonomy_weight: {loguniform: [0.1, 10.0]}
       train.lr: {grid: [1.0e-4, 3.0e-4]}          # every value, each --num-samples times
     scheduler: {metric: val.mean_AP, mode: max, grace_period: 50, reduction_factor: 2}
+
+scheduler.metric must be a name training reports (tmtvis.metric_names): check_metric refuses any other.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from tmtvis import metric_names as names
 from tmtvis.config import Config, from_dict, set_key
 from tmtvis.errors import ConfigError
 
@@ -34,7 +37,7 @@ class Dist:
 class Scheduler:
     """ASHA: trials are compared every time `iteration` crosses grace_period * reduction_factor^k."""
 
-    metric: str = "val.mean_AP"
+    metric: str = names.MEAN_AP
     mode: str = "max"
     grace_period: int = 50
     reduction_factor: float = 2.0
@@ -152,6 +155,13 @@ def trial_config(base: dict, params: dict[str, Any]) -> Config:
             value = int(round(value))  # a uniform K samples floats
         _set(data, key, value)
     return from_dict(Config, data, "trial config")
+
+
+def check_metric(space: Space, cfg: Config) -> None:
+    """Refuse, before any trial starts, an ASHA metric that training never reports with this config."""
+    problem = names.metric_problem(space.scheduler.metric, [d.name for d in cfg.data.splits("valid")])
+    if problem:
+        raise ConfigError(f"search space: scheduler.metric {space.scheduler.metric!r}: {problem}")
 
 
 def check_keys(space: Space, base: dict) -> None:

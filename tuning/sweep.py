@@ -21,15 +21,16 @@ from typing import Any
 
 import yaml
 
-from tmtvis import env, storage
+from tmtvis import metric_names as names
+from tmtvis import storage
 from tmtvis.config import Config, from_dict, to_dict
 from tmtvis.errors import TmtvisError, root_cause
-from tuning.space import Space, check_keys, clip_set_size, parse_space, space_to_dict, trial_config
+from tuning.space import Space, check_keys, check_metric, clip_set_size, parse_space, space_to_dict, trial_config
 
 log = logging.getLogger(__name__)
 STATE_FILE = "sweep.json"
 TRIAL_RESOURCE_AMOUNT = 0.01  # of --trial-resource per trial driver: a node with {NAME: 1} hosts up to 100
-AP = "val.mean_AP"
+STRICT_METRIC_ERROR = "did not include the specified metric"  # Tune's strict metric check, in Ray 2.60's words
 
 
 @dataclass
@@ -52,7 +53,7 @@ class SweepResult:
     best_config: Path | str | None
     tracking_uri: str
     parent_run_id: str
-    metric: str = AP
+    metric: str = names.MEAN_AP
 
 
 def max_concurrent_trials(cfg: Config, resources: dict[str, float]) -> int:
@@ -95,6 +96,7 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
 
     if num_samples < 1:
         raise TmtvisError(f"--num-samples must be >= 1, got {num_samples}")
+    check_metric(space, cfg)
     out = Path(cfg.output_dir).resolve()
     sweep_dir = storage.resolve(sweep_dir or out / f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
     if storage.is_uri(sweep_dir) and not tracking_configured(cfg):
@@ -104,7 +106,8 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
         raise TmtvisError(f"{sweep_dir}: sweep directory exists; continue it with --resume {sweep_dir}")
     if not cfg.train.val_every or cfg.train.val_every > space.scheduler.grace_period:
         log.warning("train.val_every=%d, ASHA grace_period=%d: validate at least once per grace period or ASHA "
-                    "has no %s to compare before the end", cfg.train.val_every, space.scheduler.grace_period, AP)
+                    "has no %s to compare before the end", cfg.train.val_every, space.scheduler.grace_period,
+                    space.scheduler.metric)
     with ray_session(address, dashboard=True, worker_logs=worker_logs):
         check_cluster(cfg, _can_grow(address))  # before anything is written
         prepared = prepare(cfg, out / "prepared", show_progress=False)
@@ -160,16 +163,17 @@ def _absolute(base: dict) -> dict:
     return base
 
 
-def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri: str, parent_run_id: str) -> None:
-    """One trial: our Ray Train run, whose rank-0 reports reach Tune (and ASHA) through TuneReportCallback.
+def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri: str, parent_run_id: str,
+           metric: str = names.MEAN_AP) -> None:
+    """One trial: our Ray Train run, whose rank-0 reports reach Tune (and ASHA) through TrialReports.
 
     When ASHA stops a trial, Tune ends this actor; Ray ends the Train controller it owns, and Ray Train's own
     placement group cleaner frees the workers (see ray_session for what that needs on a local Ray).
     """
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from tmtvis.engine.trainer import train
+    from tuning.reports import TrialReports
 
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(base, params)
@@ -177,7 +181,7 @@ def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri
     run_dir = storage.join(sweep_dir, "trials", trial_id)
     again = not storage.is_empty_dir(run_dir)  # a resumed sweep: continue from the trial's checkpoint
     # No per-trial progress display: the trial runs in a Tune actor, and the sweep's [tune] lines report it.
-    train(cfg, prepared, run_dir, resume=again, callbacks=[TuneReportCallback()], parent_run_id=parent_run_id,
+    train(cfg, prepared, run_dir, resume=again, callbacks=[TrialReports(metric)], parent_run_id=parent_run_id,
           tags={"tmtvis.kind": "trial", "tmtvis.trial": trial_id}, progress=False)
 
 
@@ -199,14 +203,11 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
     cfg = from_dict(Config, base)
     space = parse_space(state["space"], str(storage.join(sweep_dir, STATE_FILE)))
     sched = space.scheduler
-    # Train reports validation AP only every train.val_every iterations; the other reports lack it, and
-    # ASHA simply skips those. Tune's strict check would fail the trial instead (for this sweep only).
     fs, fs_path = storage.filesystem(sweep_dir)
-    with (env.overridden(TUNE_DISABLE_STRICT_METRIC_CHECKING="1"),
-          ray_session(address, dashboard=True, worker_logs=worker_logs)):
+    with ray_session(address, dashboard=True, worker_logs=worker_logs):
         trainable = tune.with_parameters(_trial, base=_absolute(base), prepared=state["prepared"],
                                          sweep_dir=str(sweep_dir), tracking_uri=state["tracking_uri"],
-                                         parent_run_id=state["parent_run_id"])
+                                         parent_run_id=state["parent_run_id"], metric=sched.metric)
         # The trial function only waits on its TorchTrainer, whose workers hold the real resources. Tune needs
         # a non-empty request: even 0.01 CPU here leaves less than the whole CPU a Ray Data decode task takes
         # beside the workers on a 2-CPU machine, and the trial hangs. One byte of memory requests nothing real.
@@ -236,7 +237,18 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
                                           failure_config=tune.FailureConfig(max_failures=0)))
         # on a cluster that may grow, say every 30 s which trials' worker groups wait for resources
         with report_pending() if _can_grow(address) else contextlib.nullcontext():
-            grid = tuner.fit()
+            try:
+                grid = tuner.fit()
+            except Exception as e:
+                if STRICT_METRIC_ERROR not in str(e):
+                    raise
+                # Tune's controller raises it for the whole sweep, with a traceback: say it in one line.
+                from tmtvis.tracking.mlflow_tracking import RunLogger
+
+                with contextlib.suppress(Exception):  # the one line matters more than the parent run's status
+                    RunLogger(state["tracking_uri"], state["parent_run_id"]).finish("FAILED")
+                raise TmtvisError(f"scheduler.metric {sched.metric!r}: a trial reported without it (training does not "
+                                  "compute it with this config); Tune's strict metric check stopped the sweep") from None
     rows = [_row(r, sweep_dir, space, cfg.train.iterations) for r in grid]
     rows.sort(key=lambda r: r.trial)
     return _finish(sweep_dir, state, space, rows)
@@ -274,7 +286,7 @@ def _row(result, sweep_dir: Path | str, space: Space, iterations: int) -> TrialR
     run_file = storage.join(sweep_dir, "trials", trial, "mlflow_run.json")
     run_id = json.loads(storage.read_text(run_file))["run_id"] if storage.is_file(run_file) else None
     error = root_cause(result.error).line if result.error is not None else None
-    return TrialRow(trial, params, status, done, _best(history.get(AP, []), "max"),
+    return TrialRow(trial, params, status, done, _best(history.get(names.MEAN_AP, []), "max"),
                     _best(history.get(space.scheduler.metric, []), space.scheduler.mode), run_id, error)
 
 
@@ -287,10 +299,10 @@ def best_row(rows: list[TrialRow], mode: str) -> TrialRow | None:
     return max(ok, key=lambda r: (sign * r.best_metric, r.iterations, -rows.index(r)))
 
 
-def format_table(rows: list[TrialRow], metric: str = AP) -> str:
+def format_table(rows: list[TrialRow], metric: str = names.MEAN_AP) -> str:
     """The trials as an aligned text table."""
     keys = list(dict.fromkeys(k for r in rows for k in r.params))
-    head = ["trial", *keys, "best AP (%)", *([f"best {metric}"] if metric != AP else []), "iterations",
+    head = ["trial", *keys, "best AP (%)", *([f"best {metric}"] if metric != names.MEAN_AP else []), "iterations",
             "stopped early", "status"]
 
     def num(v: Any) -> str:
@@ -302,7 +314,7 @@ def format_table(rows: list[TrialRow], metric: str = AP) -> str:
         return "-" if v is None else f"{100 * v:.2f}"
 
     lines = [[r.trial, *(num(r.params.get(k)) for k in keys), ap(r.best_ap),
-              *([ap(r.best_metric) if "AP" in metric else num(r.best_metric)] if metric != AP else []),
+              *([ap(r.best_metric) if "AP" in metric else num(r.best_metric)] if metric != names.MEAN_AP else []),
               str(r.iterations),
               "yes" if r.status == "stopped" else "no", r.status] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]

@@ -5,6 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
+from tmtvis import metric_names as names
+
 PRESETS = ("ytvis", "ovis", "uvo")
 
 
@@ -58,12 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
 def print_tcm_history(result) -> None:
     """recall@K of TCM's set vs the frequency prior at each validation, from the run's MLflow history."""
-    if not result.tracking_uri or "val.tcm.recall_at_k" not in result.metrics:
+    if not result.tracking_uri or names.tcm_key("recall_at_k") not in result.metrics:
         return
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(result.tracking_uri)
-    history = {k: {m.step: m.value for m in client.get_metric_history(result.run_id, f"val.tcm.{k}")}
+    history = {k: {m.step: m.value for m in client.get_metric_history(result.run_id, names.tcm_key(k))}
                for k in ("recall_at_k", "prior_recall_at_k", "distinct_sets")}
     steps = sorted(history["recall_at_k"])
     print("[demo] TCM over iterations: " + "; ".join(

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout whose README.md --update-readme rewrites
-README_BEGIN, README_END = "<!-- method-study:begin -->", "<!-- method-study:end -->"
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: a config inside it is named by its relative path
 PRESETS = ("ytvis", "ovis", "uvo")
 
 
@@ -36,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic trio")
     p.add_argument("--single", default="ytvis_synth", help="dataset of the single-dataset cell (a)")
     p.add_argument("--only", nargs="*", default=None, help="run only cells whose name starts with one of these")
-    p.add_argument("--update-readme", action="store_true", help="write the table into README.md's Results section")
+    p.add_argument("--results-doc", type=Path, default=None, metavar="FILE",
+                   help="markdown file whose method-study block gets the table and the command (default: "
+                        "OUT/results.md; docs/results.md updates the checkout's results page)")
     p.add_argument("--report-only", action="store_true", help="only write the table and plot of the finished runs")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=run)
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tmtvis.config import load_config
     from tmtvis.data.synthetic import generate
-    from experiments.method_study import run_study
+    from experiments.method_study import run_study, write_results_doc
 
     out = args.out.resolve()
     for preset in PRESETS:
@@ -65,25 +65,9 @@ def run(args: argparse.Namespace) -> int:
     command = (f"tmtvis study --config {config} --out {args.out} --seeds {' '.join(map(str, args.seeds))} "
                f"--iterations {args.iterations} --videos {args.videos} --frames {args.frames} --classes {classes} "
                f"--data-seed {args.data_seed}" + "".join(f" --set {o}" for o in args.overrides))
+    doc = args.results_doc or out / "results.md"
+    write_results_doc(doc, table, command, sum(r.seconds for r in results))
     print(table)
     print(f"\n{len(results)} runs; this invocation took {time.time() - t0:.0f} s; "
-          f"table: {out / 'method_study.md'}, plot: {out / 'method_study.png'}, MLflow: {out / 'mlflow.db'}")
-    if args.update_readme:
-        update_readme(table, command, sum(r.seconds for r in results))
+          f"table: {out / 'method_study.md'} and {doc}, plot: {out / 'method_study.png'}, MLflow: {out / 'mlflow.db'}")
     return 0
-
-
-def update_readme(table: str, command: str, seconds: float) -> None:
-    from tmtvis.io_utils import atomic_write_text
-
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    block = (f"{README_BEGIN}\nProduced by `{command}` ({seconds / 60:.0f} min of training on this 2-core machine). "
-             f"Validation AP in %, mean ± std over the paired seeds; Δ is the paired per-seed difference to naive "
-             f"joint training on the cell's own datasets; TCM diagnostics at the final validation (the prior is "
-             f"each dataset's K most frequent training categories).\n\n{table}\n{README_END}")
-    if README_BEGIN in text:
-        text = re.sub(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Results\n\n" + block + "\n"
-    atomic_write_text(readme, text)

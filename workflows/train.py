@@ -5,6 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
+from tmtvis import metric_names as names
+
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, required=True)
@@ -59,8 +61,8 @@ def print_summary(cfg, result) -> None:
 
     table = {}
     for ds in cfg.data.splits("valid"):
-        if f"val.{ds.name}.AP" in result.metrics:
-            table[ds.name] = {m: result.metrics[f"val.{ds.name}.{m}"] for m in METRICS}
+        if names.dataset_key(ds.name) in result.metrics:
+            table[ds.name] = {m: result.metrics[names.dataset_key(ds.name, m)] for m in METRICS}
     if table:
         print(format_datasets_table(table))
     line = tcm_line(cfg, result.metrics)
@@ -82,9 +84,9 @@ def print_summary(cfg, result) -> None:
 
 def tcm_line(cfg, metrics: dict) -> str | None:
     """The TCM diagnostics of the last validation, in one line (None without TCM)."""
-    if "val.tcm.recall_at_k" not in metrics:
+    if names.tcm_key("recall_at_k") not in metrics:
         return None
-    m = {k[len("val.tcm."):]: v for k, v in metrics.items() if k.startswith("val.tcm.")}
+    m = names.tcm_stats(metrics)
     return (f"TCM (K={cfg.model.set_size}, set: {cfg.model.tcm_set}): recall@K {100 * m['recall_at_k']:.1f}% vs "
             f"frequency prior {100 * m['prior_recall_at_k']:.1f}%; presence mAP {100 * m['presence_map']:.1f}% vs "
             f"prior {100 * m['prior_presence_map']:.1f}%; distinct sets {100 * m['distinct_sets']:.0f}% of clips; "

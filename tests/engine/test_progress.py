@@ -5,6 +5,7 @@ import io
 
 import pytest
 
+from tmtvis import metric_names as names
 from tmtvis.config import load_config
 from tmtvis.engine.progress import Display, ProgressReport, Rate, eta_seconds, format_bar, format_duration, format_line
 from tmtvis.errors import ConfigError
@@ -84,7 +85,7 @@ def test_bar_is_redrawn_in_place_and_ended_with_a_newline():
 
 
 def test_progress_from_metrics_of_a_report():
-    r = ProgressReport.from_metrics({"iteration": 40, "train.loss": 2.5, "val.mean_AP": 0.3,
+    r = ProgressReport.from_metrics({"iteration": 40, "train.loss": 2.5, names.MEAN_AP: 0.3,
                                      "time.data_wait_frac": 0.1, "time.step_s": 0.25, "train.lr": 1e-4}, 7.0)
     assert r == ProgressReport(40, 7.0, 2.5, 0.3, 0.1, 0.25)
     assert ProgressReport.from_metrics({"iteration": 2}, 1.0) == ProgressReport(2, 1.0)

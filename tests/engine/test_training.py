@@ -13,6 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from helpers import MlflowServer, registered_iterations, tiny_config
+from tmtvis import metric_names as names
 from tmtvis.checkpoint import latest_checkpoint, load_state
 from tmtvis.engine.trainer import train
 from tmtvis.pipeline.sampling import SampleSet
@@ -62,11 +63,11 @@ def test_ddp_trains_logs_to_mlflow_server(synth_root, ray_local, mlflow_server, 
     assert run.info.status == "FINISHED"
     assert run.data.params["train.workers"] == "2" and run.data.params["model.tim"] == "cross_attn"
     for ds in ("ytvis_synth", "ovis_synth", "uvo_synth"):
-        assert f"val.{ds}.AP" in run.data.metrics and f"seen.dataset.{ds}" in run.data.metrics
-        assert 0 <= run.data.metrics[f"val.{ds}.agnostic_AP"] <= 1
+        assert names.dataset_key(ds) in run.data.metrics and f"seen.dataset.{ds}" in run.data.metrics
+        assert 0 <= run.data.metrics[names.dataset_key(ds, names.AGNOSTIC_AP)] <= 1
     for key in ("recall_at_k", "prior_recall_at_k", "presence_map", "prior_presence_map", "distinct_sets",
                 "set_cosine", "tim_sensitivity"):  # the TCM diagnostics, at every validation
-        assert f"val.tcm.{key}" in run.data.metrics, key
+        assert names.tcm_key(key) in run.data.metrics, key
     files = artifacts(mlflow_server, res.run_id)
     assert {"config/config.yaml", "taxonomy/taxonomy.json", "plots/loss_curve.png",
             "data/expected_category_shares.json", "checkpoint/state.pt"} <= files
@@ -167,5 +168,5 @@ def test_oracle_control_set_in_training_and_validation(synth_root, ray_local, tm
     cfg = tiny_config(synth_root, "train.iterations=2", "train.checkpoint_every=2", "model.tcm_set=oracle",
                       "model.set_size=12")
     res = train(cfg, synth_root / "prepared", tmp_path / "run")
-    assert res.metrics["val.tcm.recall_at_k"] == 1.0
-    assert res.metrics["val.tcm.prior_recall_at_k"] <= 1.0
+    assert res.metrics[names.tcm_key("recall_at_k")] == 1.0
+    assert res.metrics[names.tcm_key("prior_recall_at_k")] <= 1.0

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils import git_utils
 
 from helpers import ROOT, tiny_config
+from tmtvis import metric_names as names
 from tmtvis.checkpoint import latest_checkpoint, load_checkpoint
 from tmtvis.config import save_config
 from tmtvis.data.frames import read_frame
@@ -72,7 +73,7 @@ def test_train_register_load_and_infer_from_the_registry(synth_root, ray_local, 
     assert model.source_run_id == run_id and output.step == 4
     linked = {m.key: m.value for m in model.metrics}
     for d in cfg.data.splits("valid"):
-        assert linked[f"val.{d.name}.AP"] == run.data.metrics[f"val.{d.name}.AP"]
+        assert linked[names.dataset_key(d.name)] == run.data.metrics[names.dataset_key(d.name)]
     version = client.get_model_version(NAME, "1")
     assert version.run_id == run_id and version.source == f"models:/{output.model_id}"
     artifacts = {f.path for f in client.list_artifacts(run_id, "plots")}
@@ -126,11 +127,11 @@ def test_best_ap_checkpoint_is_a_second_logged_model(synth_root, ray_local, tmp_
     models = {client.get_logged_model(o.model_id).name: (o, client.get_logged_model(o.model_id))
               for o in run.outputs.model_outputs}
     assert set(models) == {"model", "best"} and result.best_model.model_id == models["best"][1].model_id
-    history = {m.step: m.value for m in client.get_metric_history(result.run_id, "val.mean_AP")}
+    history = {m.step: m.value for m in client.get_metric_history(result.run_id, names.MEAN_AP)}
     assert sorted(history) == [2, 4, 6]
     best_step = min(s for s, v in history.items() if v == max(history.values()))  # saved on a strict improvement
     output, best = models["best"]
     assert output.step == best_step and models["model"][0].step == 6
-    assert {m.key: m.value for m in best.metrics}["val.mean_AP"] == history[best_step]
+    assert {m.key: m.value for m in best.metrics}[names.MEAN_AP] == history[best_step]
     loaded = load_checkpoint(result.best_checkpoint)
     assert loaded.iteration == best_step and loaded.model is not None

@@ -15,6 +15,7 @@ from mlflow.utils import git_utils
 from PIL import Image
 
 from helpers import ROOT, rle
+from tmtvis import metric_names as names
 from tmtvis.errors import TmtvisError
 from tmtvis.checkpoint import resolve_checkpoint
 from tmtvis.tracking.mlflow_tracking import RunLogger, check_reachable, context_tags, start_run
@@ -124,7 +125,7 @@ def test_tune_prints_one_line_per_trial_event():
     trial = SimpleNamespace(trial_id="abc_00001", config={"train.lr": 0.0005})
     events.on_trial_start(0, [], trial)
     events.on_trial_result(0, [], trial, {"iteration": 2, "train.loss": 3.0})  # no validation: no line
-    events.on_trial_result(0, [], trial, {"iteration": 4, "val.mean_AP": 0.0168})
+    events.on_trial_result(0, [], trial, {"iteration": 4, names.MEAN_AP: 0.0168})
     events.on_trial_complete(0, [], trial)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3 and all(line.startswith("[tune] ") for line in lines)

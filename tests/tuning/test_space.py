@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tmtvis import metric_names as names
 from tmtvis.config import load_config, preset_path, to_dict
 from tmtvis.errors import ConfigError
-from tuning.space import (Dist, Space, check_keys, clip_set_size, load_space, parse_space, sample, space_to_dict,
-                          trial_config)
+from tuning.space import (Dist, Scheduler, Space, check_keys, check_metric, clip_set_size, load_space, parse_space,
+                          sample, space_to_dict, trial_config)
 from tuning.sweep import TrialRow, best_row, format_table, max_concurrent_trials
 from workflows.cli import main
 from workflows.tune import default_space
@@ -25,7 +26,7 @@ def test_shipped_default_space_loads_and_fits_the_tiny_config():
     shipped = ROOT / "tuning/spaces/default.yaml"
     assert default_space().read_text() == shipped.read_text()  # the packaged copy the CLI uses is the same file
     space = load_space(shipped)
-    assert space.scheduler.metric == "val.mean_AP" and space.scheduler.mode == "max"
+    assert space.scheduler.metric == names.MEAN_AP and space.scheduler.mode == "max"
     assert space.params["model.set_size"] == Dist("choice", [0.1, 0.25, 0.5, "all"])
     assert {"train.lr", "loss.taxonomy_weight", "loss.class_weight", "loss.mask_weight", "loss.dice_weight"} \
         <= set(space.params)
@@ -45,7 +46,7 @@ def test_parse_kinds_and_roundtrip():
     space = parse_space(data)
     assert space.params["train.iterations"] == Dist("fixed", [7])
     assert space.params["loss.mask_weight"] == Dist("uniform", [1.0, 2.0])
-    assert space.scheduler.grace_period == 4 and space.scheduler.metric == "val.mean_AP"
+    assert space.scheduler.grace_period == 4 and space.scheduler.metric == names.MEAN_AP
     assert parse_space(space_to_dict(space)) == space
     point = sample(space, random.Random(1))
     assert 1e-5 <= point["train.lr"] <= 1e-3 and point["model.set_size"] in (5, 10) and point["train.iterations"] == 7
@@ -144,3 +145,32 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "not a sweep directory" in capsys.readouterr().err
     assert main(["tune", "--space", str(tmp_path / "space.yaml")]) == 2
     assert "--config is required" in capsys.readouterr().err
+
+
+def test_an_unknown_scheduler_metric_is_refused_before_anything_starts(tmp_path, capsys):
+    cfg = load_config(preset_path("tiny"))
+    for metric in ("val.mean_AP", "val.ytvis_synth.AP50", "train.lr", "train.loss_dice"):
+        check_metric(Space({"train.lr": Dist("fixed", [1e-4])}, Scheduler(metric=metric)), cfg)
+    with pytest.raises(ConfigError, match=r"^search space: scheduler.metric 'val.mean_ap': not a metric training "):
+        check_metric(Space({}, Scheduler(metric="val.mean_ap")), cfg)
+    with pytest.raises(ConfigError, match="no validation split named 'coco'"):
+        check_metric(Space({}, Scheduler(metric="val.coco.AP")), cfg)
+    # the CLI: one line and exit 2, nothing written (the check runs before Ray, prepare and the sweep directory)
+    space = tmp_path / "space.yaml"
+    space.write_text("params: {train.lr: 1.0e-4}\nscheduler: {metric: val.meanAP}\n")
+    sweep_dir = tmp_path / "sweep"
+    assert main(["tune", "--config", "tiny", "--space", str(space), "--sweep-dir", str(sweep_dir),
+                 "--set", f"output_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tmtvis: error: search space: scheduler.metric 'val.meanAP': ")
+    assert not sweep_dir.exists() and not (tmp_path / "out").exists()
+
+
+def test_only_reports_holding_the_metric_reach_tune():
+    from tuning.reports import forwarded
+
+    validated = {"iteration": 4, "train.lr": 1e-4, "val.mean_AP": 0.1, "val.x.AP": 0.1}
+    plain = {"iteration": 2, "train.lr": 1e-4}
+    assert forwarded("val.mean_AP", validated) and not forwarded("val.mean_AP", plain)
+    assert forwarded("val.x.AP", validated) and not forwarded("val.x.AP", plain)
+    assert forwarded("train.lr", validated) and forwarded("train.lr", plain)

@@ -15,6 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from helpers import ROOT, ray_nodes, registered_iterations, tiny_config
+from tmtvis import metric_names as names
 from tmtvis.checkpoint import latest_checkpoint
 from tmtvis.config import load_config, save_config
 from tmtvis.taxonomy import UnifiedTaxonomy
@@ -90,7 +91,7 @@ def test_sweep_asha_failure_mlflow_best_config_and_resume(synth_root, ray_local,
     lr_at = {rid: dict((m.step, m.value) for m in client.get_metric_history(rid, "train.lr"))
              for rid in (good["run_id"], zero["run_id"])}
     assert lr_at[good["run_id"]][GRACE] > 0 and lr_at[zero["run_id"]][GRACE] == 0  # what ASHA compared
-    ap_steps = [m.step for m in client.get_metric_history(good["run_id"], "val.mean_AP")]
+    ap_steps = [m.step for m in client.get_metric_history(good["run_id"], names.MEAN_AP)]
     assert ap_steps == [2, 4, 6]
     assert {"sweep/space.yaml", "sweep/base_config.yaml", "sweep/trials.txt", "sweep/trials.csv",
             "sweep/trials.json", "sweep/best_config.yaml"} <= artifacts(client, parent)

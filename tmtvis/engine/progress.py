@@ -18,6 +18,8 @@ from typing import Any, TextIO
 import ray
 import ray.train
 
+from tmtvis import metric_names as names
+
 log = logging.getLogger(__name__)
 BAR_WIDTH = 20
 
@@ -38,8 +40,8 @@ class ProgressReport:
         def get(key: str) -> float | None:
             return float(metrics[key]) if metrics.get(key) is not None else None
 
-        return cls(int(metrics.get("iteration", 0)), now, get("train.loss"), get("val.mean_AP"),
-                   get("time.data_wait_frac"), get("time.step_s"))
+        return cls(int(metrics.get("iteration", 0)), now, get(names.TRAIN_LOSS), get(names.MEAN_AP),
+                   get(names.DATA_WAIT_FRAC), get(names.STEP_S))
 
 
 class Rate:

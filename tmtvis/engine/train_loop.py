@@ -18,6 +18,7 @@ import torch.distributed as dist
 import ray.train
 import ray.train.torch
 from ray.data.collate_fn import NumpyBatchCollateFn
+from tmtvis import metric_names as names
 from tmtvis import storage
 from tmtvis.checkpoint import BEST_FILE, DataProgress, load_state, save_checkpoint
 from tmtvis.config import Config
@@ -107,7 +108,7 @@ class StepClock:
         every = torch.stack(ranks).cpu()  # (world, 2)
         self.wait = self.step = 0.0
         self.steps = 0
-        return {"time.data_wait_frac": float(every[:, 0].max()), "time.step_s": float(every[:, 1].mean())}
+        return {names.DATA_WAIT_FRAC: float(every[:, 0].max()), names.STEP_S: float(every[:, 1].mean())}
 
 
 class Meters:
@@ -141,12 +142,12 @@ class Meters:
         n = self.steps
         metrics = {f"train.{k}": v / n for k, v in self.loss_sums.items()}
         self.loss_sums, self.steps = {}, 0
-        metrics["train.lr"] = state.optimizer.param_groups[0]["lr"]
-        metrics["train.sec_per_iter"] = (time.time() - self.t_last) / n
+        metrics[names.LR] = state.optimizer.param_groups[0]["lr"]
+        metrics[names.SEC_PER_ITER] = (time.time() - self.t_last) / n
         self.t_last = time.time()
         metrics.update(self.clock.report(w.world, next(state.model.parameters()).device))  # a collective
         metrics["iteration"] = state.iteration
-        metrics["train.resumed_from"] = state.resumed_from
+        metrics[names.RESUMED_FROM] = state.resumed_from
         seen_all = self.seen.clone()
         if w.world > 1:
             dist.all_reduce(seen_all)
@@ -311,8 +312,8 @@ def validate_and_report(w: Worker, state: TrainState, meters: Meters, do_val: bo
     keep_best = do_val and cfg.tracking.log_best_model
     # A collective (every rank takes part), taken once for the best and the regular checkpoint alike.
     data = meters.data_progress(w.world) if keep_best or do_ckpt else None
-    if keep_best and w.rank == 0 and metrics.get("val.mean_AP", -1.0) > w.best_ap:
-        w.best_ap = metrics["val.mean_AP"]
+    if keep_best and w.rank == 0 and metrics.get(names.MEAN_AP, -1.0) > w.best_ap:
+        w.best_ap = metrics[names.MEAN_AP]
         save_best(w, state, data)
     if not do_ckpt:
         ray.train.report(metrics)
@@ -332,14 +333,14 @@ def save_best(w: Worker, state: TrainState, data: DataProgress) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(Path(tmp), unwrap(state.model), state.optimizer, state.scheduler, state.iteration, data,
                         cfg, w.job.prepared / "taxonomy.json")
-        atomic_write_text(Path(tmp) / BEST_FILE, json.dumps({"iteration": state.iteration, "val.mean_AP": w.best_ap}))
+        atomic_write_text(Path(tmp) / BEST_FILE, json.dumps({"iteration": state.iteration, names.MEAN_AP: w.best_ap}))
         storage.upload(Path(tmp), storage.join(w.job.run_dir, "best"))
 
 
 def best_so_far(run_dir: str) -> float:
     """val.mean_AP of RUN_DIR/best (a resumed run keeps its best), -1 when there is none."""
     location = storage.join(run_dir, "best", BEST_FILE)
-    return float(json.loads(storage.read_text(location))["val.mean_AP"]) if storage.is_file(location) else -1.0
+    return float(json.loads(storage.read_text(location))[names.MEAN_AP]) if storage.is_file(location) else -1.0
 
 
 def train_loop_per_worker(config: dict) -> None:

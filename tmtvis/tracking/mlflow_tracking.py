@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from mlflow.tracking import MlflowClient
 
+from tmtvis import metric_names as names
 from tmtvis.errors import TmtvisError
 
 log = logging.getLogger(__name__)
@@ -255,9 +256,9 @@ def finish_training_run(tracker: RunLogger, checkpoint: Path | None, step: int, 
     try:
         client = tracker.client
         logged = client.get_run(tracker.run_id).data.metrics
-        losses = metric_histories(client, tracker.run_id, [k for k in logged if k.startswith("train.loss")])
-        aps = {d: h for d in datasets if f"val.{d}.AP" in logged
-               for h in metric_histories(client, tracker.run_id, [f"val.{d}.AP"]).values()}
+        losses = metric_histories(client, tracker.run_id, [k for k in logged if k.startswith(names.TRAIN_LOSS)])
+        aps = {d: h for d in datasets if names.dataset_key(d) in logged
+               for h in metric_histories(client, tracker.run_id, [names.dataset_key(d)]).values()}
         for history, make, name in ((losses, loss_curve_figure, "loss_curve"),
                                     (aps, ap_over_iterations_figure, "val_ap_over_iterations")):
             if history:
@@ -296,7 +297,7 @@ def log_best_checkpoint(tracking_uri: str, run_id: str, best: Path):
         return None
 
 
-def log_sweep_plot(parent: RunLogger, child_runs: dict[str, str], metric: str = "val.mean_AP") -> None:
+def log_sweep_plot(parent: RunLogger, child_runs: dict[str, str], metric: str = names.MEAN_AP) -> None:
     """The parent run's plot of `metric` over iterations, one line per trial ({trial: child run id})."""
     import matplotlib.pyplot as plt
 
