@@ -18,7 +18,7 @@ from tmtvis.io_utils import read_yaml_mapping
 from tmtvis.models.config import LossConfig, ModelConfig
 from tmtvis.taxonomy_bank import BankConfig
 
-FORMATS = ("ytvis", "ovis", "uvo")
+FORMATS = ("ytvis", "ovis", "uvo", "coco")
 SPLITS = ("train", "valid")
 
 
@@ -27,8 +27,8 @@ class DatasetConfig:
     """One split of one dataset; datasets with the same `name` share a label space."""
 
     name: str
-    format: str                  # ytvis (2019/2021) | ovis | uvo (dense with labels)
-    annotations: str             # YouTube-VIS JSON; relative paths resolve against data.root
+    format: str                  # ytvis (2019/2021) | ovis | uvo (dense with labels) | coco (images as pseudo-videos)
+    annotations: str             # YouTube-VIS JSON (COCO instances JSON for coco); relative to data.root
     images: str                  # image root holding <file_name> frames
     split: str = "train"         # train | valid
     weight: float = 1.0          # mixing ratio in joint training
@@ -38,6 +38,9 @@ class DatasetConfig:
             raise ConfigError(f"dataset '{self.name}': format must be one of {FORMATS}, got '{self.format}'")
         if self.split not in SPLITS:
             raise ConfigError(f"dataset '{self.name}': split must be one of {SPLITS}, got '{self.split}'")
+        if self.format == "coco" and self.split != "train":
+            raise ConfigError(f"dataset '{self.name}': format coco is a training source only (split: train); "
+                              "validation is per video")
         if self.weight < 0:
             raise ConfigError(f"dataset '{self.name}': weight must be >= 0, got {self.weight}")
 

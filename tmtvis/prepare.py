@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from tmtvis.config import Config, DatasetConfig
 from tmtvis.data.frames import check_video_frames
 from tmtvis.data.manifest import manifest_path, video_rows, write_manifest
-from tmtvis.data.ytvis_format import VisDataset, load_dataset, resolve_frame
+from tmtvis.data.readers import load_source
+from tmtvis.data.ytvis_format import VisDataset, resolve_frame
 from tmtvis.errors import DataError
 from tmtvis.io_utils import atomic_write_text
 from tmtvis.taxonomy import UnifiedTaxonomy
@@ -80,7 +81,7 @@ def prepare(cfg: Config, out_dir: str | Path, check_frames: bool = False, show_p
     for ds in cfg.data.datasets:
         ann = cfg.data.resolve(ds.annotations)
         root = cfg.data.resolve(ds.images)
-        data = load_dataset(ann, skip_bad_videos=cfg.data.skip_bad_videos)
+        data = load_source(ds.format, ann, skip_bad_videos=cfg.data.skip_bad_videos)
         skipped = list(data.skipped) + _check_frames_exist(data, root, check_frames, cfg.data.skip_bad_videos)
         data.skipped = skipped
         if skipped:

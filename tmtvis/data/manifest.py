@@ -33,6 +33,7 @@ SCHEMA = pa.schema([
     ("image_root", pa.string()),
     ("file_names", pa.list_(pa.string())),
     ("instances", pa.list_(INSTANCE)),
+    ("still", pa.bool_()),                # a still image (COCO): its clips are pseudo-videos
 ])
 
 
@@ -49,7 +50,7 @@ def video_rows(dataset: VisDataset, labels: DatasetLabels, split: str, image_roo
             instances.append({"category_id": labels.to_unified[t.category_id], "iscrowd": t.iscrowd, "rles": rles})
         rows.append({"dataset": labels.name, "split": split, "video_id": vid, "width": v.width, "height": v.height,
                      "length": v.length, "image_root": str(Path(image_root).resolve()),
-                     "file_names": list(v.file_names), "instances": instances})
+                     "file_names": list(v.file_names), "instances": instances, "still": dataset.stills})
     return rows
 
 
