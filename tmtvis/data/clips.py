@@ -1,13 +1,13 @@
 """Training clips from manifest rows: frame sampling, JPEG decoding, clip-consistent augmentation.
 
-One clip = T frames of one video around a reference frame, resized so the short edge is one of
-`short_edge`, randomly cropped to `crop` and maybe flipped, the same way for every frame. A still image
-(a COCO row, `still`) is a pseudo-video: its T frames are the one image, each zoomed and cropped on its own. The crop is
-placed on the resized grid but cut from the source: each JPEG is decoded (at 1/2, 1/4, 1/8 scale when
-that still covers the resized size) and only the crop's box is resized; each frame's instance RLEs are
-decoded in one batched call and sampled nearest at the crop's pixels. Only the clip's real instances
-(non-crowd, non-empty; at most `max_instances`) travel, bit-packed (`masks`, 1-D uint8); `labels` stays
-padded to `max_instances` with -1. `stack_clips` batches clips with `masks` as a ragged column and
+One clip = T frames of one video around a reference frame, resized so the short edge is one of `short_edge`,
+randomly cropped to `crop` and maybe flipped, the same way for every frame. A still image (a COCO row,
+`still`) is a pseudo-video: its T frames are the one image, each zoomed and cropped on its own (`still_zoom`),
+flipped together. The crop is placed on the resized grid but cut from the source: each JPEG is decoded (at
+1/2, 1/4, 1/8 scale when that still covers the resized size) and only the crop's box is resized; each frame's
+instance RLEs are decoded in one batched call and sampled nearest at the crop's pixels. Only the clip's real
+instances (non-crowd, non-empty; at most `max_instances`) travel, bit-packed (`masks`, 1-D uint8); `labels`
+stays padded to `max_instances` with -1. `stack_clips` batches clips with `masks` as a ragged column and
 `unpack_masks` restores (n, T, H, W) on the trainer side.
 """
 from __future__ import annotations
@@ -145,7 +145,7 @@ def load_clip(row: dict, frame_ids: list[int], cfg: ClipConfig, rng: np.random.G
     wins = clip_windows(row, len(frame_ids), cfg, rng)
     frames = np.zeros((len(frame_ids), *cfg.crop, 3), np.uint8)
     root = Path(row["image_root"])
-    decoded: dict[tuple, tuple] = {}  # a still's frames share one image
+    decoded: dict[tuple, tuple] = {}  # a frame repeated at one size (a short video, a still) decodes once
     for t, (f, win) in enumerate(zip(frame_ids, wins)):
         key = (f, win.rw, win.rh)
         if key not in decoded:
