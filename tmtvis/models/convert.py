@@ -1,4 +1,5 @@
-"""State-dict converters into tmtvis's module layout: transformers' Mask2Former port and detectron2's Mask2Former(-VIS).
+"""State-dict converters into tmtvis's module layout: transformers' Mask2Former port and detectron2's Mask2Former(-VIS)
+(ResNet or Swin backbone).
 
 Both are rename tables (regex -> template) derived from the module definitions; transformers' separate q/k/v
 projections of the decoder's self-attention are concatenated into nn.MultiheadAttention's in_proj. No Ray, no I/O.
@@ -160,6 +161,8 @@ def peer_config(cfg, num_labels: int):
     """A transformers Mask2FormerConfig with tmtvis ModelConfig `cfg`'s sizes and its torchvision ResNet as backbone."""
     from transformers import Mask2FormerConfig, ResNetConfig
 
+    if not cfg.backbone.startswith("resnet"):
+        raise ValueError(f"the transformers peer is built with a ResNet backbone, not {cfg.backbone}")
     basic = cfg.backbone == "resnet18"
     backbone = ResNetConfig(layer_type="basic" if basic else "bottleneck",
                             depths=[2, 2, 2, 2] if basic else [3, 4, 6, 3],
