@@ -76,6 +76,7 @@ def test_swin_features_are_nchw_at_strides_4_to_32():
     assert [tuple(f.shape) for f in feats] == [(2, c, 64 // s, 96 // s) for c, s in zip(net.channels, net.strides)]
 
 
+@pytest.mark.slow  # builds swin_b (88M parameters) twice
 def test_swin_shapes_match_torchvision_builders():
     for name in ("swin_t", "swin_b"):  # swin_s is swin_t deeper
         ours = {k.removeprefix("features."): v.shape for k, v in Backbone(name).state_dict().items()
@@ -132,6 +133,7 @@ def test_swin_with_absolute_position_embedding_is_refused(tmp_path):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # Swin-T (28M parameters) forward and backward with TCM's two decoder passes, 3 times
 def test_swin_t_model_trains_a_few_iterations():
     torch.manual_seed(0)
     frames, target = synthetic_clip(t=2, size=64)
