@@ -153,3 +153,61 @@ def test_swin_t_model_trains_a_few_iterations():
         losses.append(loss.item())
     assert all(np.isfinite(losses)), losses
     assert not torch.equal(before, model.backbone.features[1][0].attn.qkv.weight)
+
+
+def hf_swin_as_zoo_checkpoint(hf: torch.nn.Module) -> dict[str, np.ndarray]:
+    """transformers' SwinBackbone weights under the Mask2Former zoo's D2SwinTransformer names (q/k/v concatenated
+    into qkv, as the original Swin's one projection)."""
+    sd = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    out = {"backbone.patch_embed.proj.weight": sd["swin.embeddings.patch_embeddings.projection.weight"],
+           "backbone.patch_embed.proj.bias": sd["swin.embeddings.patch_embeddings.projection.bias"],
+           "backbone.patch_embed.norm.weight": sd["swin.embeddings.norm.weight"],
+           "backbone.patch_embed.norm.bias": sd["swin.embeddings.norm.bias"]}
+    dim, depths, _, w = SWIN["swin_t"]
+    for i, depth in enumerate(depths):
+        for b in range(depth):
+            hf_pre, pre = f"swin.encoder.layers.{i}.blocks.{b}", f"backbone.layers.{i}.blocks.{b}"
+            for p in ("weight", "bias"):
+                out[f"{pre}.attn.qkv.{p}"] = np.concatenate([sd[f"{hf_pre}.attention.{x}_proj.{p}"] for x in "qkv"])
+                out[f"{pre}.attn.proj.{p}"] = sd[f"{hf_pre}.attention.o_proj.{p}"]
+                out[f"{pre}.norm1.{p}"] = sd[f"{hf_pre}.layernorm_before.{p}"]
+                out[f"{pre}.norm2.{p}"] = sd[f"{hf_pre}.layernorm_after.{p}"]
+                out[f"{pre}.mlp.fc1.{p}"] = sd[f"{hf_pre}.mlp.fc1.{p}"]
+                out[f"{pre}.mlp.fc2.{p}"] = sd[f"{hf_pre}.mlp.fc2.{p}"]
+            out[f"{pre}.attn.relative_position_bias_table"] = \
+                sd[f"{hf_pre}.attention.relative_position_bias.relative_position_bias_table"]
+            out[f"{pre}.attn.relative_position_index"] = original_relative_position_index(w)
+        if i < 3:
+            for p in ("reduction.weight", "norm.weight", "norm.bias"):
+                out[f"backbone.layers.{i}.downsample.{p}"] = sd[f"swin.encoder.layers.{i}.downsample.{p}"]
+        for p in ("weight", "bias"):
+            out[f"backbone.norm{i}.{p}"] = sd[f"hidden_states_norms.stage{i + 1}.{p}"]
+    return out
+
+
+def test_zoo_swin_keys_compute_what_an_independent_swin_computes():
+    """transformers' SwinBackbone (an independent port of the original, shifting at every size as Mask2Former's) and
+    ours, with the same weights through the zoo's names and the key mapping, give the same res2..res5."""
+    from transformers import SwinBackbone, SwinConfig
+
+    from tmtvis.models.convert import convert_state
+
+    torch.manual_seed(0)
+    dim, depths, heads, w = SWIN["swin_t"]
+    hf = SwinBackbone(SwinConfig(embed_dim=dim, depths=list(depths), num_heads=list(heads), window_size=w,
+                                 drop_path_rate=0.0, out_features=["stage1", "stage2", "stage3", "stage4"])).eval()
+    with torch.no_grad():  # LayerNorms off their (1, 0) init, so a misplaced norm shows
+        for name, p in hf.named_parameters():
+            if "norm" in name or "layernorm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    conv = convert_state({k: torch.from_numpy(v) for k, v in hf_swin_as_zoo_checkpoint(hf).items()}, "detectron2")
+    assert not conv.unmapped
+    ours = Backbone("swin_t").eval()
+    ours.load_state_dict({k.removeprefix("backbone."): v for k, v in conv.state.items()}, strict=True)
+    for h, w in ((224, 224), (64, 96)):  # the shifted window where one window spans the map: res5 / res4-res5
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            theirs = hf(x).feature_maps
+            mine = ours(x)
+        for a, b in zip(mine, theirs):
+            assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4), (h, w, a.shape, (a - b).abs().max().item())

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torchvision.models.swin_transformer import SwinTransformer
+from torchvision.models.swin_transformer import ShiftedWindowAttention, SwinTransformer, SwinTransformerBlock
 from torchvision.ops import FrozenBatchNorm2d
 
 from tmtvis.errors import ConfigError
@@ -20,6 +22,39 @@ SWIN = {"swin_t": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7),
 SWIN_DROP_PATH = 0.3  # Mask2Former's MODEL.SWIN.DROP_PATH_RATE for every size
 
 
+class OriginalShiftAttention(ShiftedWindowAttention):
+    """torchvision's window attention, shifted at every feature size as the original Swin and Mask2Former's
+    D2SwinTransformer do: torchvision drops the shift where one window spans the padded map (res5 of a 224-px
+    input, any level of a small one), which changes what a zoo checkpoint computes there."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        (wh, ww), (sh, sw) = self.window_size, self.shift_size
+        b, h, w, c = x.shape
+        if not (sh and sw) or (h > wh and w > ww):  # torchvision's own path computes the original there
+            return super().forward(x)
+        x = F.pad(x, (0, 0, 0, (ww - w % ww) % ww, 0, (wh - h % wh) % wh))
+        hp, wp = x.shape[1:3]
+        nh, nw, n = hp // wh, wp // ww, wh * ww
+        x = torch.roll(x, (-sh, -sw), (1, 2))
+        windows = x.view(b, nh, wh, nw, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, n, c)
+        region = x.new_zeros(hp, wp)  # the original's mask: tokens rolled in from the other side stay apart
+        for i, hs in enumerate((slice(0, -wh), slice(-wh, -sh), slice(-sh, None))):
+            for j, ws in enumerate((slice(0, -ww), slice(-ww, -sw), slice(-sw, None))):
+                region[hs, ws] = 3 * i + j
+        region = region.view(nh, wh, nw, ww).permute(0, 2, 1, 3).reshape(nh * nw, n)
+        mask = (region[:, None, :] != region[:, :, None]).to(x.dtype) * -100.0  # (windows, n, n)
+        qkv = F.linear(windows, self.qkv.weight, self.qkv.bias).reshape(-1, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attn = (q * (c // self.num_heads) ** -0.5) @ k.transpose(-2, -1) + self.get_relative_position_bias()
+        attn = (attn.view(b, nh * nw, self.num_heads, n, n) + mask[None, :, None]).view(-1, self.num_heads, n, n)
+        attn = F.dropout(attn.softmax(-1), self.attention_dropout, self.training)
+        out = F.linear((attn @ v).transpose(1, 2).reshape(-1, n, c), self.proj.weight, self.proj.bias)
+        out = F.dropout(out, self.dropout, self.training)
+        out = out.view(b, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
+        return torch.roll(out, (sh, sw), (1, 2))[:, :h, :w].contiguous()
+
+
 class Backbone(nn.Module):
     """resnet18 | resnet50 (FrozenBatchNorm2d) | swin_t | swin_s | swin_b | swin_l; `channels` of res2..res5."""
 
@@ -31,7 +66,8 @@ class Backbone(nn.Module):
             dim, depths, heads, default_window = SWIN[name]
             w = window or default_window
             net = SwinTransformer(patch_size=[4, 4], embed_dim=dim, depths=list(depths), num_heads=list(heads),
-                                  window_size=[w, w], stochastic_depth_prob=SWIN_DROP_PATH)
+                                  window_size=[w, w], stochastic_depth_prob=SWIN_DROP_PATH,
+                                  block=partial(SwinTransformerBlock, attn_layer=OriginalShiftAttention))
             if weights:
                 load_weights(net, weights, name, ("head.", "norm."))
             # features: patch embed, stage 1, merge, stage 2, merge, stage 3, merge, stage 4 (all NHWC)
