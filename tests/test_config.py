@@ -7,7 +7,7 @@ from tmtvis.errors import ConfigError
 
 
 
-@pytest.mark.parametrize("name", ["tiny", "r50"])
+@pytest.mark.parametrize("name", ["tiny", "r50", "swinl"])
 def test_shipped_configs_load(name):
     cfg = load_config(preset_path(name))
     assert isinstance(cfg, Config)

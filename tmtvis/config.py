@@ -266,19 +266,19 @@ def set_key(data: dict, key: str, value: Any, create: bool = True) -> str | None
     return None
 
 
-PRESETS = ("tiny", "r50", "coco_pretrain")  # shipped in the package as tmtvis/configs/NAME.yaml
+PRESETS = ("tiny", "r50", "swinl", "coco_pretrain")  # shipped in the package as tmtvis/configs/NAME.yaml
 
 
 def preset_path(name: str) -> Path:
-    """The shipped YAML of a preset (`tiny`: CPU, the embedded default; `r50`: the paper's; `coco_pretrain`: its
-    first stage on COCO images)."""
+    """The shipped YAML of a preset (`tiny`: CPU, the embedded default; `r50`: the paper's; `swinl`: its Swin-L
+    setting; `coco_pretrain`: the first stage on COCO images)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)} or give a YAML file")
     return Path(str(resources.files("tmtvis").joinpath("configs", f"{name}.yaml")))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (a file, or a preset name: tiny, r50, coco_pretrain) or the defaults, and apply overrides; errors name
+    """Load a YAML config (a file, or a preset name: tiny, r50, swinl, coco_pretrain) or the defaults, and apply overrides; errors name
     the file and key."""
     data: dict = {}
     where = "config"
