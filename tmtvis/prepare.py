@@ -117,9 +117,9 @@ def prepare(cfg: Config, out_dir: str | Path, check_frames: bool = False, show_p
         if state.get("manifests", {}).get(key) == fp and path.is_file():
             result.reused.append(key)
             continue
-        rows = []
+        rows, by_video = [], data.tracks_by_video()
         for vid in tqdm(list(data.videos), desc=f"manifest {key}", disable=None if show_progress else True):
-            rows.extend(video_rows(data, labels, ds.split, root, [vid]))
+            rows.extend(video_rows(data, labels, ds.split, root, [vid], by_video))
         write_manifest(path, rows)
     atomic_write_text(state_path, json.dumps(new_state, indent=1))
     return result

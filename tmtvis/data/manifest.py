@@ -38,9 +38,10 @@ SCHEMA = pa.schema([
 
 
 def video_rows(dataset: VisDataset, labels: DatasetLabels, split: str, image_root: str | Path,
-               video_ids: Iterable[int] | None = None) -> list[dict]:
-    """Manifest rows for the given videos (all by default) of one dataset split."""
-    by_video = dataset.tracks_by_video()
+               video_ids: Iterable[int] | None = None, by_video: dict | None = None) -> list[dict]:
+    """Manifest rows for the given videos (all by default) of one dataset split; `by_video`: the dataset's
+    `tracks_by_video()` when the caller asks video by video (computed once, not per call: COCO has 118k images)."""
+    by_video = by_video if by_video is not None else dataset.tracks_by_video()
     rows = []
     for vid in (video_ids if video_ids is not None else dataset.videos):
         v = dataset.videos[vid]
