@@ -278,8 +278,8 @@ def preset_path(name: str) -> Path:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (a file, or a preset name: tiny, r50, swinl, coco_pretrain) or the defaults, and apply overrides; errors name
-    the file and key."""
+    """Load a YAML config (a file, or a preset name: tiny, r50, swinl, coco_pretrain) or the defaults, and apply
+    overrides; errors name the file and key."""
     data: dict = {}
     where = "config"
     if path is not None and str(path) in PRESETS and not Path(path).is_file():

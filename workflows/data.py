@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", type=Path, required=True)
     synth.set_defaults(func=run_synth)
 
-    check = dsub.add_parser("check", help="validate a YouTube-VIS-format (or COCO) annotation or results file (and frames)")
+    check = dsub.add_parser("check", help="validate a YouTube-VIS-format (or COCO) annotation or results file "
+                                          "(and frames)")
     check.add_argument("annotations", type=Path, help="annotations, or results (a JSON list) with --gt")
     check.add_argument("--gt", type=Path, default=None,
                        help="ground truth that a results file (YouTube-VIS submission format) refers to")

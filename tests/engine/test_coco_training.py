@@ -31,7 +31,8 @@ def coco_pretrain_on_cpu(synth_root, root, *overrides: str):
              for k, v in to_dict(getattr(tiny, section)).items()]
     clip = {**to_dict(tiny.data.clip), "still_zoom": [1.0, 1.5]}
     return load_config("coco_pretrain", [*sizes, f"data.clip={json.dumps(clip)}", f"data.root={root}",
-                                         "data.datasets.0.name=coco_synth", "data.datasets.0.annotations=coco/train.json",
+                                         "data.datasets.0.name=coco_synth",
+                                         "data.datasets.0.annotations=coco/train.json",
                                          "data.datasets.0.images=coco/images", f"output_dir={root / 'runs'}",
                                          "tracking.overlays=0", *overrides])
 

@@ -1,4 +1,5 @@
-"""Swin backbones: multi-scale NCHW features, torchvision weights, Mask2Former zoo (D2SwinTransformer) keys, training."""
+"""Swin backbones: multi-scale NCHW features, torchvision weights, Mask2Former zoo (D2SwinTransformer) keys,
+parity with an independent Swin, training."""
 from __future__ import annotations
 
 import pickle

@@ -11,7 +11,7 @@ Reader = Callable[..., VisDataset]
 
 
 def reader(fmt: str) -> Reader:
-    """COCO instances for 'coco'; the YouTube-VIS parser for ytvis, ovis and uvo (their format only selects synonyms)."""
+    """COCO instances for 'coco'; the YouTube-VIS parser for ytvis, ovis, uvo (there the format selects synonyms)."""
     return load_coco if fmt == "coco" else load_dataset
 
 

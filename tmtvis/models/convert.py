@@ -75,8 +75,8 @@ D2_RULES: list[tuple[str, str]] = [
     # torchvision's SwinTransformer.features: [patch embed, stage 1, merge 1, stage 2, merge 2, stage 3, merge 3, stage 4].
     (r"backbone\.patch_embed\.proj\.(weight|bias)", r"backbone.features.0.0.\1"),
     (r"backbone\.patch_embed\.norm\.(weight|bias)", r"backbone.features.0.2.\1"),
-    (r"backbone\.layers\.([0-3])\.blocks\.(\d+)\.(norm1\.weight|norm1\.bias|norm2\.weight|norm2\.bias|attn\.qkv\.weight|"
-     r"attn\.qkv\.bias|attn\.proj\.weight|attn\.proj\.bias|attn\.relative_position_bias_table|attn\.relative_position_index)",
+    (r"backbone\.layers\.([0-3])\.blocks\.(\d+)\.(norm[12]\.weight|norm[12]\.bias|attn\.qkv\.weight|attn\.qkv\.bias|"
+     r"attn\.proj\.weight|attn\.proj\.bias|attn\.relative_position_bias_table|attn\.relative_position_index)",
      lambda m: f"backbone.features.{2 * int(m[1]) + 1}.{m[2]}.{m[3]}"),
     (r"backbone\.layers\.([0-3])\.blocks\.(\d+)\.mlp\.fc([12])\.(weight|bias)",
      lambda m: f"backbone.features.{2 * int(m[1]) + 1}.{m[2]}.mlp.{0 if m[3] == '1' else 3}.{m[4]}"),
