@@ -11,10 +11,12 @@ import torch.nn.functional as F
 import torchvision
 from model_synthetic import synthetic_clip
 
+from tmtvis.config import TrainConfig
 from tmtvis.errors import ConfigError
 from tmtvis.losses import build_criterion
 from tmtvis.models import LossConfig, ModelConfig, build_model
 from tmtvis.models.backbone import SWIN, Backbone
+from tmtvis.optim import build_optimizer
 from tmtvis.pretrained import apply_init_weights
 
 torch.set_num_threads(2)
@@ -142,7 +144,9 @@ def test_swin_t_model_trains_a_few_iterations():
     bank = F.normalize(torch.randn(C, 32, generator=torch.Generator().manual_seed(1)), dim=-1)
     model = build_model(ModelConfig(backbone="swin_t"), bank)
     criterion = build_criterion(C, LossConfig(num_points=256))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = build_optimizer(model, TrainConfig(lr=1e-4))  # as training builds it
+    table = model.backbone.features[1][0].attn.relative_position_bias_table
+    assert [g["weight_decay"] for g in opt.param_groups if any(p is table for p in g["params"])] == [0.0]
     before = model.backbone.features[1][0].attn.qkv.weight.detach().clone()
     losses = []
     for _ in range(3):
