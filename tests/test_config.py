@@ -7,12 +7,18 @@ from tmtvis.errors import ConfigError
 
 
 
-@pytest.mark.parametrize("name", ["tiny", "r50"])
+@pytest.mark.parametrize("name", ["tiny", "r50", "swinl"])
 def test_shipped_configs_load(name):
     cfg = load_config(preset_path(name))
     assert isinstance(cfg, Config)
     assert {d.split for d in cfg.data.datasets} == {"train", "valid"}
     assert {d.format for d in cfg.data.datasets} == {"ytvis", "ovis", "uvo"}
+
+
+def test_coco_pretrain_preset_trains_on_coco_alone():
+    cfg = load_config("coco_pretrain")
+    assert [(d.format, d.split) for d in cfg.data.datasets] == [("coco", "train")]
+    assert cfg.model == load_config("r50").model and cfg.train.val_every == 0
 
 
 def test_overrides_and_roundtrip(tmp_path):
@@ -30,7 +36,10 @@ def test_overrides_and_roundtrip(tmp_path):
     ("nosuchsection.x=1", "unknown key 'nosuchsection'"),
     ("taxonomy.seed=abc", "config.yaml.taxonomy.seed: expected int"),
     ("data.datasets.9.weight=1", "not a valid list index"),
-    ("data.datasets.0.format=coco", "format must be one of"),
+    ("data.datasets.0.format=kitti", "format must be one of"),
+    ("data.datasets.3.format=coco", "format coco is a training source only"),
+    ("model.swin_window=12", "for swin backbones only"),
+    ("model.backbone=swin_xl", "model.backbone must be one of"),
     ("data.datasets.0.weight=-1", "weight must be >= 0"),
     ("seed", "expected key=value"),
 ])

@@ -18,7 +18,7 @@ from tmtvis.io_utils import read_yaml_mapping
 from tmtvis.models.config import LossConfig, ModelConfig
 from tmtvis.taxonomy_bank import BankConfig
 
-FORMATS = ("ytvis", "ovis", "uvo")
+FORMATS = ("ytvis", "ovis", "uvo", "coco")
 SPLITS = ("train", "valid")
 
 
@@ -27,8 +27,8 @@ class DatasetConfig:
     """One split of one dataset; datasets with the same `name` share a label space."""
 
     name: str
-    format: str                  # ytvis (2019/2021) | ovis | uvo (dense with labels)
-    annotations: str             # YouTube-VIS JSON; relative paths resolve against data.root
+    format: str                  # ytvis (2019/2021) | ovis | uvo (dense with labels) | coco (images as pseudo-videos)
+    annotations: str             # YouTube-VIS JSON (COCO instances JSON for coco); relative to data.root
     images: str                  # image root holding <file_name> frames
     split: str = "train"         # train | valid
     weight: float = 1.0          # mixing ratio in joint training
@@ -38,6 +38,9 @@ class DatasetConfig:
             raise ConfigError(f"dataset '{self.name}': format must be one of {FORMATS}, got '{self.format}'")
         if self.split not in SPLITS:
             raise ConfigError(f"dataset '{self.name}': split must be one of {SPLITS}, got '{self.split}'")
+        if self.format == "coco" and self.split != "train":
+            raise ConfigError(f"dataset '{self.name}': format coco is a training source only (split: train); "
+                              "validation is per video")
         if self.weight < 0:
             raise ConfigError(f"dataset '{self.name}': weight must be >= 0, got {self.weight}")
 
@@ -263,19 +266,20 @@ def set_key(data: dict, key: str, value: Any, create: bool = True) -> str | None
     return None
 
 
-PRESETS = ("tiny", "r50")  # shipped in the package as tmtvis/configs/NAME.yaml
+PRESETS = ("tiny", "r50", "swinl", "coco_pretrain")  # shipped in the package as tmtvis/configs/NAME.yaml
 
 
 def preset_path(name: str) -> Path:
-    """The shipped YAML of a preset (`tiny`: CPU, the embedded default; `r50`: the paper's)."""
+    """The shipped YAML of a preset (`tiny`: CPU, the embedded default; `r50`: the paper's; `swinl`: its Swin-L
+    setting; `coco_pretrain`: the first stage on COCO images)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}': choose one of {', '.join(PRESETS)} or give a YAML file")
     return Path(str(resources.files("tmtvis").joinpath("configs", f"{name}.yaml")))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (a file, or a preset name: tiny, r50) or the defaults, and apply overrides; errors name
-    the file and key."""
+    """Load a YAML config (a file, or a preset name: tiny, r50, swinl, coco_pretrain) or the defaults, and apply
+    overrides; errors name the file and key."""
     data: dict = {}
     where = "config"
     if path is not None and str(path) in PRESETS and not Path(path).is_file():

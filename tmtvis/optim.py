@@ -9,9 +9,11 @@ from tmtvis.config import TrainConfig
 
 
 def no_decay(name: str, p: torch.nn.Parameter, modules: dict[str, torch.nn.Module]) -> bool:
-    """Norm weights, embeddings, biases and other vectors/scalars get no weight decay (as in Mask2Former)."""
+    """Norm weights, embeddings (Swin's relative position bias tables too), biases and other vectors/scalars get no
+    weight decay (as in Mask2Former)."""
     owner = modules.get(name.rsplit(".", 1)[0])
-    return p.ndim <= 1 or isinstance(owner, (torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.GroupNorm))
+    return (p.ndim <= 1 or isinstance(owner, (torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.GroupNorm))
+            or name.endswith("relative_position_bias_table"))
 
 
 def lr_mult(name: str, cfg: TrainConfig) -> float:

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from tmtvis.config import Config, DatasetConfig
 from tmtvis.data.frames import check_video_frames
 from tmtvis.data.manifest import manifest_path, video_rows, write_manifest
-from tmtvis.data.ytvis_format import VisDataset, load_dataset, resolve_frame
+from tmtvis.data.readers import load_source
+from tmtvis.data.ytvis_format import VisDataset, resolve_frame
 from tmtvis.errors import DataError
 from tmtvis.io_utils import atomic_write_text
 from tmtvis.taxonomy import UnifiedTaxonomy
@@ -80,7 +81,7 @@ def prepare(cfg: Config, out_dir: str | Path, check_frames: bool = False, show_p
     for ds in cfg.data.datasets:
         ann = cfg.data.resolve(ds.annotations)
         root = cfg.data.resolve(ds.images)
-        data = load_dataset(ann, skip_bad_videos=cfg.data.skip_bad_videos)
+        data = load_source(ds.format, ann, skip_bad_videos=cfg.data.skip_bad_videos)
         skipped = list(data.skipped) + _check_frames_exist(data, root, check_frames, cfg.data.skip_bad_videos)
         data.skipped = skipped
         if skipped:
@@ -116,9 +117,9 @@ def prepare(cfg: Config, out_dir: str | Path, check_frames: bool = False, show_p
         if state.get("manifests", {}).get(key) == fp and path.is_file():
             result.reused.append(key)
             continue
-        rows = []
+        rows, by_video = [], data.tracks_by_video()
         for vid in tqdm(list(data.videos), desc=f"manifest {key}", disable=None if show_progress else True):
-            rows.extend(video_rows(data, labels, ds.split, root, [vid]))
+            rows.extend(video_rows(data, labels, ds.split, root, [vid], by_video))
         write_manifest(path, rows)
     atomic_write_text(state_path, json.dumps(new_state, indent=1))
     return result

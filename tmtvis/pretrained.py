@@ -115,6 +115,9 @@ def read_source(path: str | Path, classes: str | None = None) -> Source:
     if "bank" in state:
         return Source(path, "tmtvis", state)
     conv = convert_state(state, "detectron2")
+    if "backbone.absolute_pos_embed" in conv.unmapped:
+        raise ConfigError(f"model.init_weights {path}: a Swin with an absolute position embedding (APE) has no "
+                          "torchvision counterpart; only the zoo's Swin without APE (MODEL.SWIN.APE: False) loads")
     src = Source(path, "detectron2", conv.state, unmapped=conv.unmapped, ignored=conv.ignored)
     head = conv.state.get(CLASS_HEAD[1])
     vocab = classes or (ZOO_VOCABULARIES.get(head.shape[0] - 1) if head is not None else None)

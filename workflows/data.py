@@ -30,9 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     from tmtvis.data.synthetic import PRESETS
 
-    synth = dsub.add_parser("synth", help="generate a synthetic dataset in the YouTube-VIS format")
-    synth.add_argument("--preset", choices=sorted(PRESETS), required=True)
-    synth.add_argument("--videos", type=int, default=40)
+    synth = dsub.add_parser("synth", help="generate a synthetic dataset in the YouTube-VIS format (coco: COCO format)")
+    synth.add_argument("--preset", choices=sorted(PRESETS) + ["coco"], required=True,
+                       help="ytvis, ovis, uvo: videos; coco: still images in the COCO instances format")
+    synth.add_argument("--videos", type=int, default=40, help="videos (images for coco)")
     synth.add_argument("--frames", type=int, default=8)
     synth.add_argument("--size", type=_size, default=(128, 128), help="HxW (default 128x128)")
     synth.add_argument("--classes", type=int, default=None, help="number of categories (default: per preset)")
@@ -46,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", type=Path, required=True)
     synth.set_defaults(func=run_synth)
 
-    check = dsub.add_parser("check", help="validate a YouTube-VIS-format annotation or results file (and frames)")
+    check = dsub.add_parser("check", help="validate a YouTube-VIS-format (or COCO) annotation or results file "
+                                          "(and frames)")
     check.add_argument("annotations", type=Path, help="annotations, or results (a JSON list) with --gt")
     check.add_argument("--gt", type=Path, default=None,
                        help="ground truth that a results file (YouTube-VIS submission format) refers to")
@@ -56,12 +58,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from tmtvis.data.synthetic import generate
+    from tmtvis.data.synthetic import generate, generate_coco
 
     if args.videos < 1 or args.frames < 1:
         raise TmtvisError("--videos and --frames must be >= 1")
     if not 0.0 <= args.val_fraction < 1.0:
         raise TmtvisError("--val-fraction must be in [0, 1)")
+    if args.preset == "coco":
+        if args.trio is not None or args.foreign_rate is not None:
+            raise TmtvisError("--trio and --foreign-rate are for the video presets, not coco")
+        print(json.dumps(generate_coco(args.out, args.videos, size=args.size, classes=args.classes, seed=args.seed,
+                                       val_fraction=args.val_fraction, show_progress=True), default=str))
+        return 0
     summary = generate(args.out, args.preset, videos=args.videos, frames=args.frames, size=args.size,
                        classes=args.classes, seed=args.seed, val_fraction=args.val_fraction, show_progress=True,
                        trio=args.trio, foreign_rate=args.foreign_rate)
@@ -78,7 +86,12 @@ def run_check(args: argparse.Namespace) -> int:
     data = read_json(args.annotations)
     if isinstance(data, list) or args.gt is not None:
         return _check_results(args, data)
-    ds = parse_dataset(data, args.annotations)
+    if isinstance(data, dict) and "images" in data and "videos" not in data:  # COCO instances: stills
+        from tmtvis.data.coco_format import parse_coco
+
+        ds = parse_coco(data, args.annotations)
+    else:
+        ds = parse_dataset(data, args.annotations)
     if args.images is not None:
         if not args.images.is_dir():
             raise TmtvisError(f"{args.images}: image root is not a directory")
@@ -89,8 +102,10 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{args.annotations}: OK: {summary['videos']} videos, {summary['frames']} frames, "
-              f"{summary['tracks']} tracks, {summary['categories']} categories"
+        print(f"{args.annotations}: OK: " + (f"COCO format, {summary['videos']} images, {summary['tracks']} "
+                                             "annotations, " if ds.stills else
+                                             f"{summary['videos']} videos, {summary['frames']} frames, "
+                                             f"{summary['tracks']} tracks, ") + f"{summary['categories']} categories"
               + (" (all frames decoded)" if args.images is not None else ""))
     return 0
 

@@ -154,3 +154,31 @@ def test_mutated_results(text):
     if result is not None:
         assert all(-1 <= v <= 1 for v in result.stats.values())
     path.unlink()
+
+
+def valid_coco() -> dict:
+    """A COCO instances file: two images, a compressed RLE, a polygon, an uncompressed RLE crowd region."""
+    return {"images": [{"id": i, "width": W, "height": H, "file_name": f"{i}.jpg"} for i in (1, 2)],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": rle(_mask(0, 0)),
+                 "area": 9, "bbox": [0, 0, 3, 3]},
+                {"id": 2, "image_id": 1, "category_id": 2, "iscrowd": 0,
+                 "segmentation": [[1.0, 1.0, 5.0, 1.0, 5.0, 4.0, 1.0, 4.0]]},
+                {"id": 3, "image_id": 2, "category_id": 1, "iscrowd": 1,
+                 "segmentation": {"size": [H, W], "counts": [10, 5, 33]}}],
+            "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "mouse"}]}
+
+
+@FUZZ
+@given(mutated(valid_coco()))
+def test_mutated_coco_instances(text):
+    from tmtvis.data.coco_format import load_coco
+
+    path = _write(text)
+    ds = _ours_or_fine(lambda: load_coco(path))
+    if ds is not None:  # what loads is usable: every segmentation converts and decodes at the image's size
+        for t in ds.tracks:
+            v = ds.videos[t.video_id]
+            r = to_rle(t.segmentations[0], v.height, v.width)
+            assert r is None or decode_rle(r).shape == (v.height, v.width)
+    path.unlink()

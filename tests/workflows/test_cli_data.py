@@ -108,3 +108,14 @@ def test_check_recognises_a_results_file(tiny_dataset, tmp_path, capsys):
     assert main(["data", "check", str(res_path), "--gt", str(gt_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "[0].segmentations[1]" in err[0] and "truncated" in err[0]
+
+
+def test_synth_coco_then_check(tmp_path, capsys):
+    out = tmp_path / "coco"
+    assert main(["data", "synth", "--preset", "coco", "--videos", "5", "--size", "48x48", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["images"] == {"train": 4, "valid": 1} and (out / "images" / "coco_00004.jpg").is_file()
+    assert main(["data", "check", str(out / "train.json"), "--images", str(out / "images")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "OK: COCO format, 4 images" in line and "(all frames decoded)" in line, line
+    assert main(["data", "synth", "--preset", "coco", "--trio", "ytvis=8", "--out", str(out)]) == 2

@@ -1,17 +1,18 @@
 """Training clips from manifest rows: frame sampling, JPEG decoding, clip-consistent augmentation.
 
-One clip = T frames of one video around a reference frame, resized so the short edge is one of
-`short_edge`, randomly cropped to `crop` and maybe flipped, the same way for every frame. The crop is
-placed on the resized grid but cut from the source: each JPEG is decoded (at 1/2, 1/4, 1/8 scale when
-that still covers the resized size) and only the crop's box is resized; each frame's instance RLEs are
-decoded in one batched call and sampled nearest at the crop's pixels. Only the clip's real instances
-(non-crowd, non-empty; at most `max_instances`) travel, bit-packed (`masks`, 1-D uint8); `labels` stays
-padded to `max_instances` with -1. `stack_clips` batches clips with `masks` as a ragged column and
+One clip = T frames of one video around a reference frame, resized so the short edge is one of `short_edge`,
+randomly cropped to `crop` and maybe flipped, the same way for every frame. A still image (a COCO row,
+`still`) is a pseudo-video: its T frames are the one image, each zoomed and cropped on its own (`still_zoom`),
+flipped together. The crop is placed on the resized grid but cut from the source: each JPEG is decoded (at
+1/2, 1/4, 1/8 scale when that still covers the resized size) and only the crop's box is resized; each frame's
+instance RLEs are decoded in one batched call and sampled nearest at the crop's pixels. Only the clip's real
+instances (non-crowd, non-empty; at most `max_instances`) travel, bit-packed (`masks`, 1-D uint8); `labels`
+stays padded to `max_instances` with -1. `stack_clips` batches clips with `masks` as a ragged column and
 `unpack_masks` restores (n, T, H, W) on the trainer side.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from PIL import Image
 from tmtvis.data.frames import load_image
 from tmtvis.data.rle import decode_counts
 from tmtvis.data.ytvis_format import resolve_frame
+from tmtvis.errors import ConfigError
 
 if TYPE_CHECKING:  # the decode workers never need torch
     import torch
@@ -34,6 +36,14 @@ class ClipConfig:
     crop: tuple[int, int] = (96, 96)            # (H, W) of the training clip
     hflip: bool = True
     max_instances: int = 12                     # instances per clip at most (extra ones dropped)
+    # A still image (COCO) becomes a pseudo-video: each frame its own zoom (short edge x U(lo, hi)) and random crop
+    # of the image, so its instances move and scale between frames (Mask2Former-VIS/VITA/DVIS coco2ytvis style).
+    still_zoom: tuple[float, float] = (1.0, 1.5)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.still_zoom
+        if not 0 < lo <= hi:
+            raise ConfigError(f"data.clip.still_zoom must be (lo, hi) with 0 < lo <= hi, got {list(self.still_zoom)}")
 
 
 @dataclass(frozen=True)
@@ -61,9 +71,11 @@ def sample_frames(length: int, ref: int, cfg: ClipConfig, rng: np.random.Generat
     return sorted([ref, *map(int, picked)])
 
 
-def crop_window(h0: int, w0: int, cfg: ClipConfig, rng: np.random.Generator | None) -> CropWindow:
-    """Draw short edge, crop offset and flip for an (h0, w0) video; rng=None: first short edge, centre, no flip."""
+def crop_window(h0: int, w0: int, cfg: ClipConfig, rng: np.random.Generator | None, zoom: float = 1.0) -> CropWindow:
+    """Draw short edge (x `zoom`), crop offset and flip for an (h0, w0) video; rng=None: first short edge, centre,
+    no flip."""
     short = int(rng.choice(cfg.short_edge)) if rng is not None else cfg.short_edge[0]
+    short = max(round(short * zoom), 1) if zoom != 1.0 else short
     scale = short / min(h0, w0)
     rh, rw = max(round(h0 * scale), 1), max(round(w0 * scale), 1)
     ch, cw = cfg.crop
@@ -74,6 +86,16 @@ def crop_window(h0: int, w0: int, cfg: ClipConfig, rng: np.random.Generator | No
     else:
         y0, x0, flip = max(rh - ch, 0) // 2, max(rw - cw, 0) // 2, False
     return CropWindow(rh, rw, y0, x0, min(ch, rh - y0), min(cw, rw - x0), flip)
+
+
+def clip_windows(row: dict, t: int, cfg: ClipConfig, rng: np.random.Generator | None) -> list[CropWindow]:
+    """The crop of each of a clip's t frames: one for a video; for a still, one per frame (own zoom and place, the
+    clip's flip)."""
+    h0, w0 = row["height"], row["width"]
+    if not row.get("still") or rng is None or t == 1:
+        return [crop_window(h0, w0, cfg, rng)] * t
+    wins = [crop_window(h0, w0, cfg, rng, float(rng.uniform(*cfg.still_zoom))) for _ in range(t)]
+    return [replace(w, flip=wins[0].flip) for w in wins]
 
 
 def _window(im: Image.Image, span: tuple[float, float], win: CropWindow) -> Image.Image:
@@ -94,17 +116,19 @@ def _nearest(src: int, grid: int) -> np.ndarray:
     return np.minimum(np.add.accumulate(np.r_[step / 2, np.full(grid - 1, step)]).astype(np.intp), src - 1)
 
 
-def _load_masks(row: dict, frame_ids: list[int], win: CropWindow, crop: tuple[int, int]) -> tuple[np.ndarray, list]:
+def _load_masks(row: dict, frame_ids: list[int], wins: list[CropWindow],
+                crop: tuple[int, int]) -> tuple[np.ndarray, list]:
     """Masks (K, T, ch, cw) uint8 of the clip's non-crowd instances annotated in any of its frames, and those."""
     cands = [i for i in row["instances"] if not i["iscrowd"] and any(i["rles"][f] is not None for f in frame_ids)]
     h0, w0 = row["height"], row["width"]
-    rows = _nearest(h0, win.rh)[win.y0:win.y0 + win.h]
-    cols = _nearest(w0, win.rw)[win.x0:win.x0 + win.w]
-    if win.flip:
-        cols = cols[::-1]
     masks = np.zeros((len(cands), len(frame_ids), *crop), np.uint8)
-    x = crop[1] - win.w if win.flip else 0
     for t, f in enumerate(frame_ids):
+        win = wins[t]
+        rows = _nearest(h0, win.rh)[win.y0:win.y0 + win.h]
+        cols = _nearest(w0, win.rw)[win.x0:win.x0 + win.w]
+        if win.flip:
+            cols = cols[::-1]
+        x = crop[1] - win.w if win.flip else 0
         present = [k for k, inst in enumerate(cands) if inst["rles"][f] is not None]
         if present:
             decoded = decode_counts([cands[k]["rles"][f] for k in present], h0, w0).T  # (k, w0, h0), C order
@@ -118,14 +142,18 @@ def load_clip(row: dict, frame_ids: list[int], cfg: ClipConfig, rng: np.random.G
 
     -> frames (T, H, W, 3) uint8, masks: packbits of (n, T, H, W) bool, labels (max_instances,) -1-padded,
     num_instances n, valid_classes (num_classes,) bool, frame_ids (T,)."""
-    win = crop_window(row["height"], row["width"], cfg, rng)
+    wins = clip_windows(row, len(frame_ids), cfg, rng)
     frames = np.zeros((len(frame_ids), *cfg.crop, 3), np.uint8)
     root = Path(row["image_root"])
-    for t, f in enumerate(frame_ids):
-        im, span = load_image(resolve_frame(root, row["file_names"][f]), draft=(win.rw, win.rh))
+    decoded: dict[tuple, tuple] = {}  # a frame repeated at one size (a short video, a still) decodes once
+    for t, (f, win) in enumerate(zip(frame_ids, wins)):
+        key = (f, win.rw, win.rh)
+        if key not in decoded:
+            decoded[key] = load_image(resolve_frame(root, row["file_names"][f]), draft=(win.rw, win.rh))
+        im, span = decoded[key]
         x = cfg.crop[1] - win.w if win.flip else 0  # flipped, the padding is on the left
         frames[t, :win.h, x:x + win.w] = np.asarray(_window(im, span, win))
-    masks, cands = _load_masks(row, frame_ids, win, cfg.crop)
+    masks, cands = _load_masks(row, frame_ids, wins, cfg.crop)
     keep = np.flatnonzero(masks.any(axis=(1, 2, 3)))[:cfg.max_instances]  # (K,) even for K = 0
     labels = np.full((cfg.max_instances,), -1, np.int64)
     labels[:len(keep)] = [cands[k]["category_id"] for k in keep]

@@ -33,13 +33,15 @@ SCHEMA = pa.schema([
     ("image_root", pa.string()),
     ("file_names", pa.list_(pa.string())),
     ("instances", pa.list_(INSTANCE)),
+    ("still", pa.bool_()),                # a still image (COCO): its clips are pseudo-videos
 ])
 
 
 def video_rows(dataset: VisDataset, labels: DatasetLabels, split: str, image_root: str | Path,
-               video_ids: Iterable[int] | None = None) -> list[dict]:
-    """Manifest rows for the given videos (all by default) of one dataset split."""
-    by_video = dataset.tracks_by_video()
+               video_ids: Iterable[int] | None = None, by_video: dict | None = None) -> list[dict]:
+    """Manifest rows for the given videos (all by default) of one dataset split; `by_video`: the dataset's
+    `tracks_by_video()` when the caller asks video by video (computed once, not per call: COCO has 118k images)."""
+    by_video = by_video if by_video is not None else dataset.tracks_by_video()
     rows = []
     for vid in (video_ids if video_ids is not None else dataset.videos):
         v = dataset.videos[vid]
@@ -49,7 +51,7 @@ def video_rows(dataset: VisDataset, labels: DatasetLabels, split: str, image_roo
             instances.append({"category_id": labels.to_unified[t.category_id], "iscrowd": t.iscrowd, "rles": rles})
         rows.append({"dataset": labels.name, "split": split, "video_id": vid, "width": v.width, "height": v.height,
                      "length": v.length, "image_root": str(Path(image_root).resolve()),
-                     "file_names": list(v.file_names), "instances": instances})
+                     "file_names": list(v.file_names), "instances": instances, "still": dataset.stills})
     return rows
 
 

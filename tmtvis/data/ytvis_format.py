@@ -59,6 +59,7 @@ class VisDataset:
     categories: list[dict]
     tracks: list[Track] = field(default_factory=list)
     has_annotations: bool = True
+    stills: bool = False   # one-frame "videos" of still images (COCO), trained as pseudo-videos
     skipped: list[str] = field(default_factory=list)   # one error line per video dropped by skip_bad_videos
 
     @property
@@ -176,7 +177,8 @@ class _PendingCounts:
         out = []
         for i in sorted(problems):
             entry, frame, vid = self.where[i]
-            out.append((vid, DataError(self.path, f"{entry}.segmentations[{frame}]", problems[i])))
+            where = f"{entry}.segmentations[{frame}]" if frame >= 0 else f"{entry}.segmentation"  # -1: COCO's one
+            out.append((vid, DataError(self.path, where, problems[i])))
         self.counts, self.pixels, self.where = [], [], []
         return out
 

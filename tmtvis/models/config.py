@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 
 from tmtvis.errors import ConfigError
 
-BACKBONES = ("resnet18", "resnet50")
+BACKBONES = ("resnet18", "resnet50", "swin_t", "swin_s", "swin_b", "swin_l")
 TIM_MODES = ("cross_attn", "add_mean", "none")
 INIT_CLASSES = (None, "coco", "ytvis_2019", "ytvis_2021", "ovis", "uvo_dense")
 TCM_SETS = ("predicted", "oracle", "random")
@@ -19,6 +19,7 @@ class ModelConfig:
 
     backbone: str = "resnet18"
     backbone_weights: str | None = None  # local torchvision state_dict file, or None (random init)
+    swin_window: int = 0  # Swin attention window (0: 7, swin_l 12); the zoo's 384-px Swin-B/L checkpoints use 12
     # A whole-model start (docs/pretrained-weights.md): a detectron2 Mask2Former(-VIS) .pkl/.pth, a transformers
     # Mask2Former directory or a tmtvis checkpoint directory; applied after backbone_weights.
     init_weights: str | None = None
@@ -53,6 +54,9 @@ class ModelConfig:
     def validate(self) -> "ModelConfig":
         if self.backbone not in BACKBONES:
             raise ConfigError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.swin_window < 0 or self.swin_window and not self.backbone.startswith("swin"):
+            raise ConfigError(f"model.swin_window must be >= 0 and is for swin backbones only, got {self.swin_window} "
+                              f"with {self.backbone}")
         if self.init_weights_classes not in INIT_CLASSES:
             raise ConfigError(f"model.init_weights_classes must be one of {INIT_CLASSES[1:]} or null, "
                               f"got {self.init_weights_classes!r}")

@@ -1,4 +1,5 @@
-"""State-dict converters into tmtvis's module layout: transformers' Mask2Former port and detectron2's Mask2Former(-VIS).
+"""State-dict converters into tmtvis's module layout: transformers' Mask2Former port and detectron2's Mask2Former(-VIS)
+(ResNet or Swin backbone).
 
 Both are rename tables (regex -> template) derived from the module definitions; transformers' separate q/k/v
 projections of the decoder's self-attention are concatenated into nn.MultiheadAttention's in_proj. No Ray, no I/O.
@@ -70,6 +71,18 @@ D2_RULES: list[tuple[str, str]] = [
     (r"backbone\.res([2-5])\.(\d+)\.shortcut\.weight", lambda m: f"backbone.layers.{int(m[1]) - 2}.{m[2]}.downsample.0.weight"),
     (r"backbone\.res([2-5])\.(\d+)\.shortcut\.norm\." + _BN,
      lambda m: f"backbone.layers.{int(m[1]) - 2}.{m[2]}.downsample.1.{m[3]}"),
+    # Mask2Former's D2SwinTransformer (patch_embed, layers.N.blocks.M, layers.N.downsample, norm0..3) onto
+    # torchvision's SwinTransformer.features: [patch embed, stage 1, merge 1, stage 2, merge 2, stage 3, merge 3, stage 4].
+    (r"backbone\.patch_embed\.proj\.(weight|bias)", r"backbone.features.0.0.\1"),
+    (r"backbone\.patch_embed\.norm\.(weight|bias)", r"backbone.features.0.2.\1"),
+    (r"backbone\.layers\.([0-3])\.blocks\.(\d+)\.(norm[12]\.weight|norm[12]\.bias|attn\.qkv\.weight|attn\.qkv\.bias|"
+     r"attn\.proj\.weight|attn\.proj\.bias|attn\.relative_position_bias_table|attn\.relative_position_index)",
+     lambda m: f"backbone.features.{2 * int(m[1]) + 1}.{m[2]}.{m[3]}"),
+    (r"backbone\.layers\.([0-3])\.blocks\.(\d+)\.mlp\.fc([12])\.(weight|bias)",
+     lambda m: f"backbone.features.{2 * int(m[1]) + 1}.{m[2]}.mlp.{0 if m[3] == '1' else 3}.{m[4]}"),
+    (r"backbone\.layers\.([0-2])\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)",
+     lambda m: f"backbone.features.{2 * int(m[1]) + 2}.{m[2]}"),
+    (r"backbone\.norm([0-3])\.(weight|bias)", r"backbone.out_norms.\1.\2"),
     (_D2_PD + r"input_proj\.(\d)\.([01])\.(weight|bias)", r"pixel_decoder.input_proj.\1.\2.\3"),
     (_D2_PD + r"transformer\.level_embed", r"pixel_decoder.level_embed"),
     (_D2_PD + r"transformer\.encoder\.layers\.(\d+)\.self_attn\.(\w+)\.(weight|bias)", r"pixel_decoder.layers.\1.attn.\2.\3"),
@@ -133,7 +146,8 @@ def convert_state(state: dict[str, torch.Tensor], layout: str) -> Converted:
         if new is None:
             out.unmapped.append(key)
         else:
-            out.state[new] = value
+            # the original Swin keeps the (N, N) index table; torchvision flattens it (the same values)
+            out.state[new] = value.reshape(-1) if new.endswith("relative_position_index") else value
     for (layer, kind), parts in qkv.items():
         target = f"decoder.self_attn.{layer}.attn.in_proj_{kind}"
         if set(parts) == {"q", "k", "v"}:
@@ -147,6 +161,8 @@ def peer_config(cfg, num_labels: int):
     """A transformers Mask2FormerConfig with tmtvis ModelConfig `cfg`'s sizes and its torchvision ResNet as backbone."""
     from transformers import Mask2FormerConfig, ResNetConfig
 
+    if not cfg.backbone.startswith("resnet"):
+        raise ValueError(f"the transformers peer is built with a ResNet backbone, not {cfg.backbone}")
     basic = cfg.backbone == "resnet18"
     backbone = ResNetConfig(layer_type="basic" if basic else "bottleneck",
                             depths=[2, 2, 2, 2] if basic else [3, 4, 6, 3],

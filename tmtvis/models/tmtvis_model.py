@@ -38,7 +38,7 @@ class TMTVIS(nn.Module):
         self.register_buffer("bank", bank.detach().float().clone(), persistent=True)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
-        self.backbone = Backbone(cfg.backbone, cfg.backbone_weights)
+        self.backbone = Backbone(cfg.backbone, cfg.backbone_weights, cfg.swin_window)
         self.pixel_decoder = PixelDecoder(self.backbone.channels, cfg.hidden_dim, cfg.mask_dim,
                                           cfg.pixel_decoder_layers, cfg.n_heads, cfg.pixel_decoder_ffn,
                                           cfg.deform_points, cfg.dropout)
