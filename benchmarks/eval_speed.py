@@ -6,25 +6,28 @@ Synthetic moving boxes at the given resolution; several ground-truth tracks and 
 per video. The official evaluator stands as the literal re-implementation in tests/eval (per-frame
 pycocotools merges, as the official code computes its IoUs; it assumes valid input and checks
 nothing). Each case times tmtvis.eval (parsing and strict validation included), the official
-algorithm and, with `--baseline REF`, tmtvis.eval with that git ref's data/rle.py and
-data/ytvis_format.py, interleaved in one run so that machine load affects all alike. The large
-case is the small one repeated `--scale` times under new video ids (the same work per video,
-generated in seconds). Ends with a RESULT line: the ratios tmtvis / official.
+algorithm and, with `--baseline REF`, the whole tmtvis package of that git ref (in a child process
+that times only its `evaluate` call), interleaved in one run so that machine load affects all
+alike. The large case is the small one repeated `--scale` times under new video ids (the same work
+per video, generated in seconds); its time per video against the small case's shows whether time is
+linear in videos. Ends with a RESULT line: the ratios tmtvis / official.
 """
 from __future__ import annotations
 
 import argparse
+import pickle
 import subprocess
 import sys
+import tempfile
 import time
-import types
 from pathlib import Path
-from unittest import mock
+from typing import Callable
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-import tmtvis.eval.tracks as eval_tracks
+import tmtvis
+from tmtvis.data import rle
 from tmtvis.eval import evaluate
 
 
@@ -102,20 +105,37 @@ def repeat_case(gt: dict, preds: list, times: int) -> tuple[dict, list]:
     return big, big_preds
 
 
-def baseline_parsers(ref: str) -> tuple:
-    """`parse_dataset` and `parse_results` of git ref `ref` (its data/rle.py and data/ytvis_format.py)."""
+_CHILD = """
+import pickle, sys, time
+sys.path.insert(0, sys.argv[1])
+import tmtvis
+from tmtvis.eval import evaluate
+assert tmtvis.__file__.startswith(sys.argv[1]), tmtvis.__file__
+gt, preds = pickle.load(open(sys.argv[2], "rb"))
+t0 = time.perf_counter()
+evaluate(gt, preds, progress=False)
+print(time.perf_counter() - t0)
+"""
+
+
+def baseline_runner(ref: str, workdir: Path) -> Callable[[Path], float]:
+    """A function timing `evaluate` of git ref `ref`'s tmtvis package (built as `make install` would) on a case file."""
     root = Path(__file__).resolve().parents[1]
-    mods = {}
-    for name in ("rle", "ytvis_format"):
-        src = subprocess.run(["git", "show", f"{ref}:tmtvis/data/{name}.py"], cwd=root, check=True,
-                             capture_output=True, text=True).stdout
-        mod = types.ModuleType(f"baseline_{name}")
-        # the ref's ytvis_format imports the ref's rle, not today's
-        with mock.patch.dict(sys.modules, {mod.__name__: mod,
-                                           "tmtvis.data.rle": mods.get("rle", sys.modules["tmtvis.data.rle"])}):
-            exec(compile(src, f"{ref}:tmtvis/data/{name}.py", "exec"), mod.__dict__)
-        mods[name] = mod
-    return mods["ytvis_format"].parse_dataset, mods["ytvis_format"].parse_results
+    tree = workdir / "baseline"
+    tree.mkdir()
+    paths = [p for p in ("tmtvis", "setup.py") if subprocess.run(
+        ["git", "cat-file", "-e", f"{ref}:{p}"], cwd=root, capture_output=True).returncode == 0]
+    archive = subprocess.run(["git", "archive", ref, *paths], cwd=root, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    if (tree / "setup.py").exists():
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, capture_output=True)
+
+    def run(case: Path) -> float:
+        out = subprocess.run([sys.executable, "-c", _CHILD, str(tree), str(case)], check=True, capture_output=True,
+                             text=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    return run
 
 
 def main() -> None:
@@ -126,37 +146,47 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--repeat", type=int, default=2, help="best of this many runs (the large case: 1)")
     ap.add_argument("--scale", type=int, default=10, help="the large case is this many times the videos (0: none)")
-    ap.add_argument("--baseline", default=None, help="also time tmtvis.eval with this git ref's parsers")
+    ap.add_argument("--baseline", default=None, help="also time this git ref's tmtvis.eval (small case)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "eval"))
     from ytvis_slow_reference import reference_evaluate
 
-    baseline = baseline_parsers(args.baseline) if args.baseline else None
+    workdir = Path(tempfile.mkdtemp(prefix="eval_speed_"))
+    baseline = baseline_runner(args.baseline, workdir) if args.baseline else None
+    print(f"tmtvis.data.rle: {'compiled scan (_rle_scan)' if rle._rle_scan is not None else 'numpy scan'}; "
+          f"{tmtvis.__file__}")
     gt, preds = make_case(args.videos, args.frames, args.height, args.width)
     cases = [(gt, preds, args.repeat)]
     if args.scale > 1:
         cases.append((*repeat_case(gt, preds, args.scale), 1))
     ratios = {}
+    per_video = {}
     for case_gt, case_preds, repeat in cases:
         n = len(case_gt["videos"])
+        case_file = workdir / f"case_{n}.pkl"
+        if baseline and n == args.videos:
+            case_file.write_bytes(pickle.dumps((case_gt, case_preds)))
         ours = official = before = float("inf")
         for _ in range(repeat):  # interleaved: load on this machine changes from minute to minute
             ours = min(ours, _time(lambda: evaluate(case_gt, case_preds, progress=False), 1))
             official = min(official, _time(lambda: reference_evaluate(case_gt, case_preds), 1))
             if baseline and n == args.videos:
-                with mock.patch.object(eval_tracks, "parse_dataset", baseline[0]), \
-                        mock.patch.object(eval_tracks, "parse_results", baseline[1]):
-                    before = min(before, _time(lambda: evaluate(case_gt, case_preds, progress=False), 1))
+                before = min(before, baseline(case_file))
         segs = sum(s is not None for t in case_gt["annotations"] + case_preds for s in t["segmentations"])
         print(f"{n} videos x {args.frames} frames ({args.height}x{args.width}), {len(case_gt['annotations'])} gt "
               f"tracks, {len(case_preds)} predictions, {segs} segmentations (best of {repeat}):")
         print(f"  tmtvis.eval {ours:.3f} s ({1000 * ours / n:.2f} ms/video); official algorithm {official:.3f} s "
               f"({1000 * official / n:.2f} ms/video); ratio {ours / official:.3f}")
         ratios[n] = ours / official
+        per_video[n] = ours / n
         if before != float("inf"):
-            print(f"  tmtvis.eval with {args.baseline}'s parsers {before:.3f} s; ratio {before / official:.3f}; "
+            print(f"  tmtvis.eval of {args.baseline} {before:.3f} s; ratio {before / official:.3f}; "
                   f"this code is {before / ours:.2f}x faster")
             ratios[f"{n}_{args.baseline}"] = before / official
+    if len(per_video) > 1:
+        small, large = sorted(per_video)
+        print(f"time per video at {large} videos / at {small}: {per_video[large] / per_video[small]:.2f} "
+              f"(1.00 = linear in videos)")
     print("RESULT " + " ".join(f"ratio_{k}={v:.3f}" for k, v in ratios.items()))
 
 
