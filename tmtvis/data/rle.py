@@ -281,7 +281,17 @@ def counts_intersections(a: Sequence[str | bytes], b: Sequence[str | bytes], pix
     """Pixels in both masks of each pair (a[i], b[i]) of sound compressed RLE count strings of `pixels[i]` pixels."""
     if compiled and _rle_scan is not None:
         return np.frombuffer(_rle_scan.intersections(list(a), list(b)), np.int64)
-    # pycocotools' merge only needs both sizes equal and the pixel count right, not the shape
-    return np.array([int(mask_utils.area(mask_utils.merge(
-        [{"size": [1, int(p)], "counts": x}, {"size": [1, int(p)], "counts": y}], True)))
-        for x, y, p in zip(a, b, pixels)], np.int64)
+    # pycocotools, one call per run of equal b[i]: in "crowd" mode its IoU is intersection / area(b), and its
+    # arithmetic needs both sizes equal and the pixel count right, not the shape
+    out = np.zeros(len(a), np.int64)
+    i = 0
+    while i < len(a):
+        j = i + 1
+        while j < len(a) and b[j] is b[i]:
+            j += 1
+        size = [1, int(pixels[i])]
+        rb = {"size": size, "counts": b[i]}
+        ratio = mask_utils.iou([rb], [{"size": size, "counts": x} for x in a[i:j]], [1] * (j - i))
+        out[i:j] = np.rint(np.asarray(ratio, np.float64).reshape(-1) * float(mask_utils.area(rb)))
+        i = j
+    return out
