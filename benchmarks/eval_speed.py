@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=36)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--width", type=int, default=640)
-    ap.add_argument("--repeat", type=int, default=2, help="best of this many runs (the large case: 1)")
+    ap.add_argument("--repeat", type=int, default=2, help="best of this many runs, in each case")
     ap.add_argument("--scale", type=int, default=10, help="the large case is this many times the videos (0: none)")
     ap.add_argument("--baseline", default=None, help="also time this git ref's tmtvis.eval (small case)")
     args = ap.parse_args()
@@ -158,7 +158,7 @@ def main() -> None:
     gt, preds = make_case(args.videos, args.frames, args.height, args.width)
     cases = [(gt, preds, args.repeat)]
     if args.scale > 1:
-        cases.append((*repeat_case(gt, preds, args.scale), 1))
+        cases.append((*repeat_case(gt, preds, args.scale), args.repeat))
     ratios = {}
     per_video = {}
     for case_gt, case_preds, repeat in cases:

@@ -14,7 +14,8 @@ from tmtvis.eval.tracks import Track, mask_areas
 
 
 class FrameTable:
-    """Every frame of some tracks, flat: its count string (None: no mask), mask area and pixels per frame."""
+    """Every frame of some tracks, flat (count string or None, mask area); per track its first frame, frame count,
+    summed area and pixels per frame."""
 
     def __init__(self, tracks: list[Track]) -> None:
         lengths = np.fromiter((len(t.rles) for t in tracks), np.int64, len(tracks))
