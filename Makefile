@@ -36,6 +36,13 @@ install:
 	  done && \
 	  echo "$(CACHED_VENV)" > $(VENV)/.base; \
 	fi
+	@# the compiled RLE scan (tmtvis/data/_rle_scan.c): built beside its source, rebuilt when the source changes
+	@so=$$(ls tmtvis/data/_rle_scan*.so 2>/dev/null | head -n1); \
+	if [ -z "$$so" ] || [ tmtvis/data/_rle_scan.c -nt "$$so" ]; then \
+	  $(VENV)/bin/python setup.py -q build_ext --inplace >/dev/null 2>&1; \
+	  ls tmtvis/data/_rle_scan*.so >/dev/null 2>&1 || \
+	    echo "note: tmtvis/data/_rle_scan.c not compiled (no C compiler?): RLE checks and evaluation use numpy, slower"; \
+	fi
 
 # Regenerate the lock from pyproject.toml's pins (needs the network).
 lock:
@@ -61,4 +68,4 @@ demo: install
 	$(VENV)/bin/tmtvis demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info tmtvis/data/_rle_scan*.so

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from tmtvis.data.rle import decode_rle, encode_mask, to_rle
 from tmtvis.data.ytvis_format import load_dataset, parse_results, read_json, write_results
@@ -123,7 +124,10 @@ def test_results_roundtrip_and_validation(tiny_dataset, tmp_path):
     preds = [{"video_id": 1, "category_id": 2, "score": 0.5, "segmentations": data["annotations"][0]["segmentations"]}]
     out = tmp_path / "results.json"
     write_results(out, preds)
-    assert [asdict(p) for p in parse_results(read_json(out), ds, out)] == preds
+    parsed = parse_results(read_json(out), ds, out)
+    assert [{k: v for k, v in asdict(p).items() if k != "mask_areas"} for p in parsed] == preds
+    # the check measured each mask on the way: what the metric reads instead of decoding again
+    assert parsed[0].mask_areas.tolist() == [int(mask_utils.area(s)) for s in preds[0]["segmentations"]]
     for bad, msg in (
         ({**preds[0], "video_id": 9}, "unknown video_id 9"),
         ({**preds[0], "category_id": 9}, "unknown category_id 9"),

@@ -57,7 +57,8 @@ def _annotation(a: Any, entry: str, path: Path, images: dict[int, Video], cat_id
         if (problem := segmentation_form_problem(seg, image.height, image.width)) is not None:
             raise DataError(path, f"{entry}.segmentation", problem)
         if type(seg) is dict and isinstance(seg["counts"], (str, bytes)):
-            pending.add(seg["counts"], image.height * image.width, entry, -1, iid)
+            pending.counts.append(seg["counts"])
+            pending.add(entry, image, [-1], 1, True)  # frame -1: the annotation's one `segmentation`
     area = a.get("area")
     if area is not None and (isinstance(area, bool) or not isinstance(area, numbers.Real)):
         raise DataError(path, entry, f"'area' must be a number, got {area!r}")

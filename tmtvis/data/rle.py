@@ -1,5 +1,9 @@
 """COCO run-length encoding of masks: the one encoder and decoder (pycocotools), counts always as str,
-and the checks that a segmentation read from a file is sound before pycocotools sees it."""
+and the checks that a segmentation read from a file is sound before pycocotools sees it.
+
+Compressed count strings are checked, measured and intersected without masks by the small C
+extension `_rle_scan` (built by `make install`), or in numpy where it could not be built.
+"""
 from __future__ import annotations
 
 import math
@@ -89,7 +93,13 @@ def rle_counts_problem(counts: Any, height: int, width: int) -> str | None:
     return counts_problems([counts], [height * width]).get(0)
 
 
+try:
+    from tmtvis.data import _rle_scan  # built by `make install` (setup.py)
+except ImportError:  # no compiler where it was installed: the numpy scan gives the same answers, slower
+    _rle_scan = None
+
 _CHUNK_CHARS = 1 << 18  # strings are decoded in slices of about this many characters: cache-sized arrays
+_NOT_STRING = 2
 _PROBLEMS = {
     1: "compressed RLE counts hold non-ASCII characters",
     3: "compressed RLE counts are empty",
@@ -101,18 +111,41 @@ _PROBLEMS = {
 
 
 def counts_problems(counts: Sequence[Any], pixels: Sequence[int] | np.ndarray) -> dict[int, str]:
-    """{index: problem} for the compressed RLE count strings that do not decode to runs summing to `pixels[index]`.
+    """{index: problem} for the compressed RLE count strings that do not decode to runs summing to `pixels[index]`."""
+    return scan_counts(counts, pixels)[0]
+
+
+def scan_counts(counts: Sequence[Any], pixels: Sequence[int] | np.ndarray,
+                compiled: bool = True) -> tuple[dict[int, str], np.ndarray]:
+    """({index: problem}, foreground pixels of each string) of compressed RLE count strings, in one pass over them.
 
     Decodes COCO's string format (pycocotools' rleFrString: 5 bits per char from '0', 0x20 = more
-    chars follow, 0x10 in the last char = negative, runs after the second are deltas) for all strings
-    together in numpy passes, without building masks: every run must be >= 0 and the runs must sum to
-    height * width.
+    chars follow, 0x10 in the last char = negative, runs after the second are deltas) without
+    building masks: every run must be >= 0 and the runs must sum to height * width = `pixels`.
+    Compiled (tmtvis.data._rle_scan) where it was built, else (or `compiled=False`) in numpy passes.
     """
-    n = len(counts)
+    if compiled and _rle_scan is not None:
+        raw = _rle_scan.scan(counts if isinstance(counts, list) else list(counts))
+        code, total, area = (np.frombuffer(b, t) for b, t in zip(raw, (np.int8, np.int64, np.int64)))
+    else:
+        code, total, area = _numpy_scan(counts)
     pixels = np.asarray(pixels, np.int64)
+    problems: dict[int, str] = {}
+    for i in np.flatnonzero((code != 0) | (total != pixels)).tolist():
+        if code[i] == _NOT_STRING:
+            problems[i] = f"compressed RLE counts must be a string, got {type(counts[i]).__name__}"
+        else:
+            problems[i] = _PROBLEMS.get(int(code[i])) or (
+                f"compressed RLE counts cover {int(total[i])} pixels, expected height*width = {int(pixels[i])}")
+    return problems, area
+
+
+def _numpy_scan(counts: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(problem code, sum of runs, sum of foreground runs) of each string, in numpy passes over all of them."""
+    n = len(counts)
     code = np.zeros(n, np.int8)
     total = np.zeros(n, np.int64)
-    problems: dict[int, str] = {}
+    area = np.zeros(n, np.int64)
     try:
         lens = np.fromiter(map(len, counts), np.int64, n)
     except TypeError:
@@ -133,7 +166,7 @@ def counts_problems(counts: Sequence[Any], pixels: Sequence[int] | np.ndarray) -
                 if isinstance(c, bytes):
                     part[i] = c.decode("latin-1")  # bytes >= 0x80 then fail as characters outside '0'..'o'
                 elif not isinstance(c, str):
-                    problems[start + i] = f"compressed RLE counts must be a string, got {type(c).__name__}"
+                    code[start + i] = _NOT_STRING
                     part[i] = "0"
                 elif not c.isascii():
                     code[start + i] = 1
@@ -141,19 +174,13 @@ def counts_problems(counts: Sequence[Any], pixels: Sequence[int] | np.ndarray) -
             text = "".join(part)
         part_lens = np.fromiter(map(len, part), np.int64, len(part))
         _decode_check(np.frombuffer(text.encode("latin-1"), np.uint8), part_lens,
-                      code[start:stop], total[start:stop])
+                      code[start:stop], total[start:stop], area[start:stop])
         start = stop
-    bad = np.flatnonzero((code != 0) | (total != pixels))
-    for i in bad.tolist():
-        if i in problems:
-            continue
-        problems[i] = _PROBLEMS.get(int(code[i])) or (
-            f"compressed RLE counts cover {int(total[i])} pixels, expected height*width = {int(pixels[i])}")
-    return problems
+    return code, total, area
 
 
-def _decode_check(buf: np.ndarray, lens: np.ndarray, code: np.ndarray, total: np.ndarray) -> None:
-    """Fill `code` (first problem found, in _PROBLEMS' order; 0 = none yet) and `total` (sum of runs) of strings."""
+def _decode_check(buf: np.ndarray, lens: np.ndarray, code: np.ndarray, total: np.ndarray, area: np.ndarray) -> None:
+    """Fill `code` (first problem, in _PROBLEMS' order; 0 = none yet), `total` and `area` (sums of runs) of strings."""
     n = len(lens)
     first_char = np.cumsum(lens) - lens
     nonempty = np.flatnonzero(lens)
@@ -199,6 +226,7 @@ def _decode_check(buf: np.ndarray, lens: np.ndarray, code: np.ndarray, total: np
         runs[sel] = (cum - base[value_string])[sel]
     flags[7][value_string[runs < 0]] = True
     total[nonempty] = np.add.reduceat(runs, first_value[nonempty])
+    area[nonempty] = np.add.reduceat(np.where(odd, runs, 0), first_value[nonempty])
     code[code == 0] = _first_flag(flags)[code == 0]
 
 
@@ -226,3 +254,44 @@ def polygon_problem(seg: list) -> str | None:
         if not all(-MAX_SIDE <= x <= 2 * MAX_SIDE for x in poly):
             return f"polygon coordinates must lie in [-{MAX_SIDE}, {2 * MAX_SIDE}]"
     return None
+
+
+def take_compressed(segs: list, start: int, height: int, width: int, counts: list, frames: list,
+                    compiled: bool = True) -> int:
+    """Append the counts and frame of each plain compressed RLE from segs[start] on (None skipped); return where
+    another form starts (for the full checks), or len(segs)."""
+    if compiled and _rle_scan is not None:
+        return _rle_scan.take_compressed(segs, start, height, width, counts, frames)
+    hw = [height, width]
+    for f in range(start, len(segs)):
+        seg = segs[f]
+        if seg is None:
+            continue
+        c, size = (seg.get("counts"), seg.get("size")) if type(seg) is dict else (None, None)
+        if not (type(c) is str and type(size) is list and size == hw and type(size[0]) is int
+                and type(size[1]) is int):
+            return f
+        counts.append(c)
+        frames.append(f)
+    return len(segs)
+
+
+def counts_intersections(a: Sequence[str | bytes], b: Sequence[str | bytes], pixels: Sequence[int] | np.ndarray,
+                         compiled: bool = True) -> np.ndarray:
+    """Pixels in both masks of each pair (a[i], b[i]) of sound compressed RLE count strings of `pixels[i]` pixels."""
+    if compiled and _rle_scan is not None:
+        return np.frombuffer(_rle_scan.intersections(list(a), list(b)), np.int64)
+    # pycocotools, one call per run of equal b[i]: in "crowd" mode its IoU is intersection / area(b), and its
+    # arithmetic needs both sizes equal and the pixel count right, not the shape
+    out = np.zeros(len(a), np.int64)
+    i = 0
+    while i < len(a):
+        j = i + 1
+        while j < len(a) and b[j] is b[i]:
+            j += 1
+        size = [1, int(pixels[i])]
+        rb = {"size": size, "counts": b[i]}
+        ratio = mask_utils.iou([rb], [{"size": size, "counts": x} for x in a[i:j]], [1] * (j - i))
+        out[i:j] = np.rint(np.asarray(ratio, np.float64).reshape(-1) * float(mask_utils.area(rb)))
+        i = j
+    return out

@@ -13,9 +13,11 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
-from tmtvis.data.rle import MAX_SIDE, counts_problems, segmentation_form_problem
+import numpy as np
+
+from tmtvis.data.rle import MAX_SIDE, scan_counts, segmentation_form_problem, take_compressed
 from tmtvis.errors import DataError
 from tmtvis.io_utils import atomic_write_text
 
@@ -40,6 +42,8 @@ class Track:
     segmentations: list[Any]
     areas: list[float | None] | None
     bboxes: list[list[float] | None] | None
+    # pixels of each frame's mask, found by the check (None when a frame is a polygon or uncompressed RLE)
+    mask_areas: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Prediction:
     category_id: int
     score: float
     segmentations: list[Any]  # per frame; None where there is no mask
+    mask_areas: np.ndarray | None = field(default=None, repr=False, compare=False)  # as Track's
 
 
 @dataclass
@@ -106,6 +111,8 @@ def _require(obj: Any, keys: tuple[str, ...], path: Path, entry: str) -> None:
 
 def _int(value: Any, path: Path, entry: str, key: str, minimum: int | None = None,
          maximum: int | None = None) -> int:
+    if type(value) is int and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+        return value  # the common case, before the ABC checks
     if (isinstance(value, bool) or not isinstance(value, (numbers.Integral, float))  # numpy ints in-process
             or isinstance(value, float) and not value.is_integer()):
         raise DataError(path, entry, f"'{key}' must be an integer, got {value!r}")
@@ -155,49 +162,79 @@ def _per_frame(ann: dict, key: str, video: Video, path: Path, entry: str, requir
 
 
 class _PendingCounts:
-    """A file's compressed RLE counts, queued while parsing and decoded together (`rle.counts_problems`) once.
+    """A file's compressed RLE counts, queued while parsing and checked together (`rle.scan_counts`) once.
 
-    Per string, decoding in Python cost most of `evaluate`'s time; the check itself is unchanged.
+    Per string, decoding in Python cost most of `evaluate`'s time; the check itself is unchanged. The
+    scan also measures every mask, and each record whose masks are all compressed RLE gets their areas.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.counts: list[Any] = []
-        self.pixels: list[int] = []
-        self.where: list[tuple[str, int, int]] = []  # (entry, frame, video id)
+        self.groups: list[_Group] = []  # one per record, in file order
+        self.records: dict[int, Track | Prediction] = {}  # group -> the record it became (if it did)
 
-    def add(self, counts: Any, pixels: int, entry: str, frame: int, video_id: int) -> None:
-        self.counts.append(counts)
-        self.pixels.append(pixels)
-        self.where.append((entry, frame, video_id))
+    def add(self, entry: str, video: Video, frames: list[int], n_frames: int, complete: bool) -> int:
+        """Queue a record's strings (the last len(frames) of `counts`); returns its group."""
+        self.groups.append(_Group(entry, video.id, frames, len(self.counts) - len(frames), n_frames,
+                                  video.height * video.width, complete))
+        return len(self.groups) - 1
 
     def errors(self) -> list[tuple[int, DataError]]:
-        """(video id, error) of every bad string queued so far, in file order; empties the queue."""
-        problems = counts_problems(self.counts, self.pixels)
+        """(video id, error) of every bad string queued so far, in file order; gives records their areas; empties."""
+        sizes = np.array([len(g.frames) for g in self.groups], np.int64)
+        pixels = np.repeat(np.array([g.pixels for g in self.groups], np.int64), sizes)
+        problems, areas = scan_counts(self.counts, pixels)
+        for gi, record in self.records.items():
+            g = self.groups[gi]
+            if g.complete:
+                record.mask_areas = np.zeros(g.n_frames, np.int64)
+                record.mask_areas[g.frames] = areas[g.start:g.start + len(g.frames)]
         out = []
+        starts = np.cumsum(sizes) - sizes
         for i in sorted(problems):
-            entry, frame, vid = self.where[i]
-            where = f"{entry}.segmentations[{frame}]" if frame >= 0 else f"{entry}.segmentation"  # -1: COCO's one
-            out.append((vid, DataError(self.path, where, problems[i])))
-        self.counts, self.pixels, self.where = [], [], []
+            g = self.groups[int(np.searchsorted(starts, i, "right")) - 1]
+            frame = g.frames[i - g.start]
+            where = f"{g.entry}.segmentations[{frame}]" if frame >= 0 else f"{g.entry}.segmentation"  # -1: COCO's
+            out.append((g.video_id, DataError(self.path, where, problems[i])))
+        self.counts, self.groups, self.records = [], [], {}
         return out
 
 
-def _segmentations(obj: dict, video: Video, path: Path, entry: str, pending: _PendingCounts) -> list:
-    """The per-frame segmentations, checked against the video; null, [] and {} all mean "no mask" (as officially).
+class _Group(NamedTuple):
+    """One record's queued strings."""
 
-    Compressed counts are queued on `pending`; the caller raises their errors first (they come earlier in the file).
+    entry: str
+    video_id: int
+    frames: list[int]  # the frame of each string
+    start: int  # index of its first string in the queue
+    n_frames: int
+    pixels: int  # height * width
+    complete: bool  # every mask of the record is one of the strings
+
+
+def _segmentations(obj: dict, video: Video, path: Path, entry: str, pending: _PendingCounts) -> tuple[list, int]:
+    """The per-frame segmentations, checked against the video, and their group on `pending`.
+
+    null, [] and {} all mean "no mask" (as officially). Compressed counts are queued on `pending`;
+    the caller raises their errors first (they come earlier in the file).
     """
     segs = [s if s else None for s in _per_frame(obj, "segmentations", video, path, entry, required=True)]
-    pixels = video.height * video.width
-    for f, seg in enumerate(segs):
-        if seg is None:
-            continue
-        if (problem := segmentation_form_problem(seg, video.height, video.width)) is not None:
+    height, width = video.height, video.width
+    counts = pending.counts
+    frames: list[int] = []
+    f = take_compressed(segs, 0, height, width, counts, frames)  # the common case, without a call per frame
+    while f < len(segs):
+        seg = segs[f]
+        if (problem := segmentation_form_problem(seg, height, width)) is not None:
+            pending.add(entry, video, frames, len(segs), False)  # the strings before it are checked first
             raise DataError(path, f"{entry}.segmentations[{f}]", problem)
         if type(seg) is dict and isinstance(seg["counts"], (str, bytes)):
-            pending.add(seg["counts"], pixels, entry, f, video.id)
-    return segs
+            counts.append(seg["counts"])
+            frames.append(f)
+        f = take_compressed(segs, f + 1, height, width, counts, frames)
+    present = len(segs) - segs.count(None)
+    return segs, pending.add(entry, video, frames, len(segs), len(frames) == present)
 
 
 def parse_categories(data: dict, path: Path) -> list[dict]:
@@ -328,16 +365,18 @@ def _parse_track(a: Any, entry: str, path: Path, videos: dict[int, Video], cat_i
             raise DataError(path, entry, f"duplicate annotation id {aid}")
         seen.add(aid)
     video, cid = _ids(a, path, entry, videos, cat_ids)
-    segs = _segmentations(a, video, path, entry, pending)
+    segs, group = _segmentations(a, video, path, entry, pending)
     areas = _per_frame(a, "areas", video, path, entry, required=False)
-    if areas is not None and not all(x is None or isinstance(x, numbers.Real) and not isinstance(x, bool)
-                                     for x in areas):
+    if areas is not None and not all(x is None or type(x) is float or type(x) is int  # fast before the ABC check
+                                     or isinstance(x, numbers.Real) and not isinstance(x, bool) for x in areas):
         raise DataError(path, entry, "'areas' must hold numbers or null")
     bboxes = _per_frame(a, "bboxes", video, path, entry, required=False)
     iscrowd = _int(a.get("iscrowd", 0), path, entry, "iscrowd")
     if iscrowd not in (0, 1):
         raise DataError(path, entry, f"'iscrowd' must be 0 or 1, got {iscrowd}")
-    return Track(aid, video.id, cid, iscrowd, segs, areas, bboxes)
+    track = Track(aid, video.id, cid, iscrowd, segs, areas, bboxes)
+    pending.records[group] = track
+    return track
 
 
 def parse_results(data: Any, dataset: VisDataset, path: str | Path) -> list[Prediction]:
@@ -354,9 +393,13 @@ def parse_results(data: Any, dataset: VisDataset, path: str | Path) -> list[Pred
             _require(r, ("video_id", "category_id", "score", "segmentations"), path, entry)
             video, cid = _ids(r, path, entry, dataset.videos, cat_ids)
             score = r["score"]
-            if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
+            # a float first: the ABC check costs more than the rest of the entry
+            if not (type(score) is float or isinstance(score, numbers.Real) and not isinstance(score, bool)) \
+                    or not math.isfinite(score):
                 raise DataError(path, entry, f"'score' must be a finite number, got {score!r}")
-            out.append(Prediction(video.id, cid, float(score), _segmentations(r, video, path, entry, pending)))
+            segs, group = _segmentations(r, video, path, entry, pending)
+            pending.records[group] = prediction = Prediction(video.id, cid, float(score), segs)
+            out.append(prediction)
         except DataError as e:
             earlier = pending.errors()
             raise earlier[0][1] if earlier else e

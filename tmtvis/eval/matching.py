@@ -35,19 +35,34 @@ def match_group(
     matched = np.zeros((A, T, n_d), bool)
     ignored = np.zeros((A, T, n_d), bool)
     n_pos = np.zeros(A, np.int64)
+    if n_d == 0 or n_g == 0:  # nothing to match: the area ranges alone decide what counts
+        lo, hi = (np.array([r[i] for r in area_ranges], float)[:, None] for i in (0, 1))
+        ignored[:] = ((dt_area[None, :] < lo) | (dt_area[None, :] > hi))[:, None, :]
+        n_pos[:] = (~(np.asarray(gt_crowd, bool)[None, :] | (gt_area[None, :] < lo)
+                      | (gt_area[None, :] > hi))).sum(1)
+        return GroupResult(matched, ignored, n_pos)
     starts = [min(float(t), 1 - 1e-10) for t in iou_thrs]
+    if n_g == 1:  # the common case, without the greedy loop: the one ground truth takes the first prediction over
+        return _match_one(ious[:, 0], bool(gt_crowd[0]), float(gt_area[0]), gt_ids[0] != 0, dt_area, area_ranges,
+                          np.array(starts))
     # a pair below the lowest threshold can never be chosen, so only candidates need visiting
     floor = min(starts)
     iou_rows = ious.tolist()
     crowd = [bool(c) for c in gt_crowd]
     id_nonzero = [g_id != 0 for g_id in gt_ids]
     any_candidate = bool((ious >= floor).any())
+    # which ground truth is ignored -> (area range matched so, its `ignored` before the prediction-area rule)
+    done: dict[tuple[bool, ...], tuple[int, np.ndarray]] = {}
     for a, (lo, hi) in enumerate(area_ranges):
         gt_ig = [bool(c or ar < lo or ar > hi) for c, ar in zip(crowd, gt_area)]
         n_pos[a] = gt_ig.count(False)
         outside = (dt_area < lo) | (dt_area > hi)
         if not any_candidate:  # nothing can match: only the area range decides what is ignored
             ignored[a] = outside[None, :]
+            continue
+        if (same := done.get(tuple(gt_ig))) is not None:  # the matching itself does not read prediction areas
+            matched[a] = matched[same[0]]
+            ignored[a] = same[1] | ~matched[a] & outside[None, :]
             continue
         order = [g for g in range(n_g) if not gt_ig[g]] + [g for g in range(n_g) if gt_ig[g]]  # stable
         candidates = [(d, [g for g in order if iou_rows[d][g] >= floor]) for d in range(n_d)]
@@ -69,5 +84,27 @@ def match_group(
                 ignored[a, t, d] = gt_ig[m]
                 matched[a, t, d] = id_nonzero[m]
                 taken[m] = True
+        done[tuple(gt_ig)] = (a, ignored[a].copy())
         ignored[a] |= ~matched[a] & outside[None, :]
+    return GroupResult(matched, ignored, n_pos)
+
+
+def _match_one(ious: np.ndarray, crowd: bool, gt_area: float, id_nonzero: bool, dt_area: np.ndarray,
+               area_ranges: list[tuple[float, float]], starts: np.ndarray) -> GroupResult:
+    """`match_group` for one ground truth: at each threshold the first prediction at or over it takes it (a crowd
+    takes every such prediction)."""
+    hit = ious[None, :] >= starts[:, None]  # (T, D)
+    if not crowd:
+        hit &= np.cumsum(hit, axis=1) == 1
+    A = len(area_ranges)
+    matched = np.zeros((A,) + hit.shape, bool)
+    ignored = np.zeros((A,) + hit.shape, bool)
+    n_pos = np.zeros(A, np.int64)
+    for a, (lo, hi) in enumerate(area_ranges):
+        gt_ig = crowd or gt_area < lo or gt_area > hi
+        n_pos[a] = not gt_ig
+        if id_nonzero:
+            matched[a] = hit
+        ignored[a] = hit if gt_ig else False
+        ignored[a] |= ~matched[a] & ((dt_area < lo) | (dt_area > hi))[None, :]
     return GroupResult(matched, ignored, n_pos)

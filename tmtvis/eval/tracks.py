@@ -2,7 +2,8 @@
 
 Parsing and validation are `tmtvis.data.ytvis_format`'s (one parser); this module only converts
 what it parsed into what the metric reads: per-frame RLE (None where a frame has no mask), the
-track's area and, lazily, its per-frame mask areas.
+track's area and its per-frame mask areas (measured by the parser's check; only polygons and
+uncompressed RLE are measured here).
 """
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from tmtvis.data.rle import to_rle
+from tmtvis.data.rle import scan_counts, to_rle
 from tmtvis.data.ytvis_format import Prediction, VisDataset, parse_dataset, parse_results
 
 
@@ -23,11 +23,12 @@ class Track:
     id: int  # ground truth: the annotation id; prediction: 1-based position in the results list
     video_id: int
     category_id: int
-    rles: list[dict | None]  # per frame
+    rles: list[dict | None]  # per frame (counts str; bytes where given so in-process, as the parser measured them)
     avg_area: float  # decides the area range
     iscrowd: bool = False
     score: float = 0.0
     mask_areas: np.ndarray | None = None  # per frame pixel counts, filled lazily
+    pixels: int = 0  # height * width of its video (0: read from its masks)
 
 
 @dataclass
@@ -49,14 +50,20 @@ def mask_areas(track: Track) -> np.ndarray:
     if track.mask_areas is None:
         areas = np.zeros(len(track.rles), np.int64)
         present = [i for i, r in enumerate(track.rles) if r is not None]
-        if present:
-            areas[present] = mask_utils.area([track.rles[i] for i in present])
+        if present:  # counts the runs (pycocotools' area() fails on more than 255 masks at once)
+            rles = [track.rles[i] for i in present]
+            areas[present] = scan_counts([r["counts"] for r in rles], [r["size"][0] * r["size"][1] for r in rles])[1]
         track.mask_areas = areas
     return track.mask_areas
 
 
-def _rles(segmentations: list[Any], height: int, width: int) -> list[dict | None]:
-    """Checked per-frame segmentations as compressed RLE; compressed string RLE (the common case) as it is."""
+def _rles(segmentations: list[Any], height: int, width: int, measured: bool = False) -> list[dict | None]:
+    """Checked per-frame segmentations as compressed RLE; compressed string RLE (the common case) as it is.
+
+    `measured`: the parser found every mask compressed RLE (str or bytes counts, both read as they are).
+    """
+    if measured:
+        return segmentations
     return [s if s is None or type(s["counts"] if type(s) is dict else None) is str else to_rle(s, height, width)
             for s in segmentations]
 
@@ -66,8 +73,9 @@ def ground_truth(dataset: VisDataset) -> GroundTruth:
     tracks = []
     for a in dataset.tracks:
         video = dataset.videos[a.video_id]
-        track = Track(a.id, a.video_id, a.category_id, _rles(a.segmentations, video.height, video.width), 0.0,
-                      iscrowd=bool(a.iscrowd))
+        rles = _rles(a.segmentations, video.height, video.width, a.mask_areas is not None)
+        track = Track(a.id, a.video_id, a.category_id, rles, 0.0,
+                      iscrowd=bool(a.iscrowd), mask_areas=a.mask_areas, pixels=video.height * video.width)
         # the official evaluator needs `areas`; without it we measure the masks
         track.avg_area = _mean_truthy(list(mask_areas(track)) if a.areas is None else a.areas)
         tracks.append(track)
@@ -78,9 +86,13 @@ def ground_truth(dataset: VisDataset) -> GroundTruth:
 def prediction_tracks(predictions: list[Prediction], truth: GroundTruth) -> list[Track]:
     """The metric's tracks of parsed results (ids are 1-based positions in the list)."""
     videos = truth.dataset.videos
-    return [Track(i + 1, p.video_id, p.category_id,
-                  _rles(p.segmentations, videos[p.video_id].height, videos[p.video_id].width), 0.0, score=p.score)
-            for i, p in enumerate(predictions)]
+    out = []
+    for i, p in enumerate(predictions):
+        v = videos[p.video_id]
+        rles = _rles(p.segmentations, v.height, v.width, p.mask_areas is not None)
+        out.append(Track(i + 1, p.video_id, p.category_id, rles, 0.0,
+                         score=p.score, mask_areas=p.mask_areas, pixels=v.height * v.width))
+    return out
 
 
 def load_ground_truth(gt: Any, path: str = "<ground truth>") -> GroundTruth:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from tmtvis.data.ytvis_format import read_json
 from tmtvis.eval.matching import GroupResult, match_group
 from tmtvis.eval.tracks import GroundTruth, Track, load_ground_truth, load_predictions, prediction_avg_area
-from tmtvis.eval.video_iou import video_ious
+from tmtvis.eval.video_iou import FrameTable, pair_ious
 
 # linspace, not arange: the thresholds must be bit-identical to the official ones
 IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -56,28 +56,18 @@ def _show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
-def _evaluate_video(gts: list[Track], dts_by_cat: dict[int, list[Track]]) -> dict[int, _Block]:
-    cats = sorted({t.category_id for t in gts} | set(dts_by_cat))
-    gts_by_cat = {c: [t for t in gts if t.category_id == c] for c in cats}
-    dts = [t for c in cats for t in dts_by_cat.get(c, [])]
-    dt_cat = np.array([t.category_id for t in dts], dtype=np.int64)
-    gt_cat = np.array([t.category_id for t in gts], dtype=np.int64)
-    ious = video_ious(dts, gts, dt_cat[:, None] == gt_cat[None, :])
-    blocks = {}
-    for c in cats:
-        d_idx, g_idx = np.flatnonzero(dt_cat == c), np.flatnonzero(gt_cat == c)
-        g, d = gts_by_cat[c], dts_by_cat.get(c, [])
-        result = match_group(
-            ious[np.ix_(d_idx, g_idx)],
-            np.array([t.iscrowd for t in g], bool),
-            np.array([t.avg_area for t in g], float),
-            [t.id for t in g],
-            np.array([t.avg_area for t in d], float),
-            AREA_RANGES,
-            IOU_THRS,
-        )
-        blocks[c] = _Block(np.array([t.score for t in d], float), result)
-    return blocks
+def _match_block(ious: np.ndarray, g: list[Track], d: list[Track]) -> _Block:
+    """Match one (video, category): predictions `d` in score order, ground truth `g` in file order."""
+    result = match_group(
+        ious,
+        np.array([t.iscrowd for t in g], bool),
+        np.array([t.avg_area for t in g], float),
+        [t.id for t in g],
+        np.array([t.avg_area for t in d], float),
+        AREA_RANGES,
+        IOU_THRS,
+    )
+    return _Block(np.array([t.score for t in d], float), result)
 
 
 def _accumulate(blocks: list[_Block], precision: np.ndarray, recall: np.ndarray, k: int) -> None:
@@ -144,25 +134,40 @@ def evaluate(
     """Evaluate results (YouTube-VIS submission list) against ground truth (YouTube-VIS dict)."""
     truth: GroundTruth = load_ground_truth(gt, gt_path)
     preds = load_predictions(predictions, truth, pred_path)
-    gts_by_video: dict[int, list[Track]] = defaultdict(list)
-    for t in truth.tracks:
-        gts_by_video[t.video_id].append(t)
-    dts_by_video: dict[int, dict[int, list[Track]]] = defaultdict(lambda: defaultdict(list))
+    # (video, category) -> its ground truth in file order and its predictions in score order, at most maxDets
+    gts: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, t in enumerate(truth.tracks):
+        gts[t.video_id, t.category_id].append(i)
+    by_group: dict[tuple[int, int], list[Track]] = defaultdict(list)
     for t in preds:
-        dts_by_video[t.video_id][t.category_id].append(t)
-    blocks_by_cat: dict[int, list[_Block]] = defaultdict(list)
+        by_group[t.video_id, t.category_id].append(t)
+    kept: list[Track] = []
+    dts: dict[tuple[int, int], list[int]] = {}
     max_det = MAX_DETS[-1]
-    for vid in tqdm(sorted(truth.dataset.videos), desc="evaluate", unit="video", disable=not _show_progress(progress)):
-        if vid not in gts_by_video and vid not in dts_by_video:
-            continue
-        dts_by_cat = {}
-        for c, ds in dts_by_video.get(vid, {}).items():
-            ds = [ds[i] for i in np.argsort([-d.score for d in ds], kind="mergesort")[:max_det]]
-            for d in ds:
-                d.avg_area = prediction_avg_area(d)
-            dts_by_cat[c] = ds
-        for c, block in _evaluate_video(gts_by_video.get(vid, []), dts_by_cat).items():
-            blocks_by_cat[c].append(block)
+    for key, ds in by_group.items():
+        ds = [ds[i] for i in np.argsort([-d.score for d in ds], kind="mergesort")[:max_det]]
+        dts[key] = list(range(len(kept), len(kept) + len(ds)))
+        kept += ds
+    for d in kept:
+        d.avg_area = prediction_avg_area(d)
+    blocks = sorted(set(gts) | set(dts))  # video id, then category
+    # every IoU the matching needs, in one pass over the frames of all pairs of a (video, category)
+    pair_d, pair_g = [], []
+    for key in blocks:
+        d, g = dts.get(key, ()), gts.get(key, ())
+        if d and g:
+            pair_d.append(np.repeat(d, len(g)))
+            pair_g.append(np.tile(g, len(d)))
+    ious = np.zeros(0)
+    if pair_d:
+        ious = pair_ious(FrameTable(kept), FrameTable(truth.tracks), np.concatenate(pair_d), np.concatenate(pair_g))
+    blocks_by_cat: dict[int, list[_Block]] = defaultdict(list)
+    offset = 0
+    for key in tqdm(blocks, desc="evaluate", unit="block", disable=not _show_progress(progress)):
+        d, g = dts.get(key, []), gts.get(key, [])
+        block_ious = ious[offset:offset + len(d) * len(g)].reshape(len(d), len(g))
+        offset += len(d) * len(g)
+        blocks_by_cat[key[1]].append(_match_block(block_ious, [truth.tracks[i] for i in g], [kept[i] for i in d]))
     T, R, K, A, M = len(IOU_THRS), len(REC_THRS), len(truth.category_ids), len(AREA_RANGES), len(MAX_DETS)
     precision, recall = -np.ones((T, R, K, A, M)), -np.ones((T, K, A, M))
     for k, c in enumerate(truth.category_ids):
