@@ -32,3 +32,27 @@ def overridden(**values: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def keep_freed_memory() -> bool:
+    """glibc: serve every allocation from the heap and never hand freed memory back to the kernel.
+
+    Why: a training step frees and re-allocates the same large tensors (weight gradients, oneDNN's per-call
+    convolution scratchpad: 75 MB per 512-channel backward with 2 threads). By default glibc returns them to the
+    kernel (mmap/munmap, heap trimming), so every step page-faults them in again: 14,000-28,000 faults per tiny
+    step, which made a 2-thread step on a loaded 2-core machine 2-9 s instead of ~0.15 s (benchmarks/model_step.py).
+    The cost is that the process keeps its peak heap. Returns False where this is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not os.uname().sysname == "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold, m_mmap_max = -1, -3, -4
+        # mallopt returns 1 on success; the mmap threshold is capped at 32 MiB, hence also no mmap at all.
+        return bool(libc.mallopt(m_trim_threshold, 2 ** 31 - 1) and libc.mallopt(m_mmap_threshold, 32 * 2 ** 20)
+                    and libc.mallopt(m_mmap_max, 0))
+    except (OSError, AttributeError):
+        return False
