@@ -10,7 +10,12 @@ from typing import Iterator
 JOB_DEFAULTS = {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
 # A local Ray without token auth (set RAY_AUTH_MODE=token for a secured cluster); MLflow's own INFO lines only
 # with -v (read when mlflow is first imported).
-LOCAL_DEFAULTS = {**JOB_DEFAULTS, "RAY_AUTH_MODE": "disabled", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+# OpenMP threads sleep when they wait instead of spinning: on cores shared with other processes (Ray's workers,
+# other jobs) spinning threads burn the time slices the working thread needs. Measured on a loaded 2-core machine,
+# tiny training step with 2 threads: 153 ms passive vs 627 ms spinning (benchmarks/model_step.py --against).
+# Read when the OpenMP runtime loads, so it must be set before torch is imported (Ray's workers inherit it).
+THREAD_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+LOCAL_DEFAULTS = {**JOB_DEFAULTS, **THREAD_DEFAULTS, "RAY_AUTH_MODE": "disabled", "MLFLOW_LOGGING_LEVEL": "WARNING"}
 
 
 def apply_defaults() -> None:
