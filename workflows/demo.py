@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 PRESETS = ("ytvis", "ovis", "uvo")
+# The README's demo run: its machine's calibration (GFLOP/s per worker thread) and its total time in seconds.
+REFERENCE_GFLOPS, REFERENCE_SECONDS = 60.0, 600.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from workflows.train import print_summary
 
     t0 = time.time()
+    print_machine_speed()
     out = args.out.resolve()
     data_root = out / "data"
     size = _size(args.size)
@@ -54,6 +57,19 @@ def run(args: argparse.Namespace) -> int:
     print_tcm_history(result)
     print(f"[demo] total {time.time() - t0:.0f} s")
     return 0
+
+
+def print_machine_speed() -> None:
+    """A 2-second calibration, so that the user of a slower (or busier) machine knows what to expect."""
+    from tmtvis.calibration import conv_gflops
+    from tmtvis.env import keep_freed_memory
+
+    keep_freed_memory()  # as the training workers run
+    speed = conv_gflops(threads=1)
+    print(f"[demo] machine speed: {speed:.0f} GFLOP/s on one thread (a 3x3 conv's forward+backward, 2 s); the "
+          f"README's run measured {REFERENCE_GFLOPS:.0f} and took {REFERENCE_SECONDS / 60:.0f} min: expect about "
+          f"{REFERENCE_SECONDS * REFERENCE_GFLOPS / speed / 60:.0f} min here, more while other jobs share "
+          f"the cores")
 
 
 def print_tcm_history(result) -> None:
