@@ -45,7 +45,7 @@ def keep_freed_memory() -> bool:
     Why: a training step frees and re-allocates the same large tensors (weight gradients, oneDNN's per-call
     convolution scratchpad: 75 MB per 512-channel backward with 2 threads). By default glibc returns them to the
     kernel (mmap/munmap, heap trimming), so every step page-faults them in again: 14,000-28,000 faults per tiny
-    step, which made a 2-thread step on a loaded 2-core machine 2-9 s instead of ~0.15 s (benchmarks/model_step.py).
+    step, ~0 with this (measured on the 2-core machine: the 1-thread tiny step went from 148-285 to 115-139 ms).
     The cost is that the process keeps its peak heap. Returns False where this is not glibc."""
     import ctypes
     import ctypes.util
