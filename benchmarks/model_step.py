@@ -2,11 +2,17 @@
 
     .venv/bin/python benchmarks/model_step.py [--repeats 9] [--threads 2] [--skip-r50]
     .venv/bin/python benchmarks/model_step.py --predict-memory   # peak RSS of windowed inference, 60 vs 300 frames
+    .venv/bin/python benchmarks/model_step.py --against /work/main [--threads 2] [--repeats 9]
+
+--against DIR: the TMT-VIS training step of this checkout vs the tmtvis package of another checkout (e.g. main),
+tiny and r50, in one run: each code runs in its own child process (same interpreter and torch, only the package
+differs), steps alternate A B B A ..., and the speed-up and the achieved GFLOP/s are printed from the minima.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -14,15 +20,24 @@ import sys
 import time
 from dataclasses import replace
 
-import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+ORIGINAL_ENV = dict(os.environ)  # what --against's children start from: each applies its own code's defaults
+if "--serve" in sys.argv:  # a child of --against: the tmtvis package of the checkout it names, not this one's
+    sys.meta_path = [f for f in sys.meta_path if "__editable__" not in str(f)]
+    sys.path.insert(0, os.path.abspath(sys.argv[sys.argv.index("--serve") + 1]))
 
-from tmtvis.config import load_config, preset_path
-from tmtvis.inference import VideoPredictor
-from tmtvis.losses import build_criterion
-from tmtvis.models import LossConfig, ModelConfig, build_model, count_parameters
+from tmtvis.env import apply_defaults  # noqa: E402
 
+apply_defaults()  # before torch: OpenMP reads its wait policy when it loads
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+import tmtvis.env  # noqa: E402
+from tmtvis.config import load_config, preset_path  # noqa: E402
+from tmtvis.inference import VideoPredictor  # noqa: E402
+from tmtvis.losses import build_criterion  # noqa: E402
+from tmtvis.models import LossConfig, ModelConfig, build_model, count_parameters  # noqa: E402
 
 
 def clip_targets(t: int, h: int, w: int, c: int, n: int = 3) -> list[dict]:
@@ -72,6 +87,77 @@ def step_times(cfgs: dict, loss_cfg: LossConfig, c: int, t: int, h: int, w: int,
                    "params": count_parameters(models[name])} for name, v in times.items()}
 
 
+def serve(code: str, preset: str, threads: int, classes: int) -> None:
+    """Child of --against: build the seeded model of `preset` from the tmtvis package under `code`, then answer
+    'step' (one forward+loss+backward, as a training worker runs it) and 'flops' lines on stdin with JSON."""
+    # What that code's training workers do before they build the model.
+    tuned = getattr(tmtvis.env, "keep_freed_memory", lambda: False)()  # main's has none: False
+    torch.set_num_threads(threads)
+    cfg = load_config(preset_path(preset))
+    t, h, w = (3, 64, 64) if preset == "tiny" else (5, 128, 128)
+    bank = F.normalize(torch.randn(classes, 512, generator=torch.Generator().manual_seed(0)), dim=-1)
+    torch.manual_seed(0)
+    model, crit = build_model(cfg.model, bank), build_criterion(classes, cfg.loss)
+    frames = torch.rand(1, t, 3, h, w, generator=torch.Generator().manual_seed(1))
+    targets = clip_targets(t, h, w, classes)
+    print(json.dumps({"package": os.path.dirname(tmtvis.env.__file__), "keeps_freed_memory": tuned, "clip": [t, h, w]}),
+          flush=True)
+    for r, line in enumerate(sys.stdin):
+        if line.strip() == "flops":
+            with FlopCounterMode(display=False) as counter:
+                crit(model(frames), targets)["loss"].backward()
+            model.zero_grad(set_to_none=True)
+            print(json.dumps({"flops": counter.get_total_flops()}), flush=True)
+            continue
+        torch.manual_seed(r)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        crit(model(frames), targets)["loss"].backward()
+        model.zero_grad(set_to_none=True)
+        print(json.dumps({"s": time.perf_counter() - start, "cpu_s": time.process_time() - start_cpu}), flush=True)
+
+
+def against(other: str, presets: list[str], threads: int, repeats: int, classes: int) -> None:
+    """The speed-up of this checkout's training step over `other`'s, interleaved in one run."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    codes = {"other": os.path.abspath(other), "this": here}
+    print(f"torch {torch.__version__}, {threads} threads, C={classes} categories, batch 1, {repeats} steps each "
+          f"after one warm-up, alternating order; this = {here}, other = {codes['other']}")
+    for preset in presets:
+        procs, info = {}, {}
+        for name, code in codes.items():
+            procs[name] = subprocess.Popen([sys.executable, __file__, "--serve", code, preset, str(threads), str(classes)],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ORIGINAL_ENV)
+            info[name] = json.loads(procs[name].stdout.readline())
+
+        def ask(name: str, what: str) -> dict:
+            procs[name].stdin.write(what + "\n")
+            procs[name].stdin.flush()
+            return json.loads(procs[name].stdout.readline())
+
+        flops = {name: ask(name, "flops")["flops"] for name in procs}
+        times: dict[str, list] = {name: [] for name in procs}
+        for r in range(repeats + 1):
+            for name in (list(procs) if r % 2 else list(procs)[::-1]):
+                res = ask(name, "step")
+                if r:
+                    times[name].append(res)
+        for p in procs.values():
+            p.stdin.close()
+            p.wait()
+        t, h, w = info["this"]["clip"]
+        mins = {n: min(x["s"] for x in v) for n, v in times.items()}
+        meds = {n: statistics.median(x["s"] for x in v) for n, v in times.items()}
+        cpus = {n: statistics.median(x["cpu_s"] for x in v) for n, v in times.items()}
+        for name in procs:
+            print(f"{preset} {t}x{h}x{w} {name:5s} ({info[name]['package']}): step min {mins[name] * 1e3:7.1f} ms, median {meds[name] * 1e3:7.1f} "
+                  f"ms, CPU median {cpus[name] * 1e3:7.1f} ms; {flops[name] / 1e9:.2f} GFLOP -> "
+                  f"{flops[name] / 1e9 / mins[name]:.1f} GFLOP/s (keeps freed memory: "
+                  f"{info[name]['keeps_freed_memory']})")
+        print(f"RESULT {preset}: speed-up {mins['other'] / mins['this']:.2f}x (min), "
+              f"{meds['other'] / meds['this']:.2f}x (median); {flops['this'] / 1e9 / mins['this']:.1f} GFLOP/s "
+              f"(other {flops['other'] / 1e9 / mins['other']:.1f})")
+
+
 def predict_memory_child(t: int, window: int, overlap: int) -> None:
     torch.set_num_threads(1)
     bank = F.normalize(torch.randn(40, 512, generator=torch.Generator().manual_seed(0)), dim=-1)
@@ -95,7 +181,16 @@ def main() -> None:
     ap.add_argument("--evidence", default=None, help="model.tcm_evidence of the TMT-VIS model (default: the preset's)")
     ap.add_argument("--predict-memory", action="store_true")
     ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--against", metavar="DIR", help="another checkout (e.g. main): speed-up of this one's step")
+    ap.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve:
+        code, preset, threads, classes = args.serve
+        return serve(code, preset, int(threads), int(classes))
+    tmtvis.env.keep_freed_memory()  # as the training workers do
+    if args.against:
+        return against(args.against, ["tiny"] + ([] if args.skip_r50 else ["r50"]), args.threads, args.repeats,
+                       args.classes)
     torch.set_num_threads(args.threads)
     if args.child:
         return predict_memory_child(*args.child)

@@ -8,6 +8,9 @@ from pathlib import Path
 from tmtvis import metric_names as names
 
 PRESETS = ("ytvis", "ovis", "uvo")
+# The demo run in docs/results.md (total seconds) and the calibration of the 2-core machine it ran on (GFLOP/s on one
+# thread, measured there on 2026-12-04: 60-68 while other jobs ran).
+REFERENCE_GFLOPS, REFERENCE_SECONDS = 64.0, 577.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from workflows.train import print_summary
 
     t0 = time.time()
+    print_machine_speed()
     out = args.out.resolve()
     data_root = out / "data"
     size = _size(args.size)
@@ -56,6 +60,19 @@ def run(args: argparse.Namespace) -> int:
     print_tcm_history(result)
     print(f"[demo] total {time.time() - t0:.0f} s")
     return 0
+
+
+def print_machine_speed() -> None:
+    """A 2-second calibration, so that the user of a slower (or busier) machine knows what to expect."""
+    from tmtvis.calibration import conv_gflops
+    from tmtvis.env import keep_freed_memory
+
+    keep_freed_memory()  # as the training workers run
+    speed = conv_gflops(threads=1)
+    print(f"[demo] machine speed: {speed:.0f} GFLOP/s on one thread (a 3x3 conv's forward+backward, 2 s); the "
+          f"run in docs/results.md took {REFERENCE_SECONDS / 60:.0f} min on a machine at {REFERENCE_GFLOPS:.0f}: expect about "
+          f"{REFERENCE_SECONDS * REFERENCE_GFLOPS / speed / 60:.0f} min here, more while other jobs share "
+          f"the cores")
 
 
 def print_tcm_history(result) -> None:

@@ -23,6 +23,7 @@ from tmtvis import storage
 from tmtvis.checkpoint import BEST_FILE, DataProgress, load_state, save_checkpoint
 from tmtvis.config import Config
 from tmtvis.data.clips import packed_size, unpack_masks
+from tmtvis.env import keep_freed_memory
 from tmtvis.eval.taxonomy_diagnostics import LabelStats
 from tmtvis.io_utils import atomic_write_text
 from tmtvis.losses.criterion import SetCriterion
@@ -350,6 +351,7 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.train.threads_per_worker)
+    keep_freed_memory()  # steps re-allocate the same large buffers: no page faults for them each step
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
 
