@@ -53,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from tmtvis.config import load_config
     from tmtvis.data.synthetic import generate
     from tmtvis.errors import ConfigError
-    from experiments.method_study import (read_cards, affected_categories, run_study, stage1_table,
-                                          write_results_doc, write_stage1_doc)
+    from experiments.method_study import (affected_categories, read_cards, run_study, select_cells, stage1_table,
+                                          study_cells, write_results_doc, write_stage1_doc)
 
+    select_cells(study_cells(args.single), args.cells)  # an unknown cell fails before any data is generated
     out = args.out.resolve()
     data = out / "data" / f"seed{args.data_seed}"  # each data seed its own data: runs on one never mix with another's
     sizes = {"videos": args.videos, "frames": args.frames, "classes": args.classes, "size": [64, 64]}
