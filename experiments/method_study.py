@@ -217,7 +217,8 @@ def stage1_table(results: list[RunResult], single: str, affected: list[str]) -> 
     a = {r.seed: r for r in results if r.cell == a_name}
     b = {r.seed: r for r in results if r.cell == REFERENCE}
     seeds = sorted(set(a) & set(b))
-    lines = ["| seed | a: affected AP | b: affected AP | b − a (affected) | a: AP (all) | b: AP (all) | b − a (all) "
+    lines = ["| seed | a: affected AP | b: affected AP | b − a (affected) | a: AP (all) | b: AP (all) "
+             "| b − a (all) "
              "| a: agnostic AP | b: agnostic AP |", "|" + "---|" * 9]
     diffs, diffs_all = [], []
     for s in seeds:
@@ -276,7 +277,8 @@ def read_cards(base: Config) -> tuple[dict[str, dict], dict[str, list[str]]]:
         doc = json.loads(Path(base.data.resolve(ds.annotations)).read_text())
         card = doc.get("info", {}).get("synthetic", {}).get("card")
         if card is None:
-            raise ConfigError(f"{ds.annotations} has no synthetic dataset card (stage 1 needs `tmtvis data synth` data)")
+            raise ConfigError(f"{ds.annotations} has no synthetic dataset card (stage 1 needs `tmtvis data synth` "
+                              f"data)")
         cards[ds.name], names_of[ds.name] = card, [c["name"] for c in doc["categories"]]
     return cards, names_of
 
@@ -368,7 +370,8 @@ def write_stage1_doc(path: Path, table: str, summary: dict, command: str, result
             f"category), on all its categories, and class-agnostic. Dilution is present when b is below a by more "
             f"than the paired spread (std of b − a over seeds) and the 95% t-interval excludes 0.\n\n{table}\n\n"
             f"**Dilution {verdict}**: b − a on the affected categories {100 * summary['mean']:+.1f} points, 95% CI "
-            f"[{100 * summary['low']:+.1f}, {100 * summary['high']:+.1f}], paired spread {100 * summary['spread']:.1f}; "
+            f"[{100 * summary['low']:+.1f}, {100 * summary['high']:+.1f}], paired spread "
+            f"{100 * summary['spread']:.1f}; "
             f"on all categories {100 * summary['mean_all']:+.1f} [{100 * summary['low_all']:+.1f}, "
             f"{100 * summary['high_all']:+.1f}].")
     write_block(path, STAGE1_BEGIN, STAGE1_END, "Stage 1: dilution", text)

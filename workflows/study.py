@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run only these cells: a, b, c, d, two_pass, oracle, random (or full names); e.g. "
                         "b,d,two_pass reruns the three main cells")
     p.add_argument("--stage1-doc", type=Path, default=None, metavar="FILE",
-                   help="markdown file whose 'Stage 1: dilution' block gets the a-vs-b table (default: the results doc)")
+                   help="markdown file whose 'Stage 1: dilution' block gets the a-vs-b table "
+                        "(default: the results doc)")
     p.add_argument("--results-doc", type=Path, default=None, metavar="FILE",
                    help="markdown file whose method-study block gets the table and the command (default: "
                         "OUT/results.md; docs/results.md updates the checkout's results page)")

@@ -9,7 +9,8 @@ from workflows.cli import main
 def test_study_refuses_data_of_other_sizes(tmp_path, capsys):
     data = tmp_path / "data" / "seed3"
     data.mkdir(parents=True)
-    (data / "sizes.json").write_text(json.dumps({"videos": 200, "frames": 6, "classes": {"ytvis": 8}, "size": [64, 64]}))
+    sizes = {"videos": 200, "frames": 6, "classes": {"ytvis": 8}, "size": [64, 64]}
+    (data / "sizes.json").write_text(json.dumps(sizes))
     assert main(["study", "--out", str(tmp_path), "--data-seed", "3", "--videos", "20", "--cells", "b,d,two_pass"]) != 0
     err = capsys.readouterr().err
     assert "was generated with" in err and "use another --out or the same sizes" in err
