@@ -18,6 +18,7 @@ REPORT_METRICS = (TRAIN_LOSS, LR, SEC_PER_ITER, RESUMED_FROM, DATA_WAIT_FRAC, ST
 
 AP_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 AGNOSTIC_AP = "agnostic_AP"         # class-agnostic AP of a dataset
+CATEGORY_AP = "category_AP"         # per-category AP of a dataset: val.<dataset>.category_AP/<name> (-1: no truth)
 DATASET_STATS = (*AP_STATS, AGNOSTIC_AP, "tcm_recall_at_k", "prior_recall_at_k")
 TCM_STATS = ("recall_at_k", "prior_recall_at_k", "presence_map", "prior_presence_map", "distinct_sets",
              "set_cosine", "tim_sensitivity")
@@ -26,6 +27,11 @@ TCM_STATS = ("recall_at_k", "prior_recall_at_k", "presence_map", "prior_presence
 def dataset_key(dataset: str, stat: str = "AP") -> str:
     """The metric of one validation dataset: val.<dataset>.<stat>."""
     return f"{VAL}{dataset}.{stat}"
+
+
+def category_key(dataset: str, category: str) -> str:
+    """The AP of one category of a validation dataset (its own name): val.<dataset>.category_AP/<category>."""
+    return f"{VAL}{dataset}.{CATEGORY_AP}/{category}"
 
 
 def parse_dataset_key(key: str) -> tuple[str, str] | None:

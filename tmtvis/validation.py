@@ -101,6 +101,8 @@ class Validator:
             agnostic_gt, agnostic_results = class_agnostic(gt, results)
             agnostic = evaluate_rows(agnostic_gt, rows, agnostic_results).stats["AP"]
             metrics[names.dataset_key(ds.name, names.AGNOSTIC_AP)] = agnostic
+            for c, ap in res.per_category.items():
+                metrics[names.category_key(ds.name, res.category_names[c])] = float(ap)
             if records:
                 diag = summarize(records, self.stats, cfg.model.set_size)
                 metrics[names.dataset_key(ds.name, "tcm_recall_at_k")] = diag["recall_at_k"]

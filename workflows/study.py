@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic trio")
     p.add_argument("--single", default="ytvis_synth", help="dataset of the single-dataset cell (a)")
     p.add_argument("--only", nargs="*", default=None, help="run only cells whose name starts with one of these")
+    p.add_argument("--cells", type=lambda t: [c for c in t.split(",") if c], default=None, metavar="KEY[,KEY...]",
+                   help="run only these cells: a, b, c, d, two_pass, oracle, random (or full names); e.g. "
+                        "b,d,two_pass reruns the three main cells")
+    p.add_argument("--stage1-doc", type=Path, default=None, metavar="FILE",
+                   help="markdown file whose 'Stage 1: dilution' block gets the a-vs-b table "
+                        "(default: the results doc)")
     p.add_argument("--results-doc", type=Path, default=None, metavar="FILE",
                    help="markdown file whose method-study block gets the table and the command (default: "
                         "OUT/results.md; docs/results.md updates the checkout's results page)")
@@ -43,31 +49,53 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
     from tmtvis.config import load_config
     from tmtvis.data.synthetic import generate
-    from experiments.method_study import run_study, write_results_doc
+    from tmtvis.errors import ConfigError
+    from experiments.method_study import (affected_categories, read_cards, run_study, select_cells, stage1_table,
+                                          study_cells, write_results_doc, write_stage1_doc)
 
+    select_cells(study_cells(args.single), args.cells)  # an unknown cell fails before any data is generated
     out = args.out.resolve()
+    data = out / "data" / f"seed{args.data_seed}"  # each data seed its own data: runs on one never mix with another's
+    sizes = {"videos": args.videos, "frames": args.frames, "classes": args.classes, "size": [64, 64]}
+    card = data / "sizes.json"
+    if card.is_file() and json.loads(card.read_text()) != sizes:
+        raise ConfigError(f"{data} was generated with {card.read_text().strip()}, not {json.dumps(sizes)}: "
+                          f"use another --out or the same sizes")
     for preset in PRESETS:
-        if not (out / "data" / preset / "valid.json").is_file():
-            generate(out / "data" / preset, preset, videos=args.videos, frames=args.frames, size=(64, 64),
+        if not (data / preset / "valid.json").is_file():
+            generate(data / preset, preset, videos=args.videos, frames=args.frames, size=(64, 64),
                      classes=args.classes.get(preset), seed=args.data_seed, val_fraction=0.2, trio=args.classes)
+    card.write_text(json.dumps(sizes) + "\n")
     # The lr drop at 80% of the run, as in the tiny config's 900 iterations (step at 720).
-    cfg = load_config(args.config, [f"data.root={out / 'data'}", f"output_dir={out}",
+    cfg = load_config(args.config, [f"data.root={data}", f"output_dir={out}",
                                     f"train.iterations={args.iterations}", f"train.lr_steps=[{int(0.8 * args.iterations)}]",
                                     "train.val_max_videos=0", *args.overrides])
     t0 = time.time()
     table, results = run_study(cfg, out, args.seeds, args.single, args.only, report_only=args.report_only,
-                               worker_logs=getattr(args, "verbose", False))
+                               worker_logs=getattr(args, "verbose", False), cells=args.cells,
+                               data_seed=args.data_seed)
     config = args.config.resolve() if args.config.is_file() else args.config  # a file, or a preset's name
     config = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
     classes = ",".join(f"{k}={v}" for k, v in args.classes.items())
     command = (f"tmtvis study --config {config} --out {args.out} --seeds {' '.join(map(str, args.seeds))} "
                f"--iterations {args.iterations} --videos {args.videos} --frames {args.frames} --classes {classes} "
-               f"--data-seed {args.data_seed}" + "".join(f" --set {o}" for o in args.overrides))
+               f"--data-seed {args.data_seed}" + (f" --cells {','.join(args.cells)}" if args.cells else "")
+               + "".join(f" --set {o}" for o in args.overrides))
     doc = args.results_doc or out / "results.md"
     write_results_doc(doc, table, command, sum(r.seconds for r in results))
     print(table)
+    single = f"a_single_{args.single}"
+    if any(r.cell == single for r in results) and any(r.cell == "b_naive_joint" for r in results):
+        cards, names_of = read_cards(cfg)
+        affected = affected_categories(cards, names_of, args.single)
+        s1, summary = stage1_table(results, args.single, affected)
+        write_stage1_doc(args.stage1_doc or doc, s1, summary, command, results, args.single)
+        print(f"\nStage 1 (dilution) on {args.single}, affected categories {', '.join(affected)}:\n{s1}")
     print(f"\n{len(results)} runs; this invocation took {time.time() - t0:.0f} s; "
-          f"table: {out / 'method_study.md'} and {doc}, plot: {out / 'method_study.png'}, MLflow: {out / 'mlflow.db'}")
+          f"table: {out / f'method_study_data{args.data_seed}.md'} and {doc}, "
+          f"plot: {out / f'method_study_data{args.data_seed}.png'}, MLflow: {out / 'mlflow.db'}")
     return 0

@@ -144,3 +144,33 @@ def test_video_tcm_learns_presence_beyond_the_frequency_prior():
     assert diag["recall_at_k"] > diag["prior_recall_at_k"]
     assert diag["presence_map"] > diag["prior_presence_map"]
     # distinct sets (0.067 measured) are reported, not asserted: that bound would be set after seeing the figure
+
+
+def test_two_pass_control_runs_both_passes_and_ignores_the_set():
+    """`tcm_set: none`: the first pass (supervised, among the aux outputs) and the second pass run as for
+    'predicted', TIM stays in the graph, but two different forced sets give the same output."""
+    torch.manual_seed(0)
+    bank, frames = correlated_bank(10), torch.rand(1, 2, 3, 32, 32)
+    cfg = ModelConfig(set_size=3, dec_layers=2, tcm_evidence="queries")
+    base = build_model(ModelConfig(tcm=False, tim="none", dec_layers=2), bank).eval()
+    blind = build_model(ModelConfig(set_size=3, dec_layers=2, tcm_evidence="queries", tcm_set="none"), bank).eval()
+    full = build_model(cfg, bank).eval()
+    full.load_state_dict(blind.state_dict())  # the same weights: only the switch differs
+    sets = torch.tensor([[0, 1, 2]]), torch.tensor([[7, 8, 9]])
+    with torch.no_grad():
+        one, two = (blind(frames, set_ids=s) for s in sets)
+        f1, f2 = (full(frames, set_ids=s) for s in sets)
+        n_base = len(base(frames)["aux_outputs"])
+    assert len(one["aux_outputs"]) == n_base + 1  # the first pass, supervised like every layer
+    assert one["tcm_scores"].shape == (1, 10)
+    for key in ("pred_logits", "pred_masks"):
+        assert torch.equal(one[key], two[key])
+        assert not torch.allclose(f1[key], f2[key])  # with the set injected the same two sets change the output
+    assert not torch.allclose(one["pred_logits"], one["aux_outputs"][-1]["pred_logits"])  # TIM still acts
+    from tmtvis.inference.taxonomy_probe import probe_clip
+
+    rec = probe_clip(blind, frames[0], generator=torch.Generator().manual_seed(0))
+    assert rec["tim_sensitivity"] == 0.0
+    blind.train()
+    blind(frames)["pred_logits"].sum().backward()
+    assert all(p.grad is not None for p in blind.tim.parameters())  # DDP sees TIM's parameters used

@@ -8,7 +8,7 @@ from tmtvis.errors import ConfigError
 BACKBONES = ("resnet18", "resnet50", "swin_t", "swin_s", "swin_b", "swin_l")
 TIM_MODES = ("cross_attn", "add_mean", "none")
 INIT_CLASSES = (None, "coco", "ytvis_2019", "ytvis_2021", "ovis", "uvo_dense")
-TCM_SETS = ("predicted", "oracle", "random")
+TCM_SETS = ("predicted", "oracle", "random", "none")
 TCM_STRIDES = (8, 16, 32)
 TCM_EVIDENCE = ("queries", "tokens", "video")
 
@@ -37,7 +37,9 @@ class ModelConfig:
     tcm: bool = True  # taxonomy compilation module
     tim: str = "cross_attn"  # taxonomy injection: 'cross_attn' | 'add_mean' | 'none'
     set_size: int = 10  # top-K categories kept in the taxonomy set (clipped to C)
-    tcm_set: str = "predicted"  # 'predicted' (TCM's top-K) | 'oracle' (annotated categories) | 'random' (controls)
+    # 'predicted' (TCM's top-K) | controls: 'oracle' (annotated categories), 'random' (K among the candidates),
+    # 'none' (TCM, its losses and the two decoder passes run as for 'predicted', but TIM gets an all-zero set).
+    tcm_set: str = "predicted"
     # What TCM reads: 'queries' = a first decoder pass without the set (object queries and their class
     # predictions); 'tokens' = the pixel tokens of one feature level (tcm_stride), the first design; 'video' =
     # the paper's: adapted category embeddings attend to the clip's spatio-temporal tokens (tcm_stride), scored by

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SET_MODES = ("predicted", "oracle", "random")
+SET_MODES = ("predicted", "oracle", "random", "none")  # none: chosen as predicted, never injected (TIM)
 EVIDENCE = ("queries", "tokens", "video")
 POOL_TEMPERATURE = 0.1
 

@@ -8,16 +8,21 @@ from tmtvis.models.video_decoder import CrossAttentionLayer
 
 
 class TIM(nn.Module):
-    """mode 'cross_attn': queries cross-attend to the set (residual, norm); 'add_mean': add the set's mean."""
+    """mode 'cross_attn': queries cross-attend to the set (residual, norm); 'add_mean': add the set's mean.
 
-    def __init__(self, mode: str, hidden: int, n_heads: int, dropout: float = 0.0) -> None:
+    blind: the set is replaced by zeros (the two-pass control, `model.tcm_set: none`): TIM keeps its parameters and
+    its place in the graph (DDP sees them used) but its output cannot depend on which categories were chosen."""
+
+    def __init__(self, mode: str, hidden: int, n_heads: int, dropout: float = 0.0, blind: bool = False) -> None:
         super().__init__()
-        self.mode = mode
+        self.mode, self.blind = mode, blind
         if mode == "cross_attn":
             self.cross = CrossAttentionLayer(hidden, n_heads, dropout)
 
     def forward(self, queries: torch.Tensor, query_pos: torch.Tensor, taxonomy_set: torch.Tensor) -> torch.Tensor:
         """queries/query_pos (Q, B, C), taxonomy_set (K, B, C) -> (Q, B, C)."""
+        if self.blind:
+            taxonomy_set = torch.zeros_like(taxonomy_set)
         if self.mode == "cross_attn":
             return self.cross(queries, taxonomy_set, query_pos=query_pos)
         if self.mode == "add_mean":

@@ -48,7 +48,8 @@ class TMTVIS(nn.Module):
         self.tcm = (TCM(text_dim, cfg.hidden_dim, cfg.n_heads, cfg.dim_feedforward, cfg.set_size, self.num_classes,
                         cfg.dropout, set_mode=cfg.tcm_set, evidence=cfg.tcm_evidence) if cfg.tcm else None)
         self.tcm_level = TCM_LEVELS[cfg.tcm_stride]
-        self.tim = TIM(cfg.tim, cfg.hidden_dim, cfg.n_heads, cfg.dropout) if cfg.tim != "none" else None
+        self.tim = (TIM(cfg.tim, cfg.hidden_dim, cfg.n_heads, cfg.dropout, blind=cfg.tcm_set == "none")
+                    if cfg.tim != "none" else None)
 
     def set_bank(self, bank: torch.Tensor) -> None:
         """Swap the taxonomy bank (open-vocabulary inference; needs text_classifier unless C is unchanged)."""
