@@ -13,7 +13,7 @@ from typing import Any
 
 from tmtvis.data.rle import MAX_SIDE, segmentation_form_problem
 from tmtvis.data.ytvis_format import (Track, Video, VisDataset, _int, _PendingCounts, _require, check_relative_name,
-                                      parse_categories, read_json)
+                                      collect_tracks, drop_bad_videos, parse_categories, read_json)
 from tmtvis.errors import DataError
 
 
@@ -86,27 +86,8 @@ def parse_coco(data: Any, path: str | Path, *, skip_bad_videos: bool = False) ->
     if not isinstance(anns, list):
         raise DataError(path, "annotations", "must be a list")
     seen: set[int] = set()
-    bad: dict[int, str] = {}
-    pending = _PendingCounts(path)
-    for i, a in enumerate(anns):
-        try:
-            ds.tracks.append(_annotation(a, f"annotations[{i}]", path, images, cat_ids, seen, pending))
-        except DataError as e:
-            earlier = pending.errors()
-            iid = a.get("image_id") if isinstance(a, dict) else None
-            if not skip_bad_videos:
-                raise earlier[0][1] if earlier else e
-            for v, err in earlier:
-                bad.setdefault(v, str(err))
-            if iid not in images:
-                raise
-            bad.setdefault(iid, str(e))
-    for v, err in pending.errors():
-        if not skip_bad_videos:
-            raise err
-        bad.setdefault(v, str(err))
-    if bad:
-        ds.skipped = [bad[v] for v in sorted(bad)]
-        ds.videos = {k: v for k, v in images.items() if k not in bad}
-        ds.tracks = [t for t in ds.tracks if t.video_id not in bad]
+    ds.tracks, bad = collect_tracks(anns, path, images, "image_id", skip_bad_videos,
+                                    lambda a, entry, pending: _annotation(a, entry, path, images, cat_ids, seen,
+                                                                          pending))
+    drop_bad_videos(ds, bad)
     return ds

@@ -13,7 +13,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -317,14 +317,26 @@ def parse_dataset(data: Any, path: str | Path, *, skip_bad_videos: bool = False,
     if not isinstance(anns, list):
         raise DataError(path, "annotations", "must be a list")
     seen: set[int] | None = None if for_metric else set()
+    ds.tracks, bad = collect_tracks(
+        anns, path, videos, "video_id", skip_bad_videos,
+        lambda a, entry, pending: _parse_track(a, entry, path, videos, cat_ids, seen, pending))
+    drop_bad_videos(ds, bad)
+    return ds
+
+
+def collect_tracks(anns: list, path: Path, videos: dict[int, Video], video_key: str, skip_bad_videos: bool,
+                   parse: Callable[[Any, str, _PendingCounts], Track]) -> tuple[list[Track], dict[int, str]]:
+    """Every annotation parsed, and {video id: error} of the bad ones' videos (with `skip_bad_videos`; else the
+    first error in file order raises: compressed counts are checked in batches, so earlier queued ones first)."""
+    tracks: list[Track] = []
     bad: dict[int, str] = {}
     pending = _PendingCounts(path)
     for i, a in enumerate(anns):
         try:
-            track = _parse_track(a, f"annotations[{i}]", path, videos, cat_ids, seen, pending)
+            track = parse(a, f"annotations[{i}]", pending)
         except DataError as e:
             earlier = pending.errors()
-            vid = a.get("video_id") if isinstance(a, dict) else None
+            vid = a.get(video_key) if isinstance(a, dict) else None
             if not skip_bad_videos:
                 raise earlier[0][1] if earlier else e
             for v, err in earlier:
@@ -333,16 +345,20 @@ def parse_dataset(data: Any, path: str | Path, *, skip_bad_videos: bool = False,
                 raise
             bad.setdefault(vid, str(e))
             continue
-        ds.tracks.append(track)
+        tracks.append(track)
     for v, err in pending.errors():
         if not skip_bad_videos:
             raise err
         bad.setdefault(v, str(err))
+    return tracks, bad
+
+
+def drop_bad_videos(ds: VisDataset, bad: dict[int, str]) -> None:
+    """Leave out the videos in `bad` and their tracks, listing why in `ds.skipped`."""
     if bad:
         ds.skipped = [bad[v] for v in sorted(bad)]
-        ds.videos = {k: v for k, v in videos.items() if k not in bad}
+        ds.videos = {k: v for k, v in ds.videos.items() if k not in bad}
         ds.tracks = [t for t in ds.tracks if t.video_id not in bad]
-    return ds
 
 
 def _ids(obj: dict, path: Path, entry: str, videos: dict[int, Video], cat_ids: set[int]) -> tuple[Video, int]:
