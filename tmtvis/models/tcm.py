@@ -1,6 +1,6 @@
 """Taxonomy Compilation Module: scores every category of the bank against the clip, keeps the top-K.
 
-Why it is built this way (each point fixes a measured failure of an earlier version, see README "The method"):
+Why it is built this way (each point fixes a measured failure of an earlier version, see docs/method.md):
 - The bank is centred and re-normalised first: CLIP-style text embeddings share a large common component
   (mean pairwise cosine 0.96 for the demo's random tower), which carries no category identity.
 - The adapter is a bias-free linear map + LayerNorm: every category embedding has the same scale
