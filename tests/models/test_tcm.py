@@ -92,7 +92,7 @@ def test_tcm_learns_presence_beyond_the_frequency_prior():
 
 
 @pytest.mark.slow
-@pytest.mark.soak  # a learning run like the two beside it (569 s in a loaded main-tier run): CI's soak tier
+@pytest.mark.soak  # a learning run like the two beside it (34 s, and 569 s in a loaded run): CI's soak tier
 def test_token_tcm_learns_presence_beyond_the_frequency_prior():
     """TCM on stride-8 tokens: backbone + pixel decoder + TCM on the taxonomy losses alone, distinct-looking clips."""
     torch.set_num_threads(2)
