@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tmtvis.data.rle import MAX_SIDE, segmentation_form_problem
-from tmtvis.data.ytvis_format import (Track, Video, VisDataset, _int, _PendingCounts, _require, check_relative_name,
-                                      collect_tracks, drop_bad_videos, parse_categories, read_json)
+from tmtvis.data.ytvis_format import (Track, Video, VisDataset, _int, _ids, _PendingCounts, _require,
+                                      check_relative_name, collect_tracks, drop_bad_videos, parse_categories, read_json)
 from tmtvis.errors import DataError
 
 
@@ -45,13 +45,8 @@ def _annotation(a: Any, entry: str, path: Path, images: dict[int, Video], cat_id
     if aid in seen:
         raise DataError(path, entry, f"duplicate annotation id {aid}")
     seen.add(aid)
-    iid = _int(a["image_id"], path, entry, "image_id")
-    if iid not in images:
-        raise DataError(path, entry, f"unknown image_id {iid}")
-    cid = _int(a["category_id"], path, entry, "category_id")
-    if cid not in cat_ids:
-        raise DataError(path, entry, f"unknown category_id {cid}")
-    image = images[iid]
+    image, cid = _ids(a, path, entry, images, cat_ids, "image_id")
+    iid = image.id
     seg = a["segmentation"] or None  # [] and {}: no mask, as in the video files
     if seg is not None:
         if (problem := segmentation_form_problem(seg, image.height, image.width)) is not None:

@@ -361,11 +361,12 @@ def drop_bad_videos(ds: VisDataset, bad: dict[int, str]) -> None:
         ds.tracks = [t for t in ds.tracks if t.video_id not in bad]
 
 
-def _ids(obj: dict, path: Path, entry: str, videos: dict[int, Video], cat_ids: set[int]) -> tuple[Video, int]:
-    """The video and category an annotation or a prediction refers to, both checked."""
-    vid = _int(obj["video_id"], path, entry, "video_id")
+def _ids(obj: dict, path: Path, entry: str, videos: dict[int, Video], cat_ids: set[int],
+         video_key: str = "video_id") -> tuple[Video, int]:
+    """The video (COCO: image, video_key "image_id") and category an annotation or a prediction refers to."""
+    vid = _int(obj[video_key], path, entry, video_key)
     if vid not in videos:
-        raise DataError(path, entry, f"unknown video_id {vid}")
+        raise DataError(path, entry, f"unknown {video_key} {vid}")
     cid = _int(obj["category_id"], path, entry, "category_id")
     if cid not in cat_ids:
         raise DataError(path, entry, f"unknown category_id {cid}")
