@@ -295,6 +295,7 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    base = copy.deepcopy(base)  # the caller's config stays as given
     base.tracking.tracking_uri = base.tracking.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
     base.tracking.experiment = "tmtvis-study"
     datasets = [d.name for d in base.data.splits("valid")]

@@ -26,11 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=Path("tiny"), help="a YAML file or a shipped preset (tiny, r50)")
     p.add_argument("--out", type=Path, default=Path("study_out"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="paired seeds (every cell runs each)")
-    p.add_argument("--iterations", type=int, default=600, help="training iterations per run")
-    p.add_argument("--videos", type=int, default=200, help="videos per synthetic dataset (20%% go to validation)")
+    p.add_argument("--iterations", type=int, default=400, help="training iterations per run")
+    p.add_argument("--videos", type=int, default=100, help="videos per synthetic dataset (20%% go to validation)")
     p.add_argument("--frames", type=int, default=6)
-    p.add_argument("--classes", type=_classes, default=_classes("ytvis=24,ovis=16,uvo=40"),
-                   help="categories per preset (default ytvis=24,ovis=16,uvo=40: 53 unified categories)")
+    p.add_argument("--classes", type=_classes, default=_classes("ytvis=8,ovis=8,uvo=8"),
+                   help="categories per preset (default ytvis=8,ovis=8,uvo=8: the study of docs/results.md)")
+    p.add_argument("--coco", type=int, default=0, metavar="IMAGES",
+                   help="add a synthetic COCO-format set of IMAGES stills to the joint cells' training mix, as "
+                        "pseudo-clips (format: coco; the uvo-like categories, merged through the synonyms)")
+    p.add_argument("--coco-weight", type=float, default=1.0, help="the COCO source's mixing weight")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic trio")
     p.add_argument("--single", default="ytvis_synth", help="dataset of the single-dataset cell (a)")
     p.add_argument("--only", nargs="*", default=None, help="run only cells whose name starts with one of these")
@@ -52,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from tmtvis.config import load_config
-    from tmtvis.data.synthetic import generate
+    from tmtvis.config import DatasetConfig
+    from tmtvis.data.synthetic import generate, generate_coco
     from tmtvis.errors import ConfigError
     from experiments.method_study import (affected_categories, read_cards, run_study, select_cells, stage1_table,
                                           study_cells, write_results_doc, write_stage1_doc)
@@ -61,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     out = args.out.resolve()
     data = out / "data" / f"seed{args.data_seed}"  # each data seed its own data: runs on one never mix with another's
     sizes = {"videos": args.videos, "frames": args.frames, "classes": args.classes, "size": [64, 64]}
+    if args.coco:
+        if args.coco < 0 or args.coco_weight <= 0:
+            raise ConfigError(f"--coco must be >= 0 and --coco-weight > 0, got {args.coco} and {args.coco_weight}")
+        sizes["coco"] = args.coco
     card = data / "sizes.json"
     if card.is_file() and json.loads(card.read_text()) != sizes:
         raise ConfigError(f"{data} was generated with {card.read_text().strip()}, not {json.dumps(sizes)}: "
@@ -69,11 +78,17 @@ def run(args: argparse.Namespace) -> int:
         if not (data / preset / "valid.json").is_file():
             generate(data / preset, preset, videos=args.videos, frames=args.frames, size=(64, 64),
                      classes=args.classes.get(preset), seed=args.data_seed, val_fraction=0.2, trio=args.classes)
+    if args.coco and not (data / "coco" / "train.json").is_file():
+        generate_coco(data / "coco", images=args.coco, size=(64, 64), classes=args.classes.get("uvo"),
+                      seed=args.data_seed, val_fraction=0.0)
     card.write_text(json.dumps(sizes) + "\n")
     # The lr drop at 80% of the run, as in the tiny config's 900 iterations (step at 720).
     cfg = load_config(args.config, [f"data.root={data}", f"output_dir={out}",
                                     f"train.iterations={args.iterations}", f"train.lr_steps=[{int(0.8 * args.iterations)}]",
                                     "train.val_max_videos=0", *args.overrides])
+    if args.coco:  # a training source of every joint cell; the single-dataset cell keeps its one dataset
+        cfg.data.datasets.append(DatasetConfig("coco_synth", "coco", "coco/train.json", "coco/images", "train",
+                                               args.coco_weight))
     t0 = time.time()
     table, results = run_study(cfg, out, args.seeds, args.single, args.only, report_only=args.report_only,
                                worker_logs=getattr(args, "verbose", False), cells=args.cells,
@@ -83,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
     classes = ",".join(f"{k}={v}" for k, v in args.classes.items())
     command = (f"tmtvis study --config {config} --out {args.out} --seeds {' '.join(map(str, args.seeds))} "
                f"--iterations {args.iterations} --videos {args.videos} --frames {args.frames} --classes {classes} "
-               f"--data-seed {args.data_seed}" + (f" --cells {','.join(args.cells)}" if args.cells else "")
+               f"--data-seed {args.data_seed}"
+               + (f" --coco {args.coco} --coco-weight {args.coco_weight:g}" if args.coco else "")
+               + (f" --cells {','.join(args.cells)}" if args.cells else "")
                + "".join(f" --set {o}" for o in args.overrides))
     doc = args.results_doc or out / "results.md"
     write_results_doc(doc, table, command, sum(r.seconds for r in results))

@@ -26,3 +26,37 @@ def test_study_rejects_an_unknown_preset(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["study", "--out", str(tmp_path), "--classes", "ytvis=8,coco=3"])
     assert "unknown preset 'coco'" in capsys.readouterr().err
+
+
+def test_study_adds_a_coco_source_to_the_joint_mix(tmp_path, monkeypatch):
+    import experiments.method_study as study
+
+    seen = {}
+
+    def fake_run_study(cfg, out, seeds, single, only, **kw):
+        seen["cfg"] = cfg
+        return "table", []
+
+    monkeypatch.setattr(study, "run_study", fake_run_study)
+    args = ["study", "--out", str(tmp_path), "--videos", "5", "--frames", "2", "--classes", "ytvis=2,ovis=2,uvo=3",
+            "--coco", "6", "--coco-weight", "0.5", "--cells", "b"]
+    assert main(args) == 0
+    coco = [d for d in seen["cfg"].data.datasets if d.format == "coco"]
+    assert [(d.name, d.split, d.weight) for d in coco] == [("coco_synth", "train", 0.5)]
+    data = tmp_path / "data" / "seed0"
+    doc = json.loads((data / "coco" / "train.json").read_text())
+    assert len(doc["images"]) == 6 and len(doc["categories"]) == 3  # the uvo-like categories, all for training
+    assert json.loads((data / "sizes.json").read_text())["coco"] == 6
+    assert "--coco 6 --coco-weight 0.5" in (tmp_path / "results.md").read_text()
+    # The same out dir without --coco is other data: refused, not mixed.
+    assert main(args[:-6] + ["--cells", "b"]) != 0
+
+
+def test_run_study_leaves_its_config_untouched(tmp_path):
+    from experiments.method_study import run_study
+    from tmtvis.config import load_config
+
+    cfg = load_config("tiny", [f"data.root={tmp_path}"])
+    before = repr(cfg)
+    run_study(cfg, tmp_path / "out", [0], "ytvis_synth", report_only=True)
+    assert repr(cfg) == before
