@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--single", default="ytvis_synth", help="dataset of the single-dataset cell (a)")
     p.add_argument("--only", nargs="*", default=None, help="run only cells whose name starts with one of these")
     p.add_argument("--cells", type=lambda t: [c for c in t.split(",") if c], default=None, metavar="KEY[,KEY...]",
-                   help="run only these cells: a, b, c, d, two_pass, oracle, random (or full names); e.g. "
+                   help="run only these cells: a, b, c, d, two_pass, oracle, random, video (or full names); e.g. "
                         "b,d,two_pass reruns the three main cells")
     p.add_argument("--stage1-doc", type=Path, default=None, metavar="FILE",
                    help="markdown file whose 'Stage 1: dilution' block gets the a-vs-b table "

@@ -14,7 +14,7 @@ from experiments.method_study import (BLOCK_BEGIN, BLOCK_END, STAGE1_BEGIN, RunR
 def test_cells_are_the_protocol():
     names = [c.name for c in study_cells("ytvis_synth")]
     assert names == ["a_single_ytvis_synth", "b_naive_joint", "c_joint_foreign_mask", "d_tmtvis",
-                     "d_two_pass_no_set", "d_oracle", "d_random"]
+                     "d_two_pass_no_set", "d_oracle", "d_random", "d_video_tcm"]
 
 
 def test_cell_selection():
@@ -41,6 +41,9 @@ def test_cell_configs():
         cfg = cell_config(base, cells[name], 0)
         assert cfg.model.tcm and cfg.model.tim == "cross_attn" and cfg.loss.taxonomy_weight > 0
         assert cfg.model.tcm_set == mode and not cfg.loss.mask_foreign_classes
+        assert cfg.model.tcm_evidence == "queries"  # the tiny preset's TCM
+    video = cell_config(base, cells["d_video_tcm"], 0)
+    assert video.model.tcm_evidence == "video" and video.model.tcm_set == "predicted" and video.model.tim == "cross_attn"
     assert base.model.tcm and base.model.tcm_set == "predicted"  # the base config is not modified
 
 
@@ -95,6 +98,16 @@ def test_tmtvis_vs_two_pass_and_agnostic_per_dataset():
     mean, lo, hi = t_interval([0.1, 0.05, 0.0])
     assert f"{100 * mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] (n=3)" in rows["d_tmtvis − d_two_pass_no_set"]
     assert "x agnostic AP" in lines[0]
+
+
+def test_video_tcm_is_compared_to_the_query_tcm():
+    cells = [c for c in study_cells("x") if c.group in ("b", "d", "video")]
+    results = [RunResult(cell, seed, {"x.AP": ap})
+               for seed, (b, d, v) in enumerate([(0.1, 0.3, 0.2), (0.2, 0.3, 0.4)])
+               for cell, ap in (("b_naive_joint", b), ("d_tmtvis", d), ("d_video_tcm", v))]
+    rows = {ln.split(" | ")[0][2:]: ln for ln in summarize(results, cells, ["x"]).splitlines() if " − " in ln}
+    assert set(rows) == {"d_tmtvis − b_naive_joint", "d_video_tcm − b_naive_joint", "d_video_tcm − d_tmtvis"}
+    assert "| +0.0 [-127.1, +127.1] (n=2) |" in rows["d_video_tcm − d_tmtvis"]  # (-10, +10): t(0.975, 1) * 14.1 / 1.41
 
 
 def test_affected_categories_and_stage1(tmp_path):
