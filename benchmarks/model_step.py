@@ -37,7 +37,8 @@ import tmtvis.env  # noqa: E402
 from tmtvis.config import load_config, preset_path  # noqa: E402
 from tmtvis.inference import VideoPredictor  # noqa: E402
 from tmtvis.losses import build_criterion  # noqa: E402
-from tmtvis.models import LossConfig, ModelConfig, build_model, count_parameters  # noqa: E402
+from tmtvis.losses import LossConfig  # noqa: E402
+from tmtvis.models import ModelConfig, build_model, count_parameters  # noqa: E402
 
 
 def clip_targets(t: int, h: int, w: int, c: int, n: int = 3) -> list[dict]:

@@ -15,7 +15,8 @@ import yaml
 from tmtvis.data.clips import ClipConfig
 from tmtvis.errors import ConfigError
 from tmtvis.io_utils import read_yaml_mapping
-from tmtvis.models.config import LossConfig, ModelConfig
+from tmtvis.losses.config import LossConfig
+from tmtvis.models.config import ModelConfig
 from tmtvis.taxonomy_bank import BankConfig
 
 FORMATS = ("ytvis", "ovis", "uvo", "coco")

@@ -1,9 +1,12 @@
 import math
+from dataclasses import dataclass
 
+import pytest
 import torch
 
-from tmtvis.losses import build_criterion
-from tmtvis.models import LossConfig
+from tmtvis.errors import ConfigError
+from tmtvis.losses import LossConfig, build_criterion, criterion
+from tmtvis.losses.criterion import main_terms
 
 torch.set_num_threads(2)
 C, Q, T = 6, 5, 2
@@ -53,6 +56,49 @@ def test_weights_scale_losses_and_deep_supervision_switch():
     assert "loss_ce_0" not in la
     assert torch.allclose(lb["loss_ce"], 2 * la["loss_ce"])
     assert lb["loss_mask"] == 0 and torch.allclose(lb["loss_taxonomy"], 3 * la["loss_taxonomy"])
+
+
+def test_weights_come_from_the_weight_fields():
+    cfg = LossConfig(class_weight=3.0, taxonomy_rank_weight=0.5)
+    assert cfg.weights() == {"ce": 3.0, "mask": 5.0, "dice": 5.0, "taxonomy": 1.0, "taxonomy_dense": 1.0,
+                             "taxonomy_rank": 0.5}
+    with pytest.raises(ConfigError, match="loss.taxonomy_rank_weight must be >= 0"):
+        LossConfig(taxonomy_rank_weight=-1.0).validate()
+    with pytest.raises(ConfigError, match="loss.cost_dice must be >= 0"):
+        LossConfig(cost_dice=-0.1).validate()
+
+
+@dataclass
+class _WithSpread(LossConfig):
+    spread_weight: float = 0.5
+
+
+def test_a_new_term_is_its_function_and_its_weight(monkeypatch):
+    """Adding a clip-level loss touches two places: its function in CLIP_TERMS and its weight field; the total and
+    what training logs (main_terms) follow, its weight is validated like the others."""
+    monkeypatch.setitem(criterion.CLIP_TERMS, "spread", lambda out, tg: out["tcm_scores"].std())
+    out = outputs()
+    torch.manual_seed(0)
+    losses = build_criterion(C, _WithSpread(num_points=64))(out, targets())
+    assert torch.allclose(losses["loss_spread"], 0.5 * out["tcm_scores"].std())
+    assert torch.allclose(losses["loss"], sum(v for k, v in losses.items() if k != "loss"))
+    logged = main_terms(losses)
+    assert "loss_spread" in logged and "loss" in logged and "loss_ce" in logged
+    assert not any(k.endswith(("_0", "_1")) for k in logged)
+    with pytest.raises(ConfigError, match="loss.spread_weight must be >= 0"):
+        build_criterion(C, _WithSpread(spread_weight=-1.0))
+
+
+def test_a_zero_weight_term_is_still_computed():
+    losses = build_criterion(C, LossConfig(num_points=64, taxonomy_rank_weight=0.0))(outputs(), targets())
+    assert losses["loss_taxonomy_rank"] == 0  # in the graph (DDP sees its parameters used), adds nothing
+
+
+def test_clip_terms_need_their_inputs():
+    out = outputs()
+    del out["tcm_scores"]  # a model without TCM
+    losses = build_criterion(C, LossConfig(num_points=64))(out, targets())
+    assert not any(k.startswith("loss_taxonomy") for k in losses)
 
 
 def test_foreign_class_masking_ignores_foreign_logits():

@@ -7,7 +7,8 @@ import torch
 from tmtvis.eval.taxonomy_diagnostics import label_stats, summarize
 from tmtvis.losses.criterion import SetCriterion
 from tmtvis.losses.taxonomy_loss import dense_taxonomy_loss, taxonomy_loss
-from tmtvis.models.config import LossConfig, ModelConfig
+from tmtvis.losses.config import LossConfig
+from tmtvis.models.config import ModelConfig
 from tmtvis.models.tmtvis_model import build_model
 
 PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],

@@ -158,7 +158,7 @@ def test_taxonomy_loss_alone_trains_the_tcm_on_tokens():
 def test_mixed_precision_forward_loss_and_inference():
     from tmtvis.inference import VideoPredictor
     from tmtvis.losses import build_criterion
-    from tmtvis.models import LossConfig
+    from tmtvis.losses import LossConfig
     torch.manual_seed(0)
     model = build_model(ModelConfig(), bank())
     crit = build_criterion(12, LossConfig(num_points=64, mask_foreign_classes=True))

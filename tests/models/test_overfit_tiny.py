@@ -9,7 +9,8 @@ from scipy.optimize import linear_sum_assignment
 
 from tmtvis.inference import VideoPredictor
 from tmtvis.losses import build_criterion
-from tmtvis.models import LossConfig, ModelConfig, build_model
+from tmtvis.losses import LossConfig
+from tmtvis.models import ModelConfig, build_model
 
 torch.set_num_threads(2)
 C = 12

@@ -14,7 +14,8 @@ from model_synthetic import synthetic_clip
 from tmtvis.config import TrainConfig
 from tmtvis.errors import ConfigError
 from tmtvis.losses import build_criterion
-from tmtvis.models import LossConfig, ModelConfig, build_model
+from tmtvis.losses import LossConfig
+from tmtvis.models import ModelConfig, build_model
 from tmtvis.models.backbone import SWIN, Backbone
 from tmtvis.optim import build_optimizer
 from tmtvis.pretrained import apply_init_weights

@@ -26,7 +26,7 @@ from tmtvis.data.clips import packed_size, unpack_masks
 from tmtvis.env import keep_freed_memory
 from tmtvis.eval.taxonomy_diagnostics import LabelStats
 from tmtvis.io_utils import atomic_write_text
-from tmtvis.losses.criterion import SetCriterion
+from tmtvis.losses.criterion import SetCriterion, main_terms
 from tmtvis.models.tcm import forced_set
 from tmtvis.models.tmtvis_model import build_model
 from tmtvis.optim import build_optimizer, build_scheduler
@@ -36,8 +36,6 @@ from tmtvis.taxonomy_bank import load_bank
 from tmtvis.validation import Validator, log_validation, training_label_stats, unwrap
 
 log = logging.getLogger(__name__)
-LOGGED_LOSSES = ("loss", "loss_ce", "loss_mask", "loss_dice", "loss_taxonomy", "loss_taxonomy_dense",
-                 "loss_taxonomy_rank")
 
 
 @dataclass
@@ -133,9 +131,8 @@ class Meters:
         self.seen[self.num_classes + batch["source"].cpu()] += 1
         self.mine.add(batch["sample"].cpu().numpy())
         self.mine_trained += int(batch["sample"].shape[0])
-        for k in LOGGED_LOSSES:
-            if k in losses:
-                self.loss_sums[k] = self.loss_sums.get(k, 0.0) + float(losses[k].detach())
+        for k, v in main_terms(losses).items():
+            self.loss_sums[k] = self.loss_sums.get(k, 0.0) + float(v.detach())
         self.steps += 1
 
     def report(self, state: TrainState, w: Worker, train_splits: list) -> dict[str, float]:

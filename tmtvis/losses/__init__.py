@@ -1,4 +1,5 @@
 """Losses: video Hungarian matcher, set criterion, taxonomy-aware BCE."""
+from tmtvis.losses.config import LossConfig
 from tmtvis.losses.criterion import SetCriterion
 from tmtvis.losses.matcher import HungarianMatcher
 from tmtvis.losses.taxonomy_loss import taxonomy_loss
@@ -9,4 +10,4 @@ def build_criterion(num_classes: int, cfg=None) -> SetCriterion:
     return SetCriterion(num_classes, cfg)
 
 
-__all__ = ["SetCriterion", "HungarianMatcher", "taxonomy_loss", "build_criterion"]
+__all__ = ["LossConfig", "SetCriterion", "HungarianMatcher", "taxonomy_loss", "build_criterion"]

@@ -1,6 +1,14 @@
 """Video set criterion: Hungarian matching, then CE + point-sampled mask BCE/dice (+ deep supervision)
-and the taxonomy-aware BCE on the TCM scores."""
+and the taxonomy-aware losses on the TCM scores.
+
+Losses by name, as in DETR: the matched terms of every decoder layer (`ce`, `mask`, `dice`) and the clip-level
+terms of `CLIP_TERMS`, each weighted by `LossConfig.<term>_weight` and returned as `loss_<term>` (deep-supervision
+copies as `loss_<term>_<layer>`). A new clip-level term is its function in `CLIP_TERMS` and its weight field.
+"""
 from __future__ import annotations
+
+import re
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -10,7 +18,36 @@ from torch import nn
 from tmtvis.losses.matcher import HungarianMatcher
 from tmtvis.losses.point_sampling import point_sample, uncertain_points
 from tmtvis.losses.taxonomy_loss import dense_taxonomy_loss, taxonomy_loss, taxonomy_rank_loss
-from tmtvis.models.config import LossConfig
+from tmtvis.losses.config import LossConfig
+
+
+def _taxonomy(outputs: dict, targets: list[dict]) -> torch.Tensor | None:
+    return None if outputs.get("tcm_scores") is None else taxonomy_loss(outputs["tcm_scores"], targets)
+
+
+def _taxonomy_rank(outputs: dict, targets: list[dict]) -> torch.Tensor | None:
+    return None if outputs.get("tcm_scores") is None else taxonomy_rank_loss(outputs["tcm_scores"], targets)
+
+
+def _taxonomy_dense(outputs: dict, targets: list[dict]) -> torch.Tensor | None:
+    if outputs.get("tcm_token_logits") is None:
+        return None
+    return dense_taxonomy_loss(outputs["tcm_token_logits"], outputs["tcm_token_size"], targets)
+
+
+# The clip-level terms by name: fn(outputs, targets) -> the unweighted loss, or None when the outputs lack what it
+# reads (a model without TCM). A term with weight 0 is still computed: its parameters stay in the DDP graph.
+CLIP_TERMS: dict[str, Callable[[dict, list[dict]], torch.Tensor | None]] = {
+    "taxonomy": _taxonomy,               # pooled BCE of TCM's scores vs the clip's categories
+    "taxonomy_rank": _taxonomy_rank,     # listwise: the annotated categories first among the clip's candidates
+    "taxonomy_dense": _taxonomy_dense,   # TCM's token logits vs the objects' coverage of each token
+}
+_AUX = re.compile(r"_\d+$")
+
+
+def main_terms(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The total and every term of the final layer: what training logs (deep-supervision copies left out)."""
+    return {k: v for k, v in losses.items() if not _AUX.search(k)}
 
 
 def foreign_class_mask(targets: list[dict], num_classes: int, device: torch.device) -> torch.Tensor:
@@ -52,8 +89,8 @@ class SetCriterion(nn.Module):
       ignores categories outside it; with `mask_foreign_classes` their class logits are masked out of CE and matching.
 
     Returns weighted losses: loss_ce, loss_mask, loss_dice, their deep-supervision copies loss_ce_{i}, ...,
-    loss_taxonomy (when the outputs carry tcm_scores), loss_taxonomy_dense (TCM's token logits vs the objects'
-    coverage of each token) and `loss`, the total. The matching is video-level (one
+    the clip-level terms of CLIP_TERMS whose inputs the outputs carry (loss_taxonomy, ...) and `loss`, the total.
+    The matching is video-level (one
     cost per track over all frames); the mask losses are Mask2Former-VIS's: points importance-sampled per frame,
     BCE and dice per frame over its P points, summed over the N x T frames and divided by the number of tracks.
     """
@@ -61,6 +98,7 @@ class SetCriterion(nn.Module):
     def __init__(self, num_classes: int, cfg: LossConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = (cfg or LossConfig()).validate()
+        self.weights = cfg.weights()
         self.num_classes = num_classes
         self.matcher = HungarianMatcher(cfg.cost_class, cfg.cost_mask, cfg.cost_dice, cfg.num_points)
         weight = torch.ones(num_classes + 1)
@@ -104,16 +142,11 @@ class SetCriterion(nn.Module):
                 logits = logits.masked_fill(foreign[:, None, :], float("-inf"))
             indices = self.matcher(logits, out["pred_masks"], targets)
             loss_mask, loss_dice = self.loss_masks(out["pred_masks"], indices, targets, num_masks)
-            losses["loss_ce" + suffix] = cfg.class_weight * self.loss_labels(logits, indices, targets)
-            losses["loss_mask" + suffix] = cfg.mask_weight * loss_mask
-            losses["loss_dice" + suffix] = cfg.dice_weight * loss_dice
-        if outputs.get("tcm_scores") is not None:
-            losses["loss_taxonomy"] = cfg.taxonomy_weight * taxonomy_loss(outputs["tcm_scores"], targets)
-            if cfg.taxonomy_rank_weight > 0:
-                losses["loss_taxonomy_rank"] = cfg.taxonomy_rank_weight * taxonomy_rank_loss(outputs["tcm_scores"],
-                                                                                             targets)
-        if outputs.get("tcm_token_logits") is not None and cfg.taxonomy_dense_weight > 0:
-            losses["loss_taxonomy_dense"] = cfg.taxonomy_dense_weight * dense_taxonomy_loss(
-                outputs["tcm_token_logits"], outputs["tcm_token_size"], targets)
+            terms = {"ce": self.loss_labels(logits, indices, targets), "mask": loss_mask, "dice": loss_dice}
+            losses.update({f"loss_{name}{suffix}": self.weights[name] * v for name, v in terms.items()})
+        for name, term in CLIP_TERMS.items():
+            value = term(outputs, targets)
+            if value is not None:
+                losses[f"loss_{name}"] = self.weights[name] * value
         losses["loss"] = sum(losses.values())
         return losses

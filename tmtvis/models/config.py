@@ -1,4 +1,4 @@
-"""Flat, plain-typed model and loss configs; the YAML loader fills them by field name."""
+"""The flat, plain-typed model config; the YAML loader fills it by field name (the loss config: tmtvis/losses/config.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -85,40 +85,4 @@ class ModelConfig:
             raise ConfigError(f"model.hidden_dim ({self.hidden_dim}) must be a multiple of 32 (GroupNorm(32))")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        return self
-
-
-@dataclass
-class LossConfig:
-    """Loss weights, matcher costs and point sampling; defaults are the `tiny` values."""
-
-    class_weight: float = 2.0
-    mask_weight: float = 5.0
-    dice_weight: float = 5.0
-    taxonomy_weight: float = 1.0
-    taxonomy_dense_weight: float = 1.0  # TCM's token-level category targets from the instance masks
-    taxonomy_rank_weight: float = 1.0  # listwise: the clip's annotated categories first among its candidates
-    no_object_weight: float = 0.1
-    cost_class: float = 2.0
-    cost_mask: float = 5.0
-    cost_dice: float = 5.0
-    num_points: int = 1024  # points per frame (12544 = 112*112 for r50)
-    oversample_ratio: float = 3.0
-    importance_sample_ratio: float = 0.75
-    mask_foreign_classes: bool = False  # mask logits outside the clip's source taxonomy in CE
-    deep_supervision: bool = True
-
-    def validate(self) -> "LossConfig":
-        for name in ("class_weight", "mask_weight", "dice_weight", "taxonomy_weight", "taxonomy_dense_weight",
-                     "taxonomy_rank_weight",
-                     "no_object_weight",
-                     "cost_class", "cost_mask", "cost_dice"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.num_points < 1:
-            raise ConfigError(f"loss.num_points must be >= 1, got {self.num_points}")
-        if self.oversample_ratio < 1:
-            raise ConfigError(f"loss.oversample_ratio must be >= 1, got {self.oversample_ratio}")
-        if not 0.0 <= self.importance_sample_ratio <= 1.0:
-            raise ConfigError(f"loss.importance_sample_ratio must be in [0, 1], got {self.importance_sample_ratio}")
         return self
