@@ -4,7 +4,7 @@ Every cell trains with the same data, iterations and paired seeds through the re
 evaluates each dataset's validation split in its own label space, and is one MLflow run tagged `study.cell` /
 `study.seed`. The table reports per-dataset AP, the paired difference to naive joint training (b), class-agnostic
 AP and the TCM diagnostics, each as mean ± std over seeds. An experiment over the library, run by `tmtvis study`
-(workflows/study.py) or `python -m experiments.method_study`.
+(workflows/study.py).
 """
 from __future__ import annotations
 
@@ -321,7 +321,9 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
                 prepare(cfg, out / "prepared" / tag / cell.dataset, show_progress=False).out_dir
             print(f"[study] run {n}/{len(todo)}: {cell.name} seed {seed} (data seed {data_seed})", flush=True)
             t0 = time.time()
-            res = train(cfg, prepared, out / "runs" / tag / f"{cell.name}-seed{seed}",
+            run_dir = out / "runs" / tag / f"{cell.name}-seed{seed}"
+            # A run left unfinished (interrupted, or failed) goes on from its last checkpoint, if it has one.
+            res = train(cfg, prepared, run_dir, resume=run_dir.exists(),
                         tags={"study.cell": cell.name, "study.group": cell.group, "study.seed": str(seed),
                               "study.data_seed": str(data_seed)})
             r = RunResult(cell.name, seed, run_metrics(res.metrics, datasets), time.time() - t0, data_seed)
@@ -379,10 +381,3 @@ def write_stage1_doc(path: Path, table: str, summary: dict, command: str, result
             f"{100 * summary['high_all']:+.1f}].")
     write_block(path, STAGE1_BEGIN, STAGE1_END, "Stage 1: dilution", text)
 
-
-if __name__ == "__main__":
-    import sys
-
-    from workflows.cli import main
-
-    sys.exit(main(["study", *sys.argv[1:]]))

@@ -175,3 +175,21 @@ def test_two_pass_control_runs_both_passes_and_ignores_the_set():
     blind.train()
     blind(frames)["pred_logits"].sum().backward()
     assert all(p.grad is not None for p in blind.tim.parameters())  # DDP sees TIM's parameters used
+
+
+def test_two_pass_control_uses_every_parameter_the_full_model_uses():
+    """DDP (find_unused_parameters off) fails a step in which a parameter gets no gradient: under `tcm_set: none`
+    what builds the set (the adapter of the bank) must stay in the graph, as under 'predicted' (found in the study:
+    the two-pass cell failed at its first step on 2 workers)."""
+    torch.manual_seed(0)
+    bank, frames = correlated_bank(10), torch.rand(1, 2, 3, 32, 32)
+    unused = {}
+    for mode in ("predicted", "none"):
+        model = build_model(ModelConfig(set_size=3, dec_layers=2, tcm_evidence="queries", tcm_set=mode), bank)
+        model.train()
+        out = model(frames)
+        loss = out["pred_logits"].sum() + out["pred_masks"].sum() + out["tcm_scores"].sum()
+        loss = loss + sum(a["pred_logits"].sum() + a["pred_masks"].sum() for a in out["aux_outputs"])
+        loss.backward()
+        unused[mode] = {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
+    assert unused["none"] == unused["predicted"]

@@ -21,8 +21,8 @@ class TIM(nn.Module):
 
     def forward(self, queries: torch.Tensor, query_pos: torch.Tensor, taxonomy_set: torch.Tensor) -> torch.Tensor:
         """queries/query_pos (Q, B, C), taxonomy_set (K, B, C) -> (Q, B, C)."""
-        if self.blind:
-            taxonomy_set = torch.zeros_like(taxonomy_set)
+        if self.blind:  # times 0, not zeros_like: what builds the set keeps a (zero) gradient, as DDP requires
+            taxonomy_set = taxonomy_set * 0.0
         if self.mode == "cross_attn":
             return self.cross(queries, taxonomy_set, query_pos=query_pos)
         if self.mode == "add_mean":
