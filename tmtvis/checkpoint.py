@@ -1,19 +1,15 @@
 """Checkpoints (no Ray): save, load weights_only, check cheaply, find the latest, resolve a name, build the model.
 
 A checkpoint directory holds state.pt (model, optimiser, scheduler, RNG, iteration, the data progress),
-config.yaml, taxonomy.json and meta.json, written last. It may also be named by an MLflow URI (models:/NAME/VERSION, models:/NAME@alias,
-models:/MODEL_ID, runs:/RUN_ID/PATH): it is downloaded through the tracking server into a temporary directory.
+config.yaml, taxonomy.json and meta.json, written last. A checkpoint named by an MLflow URI is downloaded first
+(tmtvis/tracking/fetch.py): this module knows paths and object storage only.
 """
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import json
-import os
-import random
-import re
 import shutil
-import tempfile
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +25,6 @@ STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 BEST_FILE = "best.json"  # in RUN_DIR/best: the iteration and val.mean_AP of the best validation
 NEEDED = (STATE_FILE, "config.yaml", "taxonomy.json")
-MLFLOW_URI = re.compile(r"^(models|runs|mlflow-artifacts):/")
 
 
 @dataclass
@@ -188,43 +183,8 @@ def latest_checkpoint(root: str | Path) -> tuple[Path | str | None, dict]:
     return best, meta
 
 
-def is_mlflow_uri(path: str | Path) -> bool:
-    return bool(MLFLOW_URI.match(str(path)))
-
-
-def download_checkpoint(uri: str, tracking_uri: str | None = None) -> Path:
-    """Download an MLflow model or run artifact and return the checkpoint dir inside it."""
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
-    from tmtvis.tracking.mlflow_tracking import check_reachable
-    from tmtvis.tracking.model import tracking_at
-
-    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not tracking_uri:
-        raise TmtvisError(f"{uri}: an MLflow URI needs --tracking-uri (or MLFLOW_TRACKING_URI)")
-    check_reachable(tracking_uri)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    dst = tempfile.mkdtemp(prefix="tmtvis-model-")
-    atexit.register(shutil.rmtree, dst, True)
-    try:
-        with tracking_at(tracking_uri):  # models:/NAME/... is looked up in the global registry URI
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst,
-                                                             tracking_uri=tracking_uri))
-    except MlflowException as e:
-        raise TmtvisError(f"{uri}: cannot fetch from {tracking_uri} ({str(e.message).splitlines()[0]})") from None
-    found = [local] if (local / STATE_FILE).is_file() else sorted(p.parent for p in local.rglob(STATE_FILE))
-    if len(found) != 1:
-        raise TmtvisError(f"{uri}: holds {'no' if not found else 'more than one'} tmtvis checkpoint "
-                          f"({STATE_FILE}); name the checkpoint folder itself")
-    return found[0]
-
-
-def resolve_checkpoint(path: str | Path, tracking_uri: str | None = None) -> Path | str:
-    """A checkpoint dir, a training run dir (-> its latest checkpoint), local or an object-storage URI, or an
-    MLflow URI (-> downloaded)."""
-    if is_mlflow_uri(path):
-        path = download_checkpoint(str(path), tracking_uri)
+def resolve_checkpoint(path: str | Path) -> Path | str:
+    """A checkpoint dir or a training run dir (-> its latest checkpoint), local or an object-storage URI."""
     path = storage.resolve(path)
     if storage.is_empty_dir(path) if storage.is_uri(path) else not path.exists():
         raise TmtvisError(f"{path}: checkpoint not found")
@@ -239,10 +199,10 @@ def resolve_checkpoint(path: str | Path, tracking_uri: str | None = None) -> Pat
     return path
 
 
-def load_checkpoint(path: str | Path, with_model: bool = True, device: str | torch.device = "cpu",
-                    tracking_uri: str | None = None) -> LoadedCheckpoint:
+def load_checkpoint(path: str | Path, with_model: bool = True, device: str | torch.device = "cpu"
+                    ) -> LoadedCheckpoint:
     """Config + taxonomy (cheap) and, with `with_model`, the model in eval mode with the trained weights."""
-    source = resolve_checkpoint(path, tracking_uri)
+    source = resolve_checkpoint(path)
     path = storage.local_copy(source)  # a checkpoint on object storage: downloaded once per machine
     cfg = load_config(path / "config.yaml")
     taxonomy = UnifiedTaxonomy.load(path / "taxonomy.json")

@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import math
-import os
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +22,7 @@ import yaml
 
 from tmtvis import metric_names as names
 from tmtvis import storage
+from tmtvis.cluster import check_cluster, may_grow, report_pending, trial_concurrency
 from tmtvis.config import Config, from_dict, to_dict
 from tmtvis.errors import TmtvisError, root_cause
 from tuning.space import Space, check_keys, check_metric, clip_set_size, parse_space, space_to_dict, trial_config
@@ -56,31 +56,6 @@ class SweepResult:
     metric: str = names.MEAN_AP
 
 
-def max_concurrent_trials(cfg: Config, resources: dict[str, float]) -> int:
-    """Trials that fit the cluster at once: each needs its Train workers plus one decode actor's CPUs (none when
-    decoding runs on nodes of its own, data.decode_resources)."""
-    t = cfg.train
-    decode = 0.0 if cfg.data.decode_resources else cfg.data.decode_cpus
-    n = int(resources.get("CPU", 0) // (t.workers * t.cpus_per_worker + decode))
-    if t.gpus_per_worker > 0:
-        n = min(n, int(resources.get("GPU", 0) // (t.workers * t.gpus_per_worker)))
-    return max(1, n)
-
-
-def trial_concurrency(cfg: Config, max_concurrent: int | None, can_grow: bool,
-                      resources: dict[str, float]) -> int | None:
-    """How many trials Tune may run at once (None: all).
-
-    On a cluster that may grow, every trial starts and its Train worker group queues for resources in Ray,
-    so an autoscaler sees the whole demand; --max-concurrent is then only an upper bound. A local Ray never
-    grows: trials beyond what fits would take the CPUs the running trials' data pipelines need.
-    """
-    if can_grow:
-        return max_concurrent
-    fit = max_concurrent_trials(cfg, resources)
-    return min(fit, max_concurrent) if max_concurrent else fit
-
-
 def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | None = None,
           address: str | None = None, max_concurrent: int | None = None,
           trial_resource: str | None = None, worker_logs: bool = False) -> SweepResult:
@@ -89,10 +64,9 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
     `sweep_dir` may be an object-storage URI (s3://...; tracking then needs a server). `trial_resource`: a
     custom resource each trial's driver asks a little of, to pin the drivers to the nodes that advertise it.
     """
-    from tmtvis.engine.trainer import check_cluster, local_root, tracking_configured
     from tmtvis.ray_session import ray_session
     from tmtvis.prepare import prepare
-    from tmtvis.tracking.mlflow_tracking import resolve_tracking_uri, start_run
+    from tmtvis.tracking.mlflow_tracking import local_root, resolve_tracking_uri, start_run, tracking_configured
 
     if num_samples < 1:
         raise TmtvisError(f"--num-samples must be >= 1, got {num_samples}")
@@ -109,7 +83,7 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
                     "has no %s to compare before the end", cfg.train.val_every, space.scheduler.grace_period,
                     space.scheduler.metric)
     with ray_session(address, dashboard=True, worker_logs=worker_logs):
-        check_cluster(cfg, _can_grow(address))  # before anything is written
+        check_cluster(cfg, may_grow(address), local_store=not tracking_configured(cfg))  # before anything is written
         prepared = prepare(cfg, out / "prepared", show_progress=False)
         space = clip_set_size(space, len(prepared.taxonomy))
         base = to_dict(cfg)
@@ -136,8 +110,8 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
 
 def resume(sweep_dir: str | Path, address: str | None = None, worker_logs: bool = False) -> SweepResult:
     """Continue an interrupted sweep: unfinished trials go on from their last training checkpoint."""
-    from tmtvis.engine.trainer import check_cluster
     from tmtvis.ray_session import ray_session
+    from tmtvis.tracking.mlflow_tracking import tracking_configured
 
     sweep_dir = storage.resolve(sweep_dir)
     if not storage.is_file(storage.join(sweep_dir, STATE_FILE)) or not storage.is_dir(storage.join(sweep_dir, "tune")):
@@ -145,13 +119,9 @@ def resume(sweep_dir: str | Path, address: str | None = None, worker_logs: bool 
     state = json.loads(storage.read_text(storage.join(sweep_dir, STATE_FILE)))
     with ray_session(address, dashboard=True, worker_logs=worker_logs):
         base = dict(state["base"], tracking={**state["base"]["tracking"], "tracking_uri": state["tracking_uri"]})
-        check_cluster(from_dict(Config, base), _can_grow(address))
+        base_cfg = from_dict(Config, base)
+        check_cluster(base_cfg, may_grow(address), local_store=not tracking_configured(base_cfg))
         return _run(sweep_dir, state, address, None, restore=True, worker_logs=worker_logs)
-
-
-def _can_grow(address: str | None) -> bool:
-    """Whether the cluster may gain nodes: a local Ray never does; of a cluster Ray's API cannot tell us."""
-    return bool(address or os.environ.get("RAY_ADDRESS"))
 
 
 def _absolute(base: dict) -> dict:
@@ -195,7 +165,6 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tmtvis.engine.trainer import report_pending
     from tmtvis.ray_session import ray_session
     from tuning.console import TrialEvents, tune_verbosity
 
@@ -218,7 +187,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
         if restore:
             tuner = tune.Tuner.restore(f"{fs_path}/tune", trainable, resume_unfinished=True, storage_filesystem=fs)
         else:
-            concurrent = trial_concurrency(cfg, max_concurrent, _can_grow(address), ray.cluster_resources())
+            concurrent = trial_concurrency(cfg, max_concurrent, may_grow(address), ray.cluster_resources())
             log.info("sweep %s: %d sample(s), at most %s trial(s) at a time", sweep_dir, state["num_samples"],
                      concurrent or "all")
             # stop_last_trials=False: a trial that reaches max_t ends by itself (final checkpoint, run closed)
@@ -236,7 +205,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
                                           callbacks=[TrialEvents(cfg.train.iterations, list(space.params))],
                                           failure_config=tune.FailureConfig(max_failures=0)))
         # on a cluster that may grow, say every 30 s which trials' worker groups wait for resources
-        with report_pending() if _can_grow(address) else contextlib.nullcontext():
+        with report_pending() if may_grow(address) else contextlib.nullcontext():
             try:
                 grid = tuner.fit()
             except Exception as e:

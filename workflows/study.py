@@ -55,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from tmtvis.config import load_config
-    from tmtvis.config import DatasetConfig
+    # The library (torch) loads when a command runs, not when the CLI builds its parser: `tmtvis --help` stays fast.
+    from tmtvis.config import DatasetConfig, load_config
     from tmtvis.data.synthetic import generate, generate_coco
     from tmtvis.errors import ConfigError
     from experiments.method_study import (affected_categories, read_cards, run_study, select_cells, stage1_table,

@@ -24,7 +24,7 @@ def test_gpu_request_on_a_cpu_cluster_is_refused_in_one_line(ray_local, synth_ro
 
     from helpers import ROOT, tiny_config
     from tmtvis.config import save_config
-    from tmtvis.engine.trainer import check_cluster
+    from tmtvis.cluster import check_cluster
     from tmtvis.errors import TmtvisError
 
     with pytest.raises(TmtvisError, match=r"^train\.gpus_per_worker=1: 2 workers need 2 GPUs and this Ray cluster "

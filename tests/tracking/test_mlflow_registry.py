@@ -22,6 +22,7 @@ from tmtvis.data.manifest import read_manifest
 from tmtvis.data.ytvis_format import resolve_frame
 from tmtvis.inference.preprocess import resize_frames
 from tmtvis.inference.video_predictor import VideoPredictor
+from tmtvis.tracking.fetch import checkpoint_source
 from tmtvis.tracking.model import tracking_at
 from workflows.cli import main
 
@@ -97,7 +98,7 @@ def test_train_register_load_and_infer_from_the_registry(synth_root, ray_local, 
     # an alias and a run's artifacts name the same checkpoint
     client.set_registered_model_alias(NAME, "champion", "1")
     for uri in (f"models:/{NAME}@champion", f"runs:/{run_id}/checkpoint"):
-        fetched = load_checkpoint(uri, tracking_uri=mlflow_server.uri)
+        fetched = load_checkpoint(checkpoint_source(uri, tracking_uri=mlflow_server.uri))
         assert (fetched.path / "state.pt").read_bytes() == (ckpt_dir / "state.pt").read_bytes()
 
     # inference from the registry equals inference from the local checkpoint

@@ -17,7 +17,7 @@ from PIL import Image
 from helpers import ROOT, rle
 from tmtvis import metric_names as names
 from tmtvis.errors import TmtvisError
-from tmtvis.checkpoint import resolve_checkpoint
+from tmtvis.tracking.fetch import checkpoint_source
 from tmtvis.tracking.mlflow_tracking import RunLogger, check_reachable, context_tags, start_run
 from tmtvis.tracking.plots import ap_over_iterations_figure
 from tmtvis.viz import fit_label, overlay_frames
@@ -77,13 +77,14 @@ def test_checkpoint_from_a_runs_uri(tmp_path, monkeypatch):
         (ckpt / name).write_text(name)
     run = start_run(uri, "t", tmp_path, "r")
     run.artifacts(ckpt, "checkpoint")
-    local = resolve_checkpoint(f"runs:/{run.run_id}/checkpoint", tracking_uri=uri)
+    local = checkpoint_source(f"runs:/{run.run_id}/checkpoint", tracking_uri=uri)
     assert local != ckpt and (local / "state.pt").read_text() == "state.pt"
+    assert checkpoint_source(ckpt, tracking_uri=uri) == ckpt  # a path is not fetched
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(TmtvisError, match="needs --tracking-uri"):
-        resolve_checkpoint("models:/nothing/1")
+        checkpoint_source("models:/nothing/1")
     with pytest.raises(TmtvisError, match=r"^models:/nothing/1: cannot fetch from sqlite"):
-        resolve_checkpoint("models:/nothing/1", tracking_uri=uri)
+        checkpoint_source("models:/nothing/1", tracking_uri=uri)
 
 
 def test_ap_plot_is_in_percent():

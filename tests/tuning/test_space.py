@@ -11,7 +11,8 @@ from tmtvis.config import load_config, preset_path, to_dict
 from tmtvis.errors import ConfigError
 from tuning.space import (Dist, Scheduler, Space, check_keys, check_metric, clip_set_size, load_space, parse_space,
                           sample, space_to_dict, trial_config)
-from tuning.sweep import TrialRow, best_row, format_table, max_concurrent_trials
+from tmtvis.cluster import max_concurrent_trials
+from tuning.sweep import TrialRow, best_row, format_table
 from workflows.cli import main
 from workflows.tune import default_space
 

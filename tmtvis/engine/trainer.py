@@ -8,13 +8,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from tmtvis import storage
 from tmtvis.checkpoint import DataProgress, latest_checkpoint
+from tmtvis.cluster import check_cluster, decode_pool, may_grow, report_pending, worker_resources
 from tmtvis.config import Config, config_text, to_dict
 from tmtvis.errors import TmtvisError
 from tmtvis.ray_session import ray_session
+from tmtvis.tracking.mlflow_tracking import local_root, tracking_configured
 
 log = logging.getLogger(__name__)
 
@@ -29,98 +30,6 @@ class TrainResult:
     model: object | None = None          # tmtvis.tracking.model.LoggedModelInfo of the final checkpoint
     best_checkpoint: Path | None = None  # tracking.log_best_model: the checkpoint of the best val.mean_AP
     best_model: object | None = None     # ... and its LoggedModel ("best")
-
-
-def tracking_configured(cfg: Config) -> bool:
-    return bool(cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
-
-
-def local_root(run_dir: Path | str, tracking_uri: str) -> Path:
-    """Where a SQLite store's artifacts go: beside the run, or beside the database when the run is in a bucket."""
-    if storage.is_uri(run_dir) and tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri.removeprefix("sqlite:///")).parent
-    return Path(run_dir) if not storage.is_uri(run_dir) else Path.cwd()  # a server picks its own artifact root
-
-
-def worker_resources(cfg: Config) -> dict[str, float]:
-    """What one Ray Train worker asks for."""
-    resources = {"CPU": cfg.train.cpus_per_worker}
-    if cfg.train.gpus_per_worker > 0:
-        resources["GPU"] = cfg.train.gpus_per_worker
-    return resources
-
-
-def check_cluster(cfg: Config, can_grow: bool, track: bool = True) -> None:
-    """Refuse, in one line and before anything starts, what this cluster can never run.
-
-    Several nodes and no tracking server: the default SQLite store would be written from two machines.
-    Workers that fit no node: without an autoscaler Ray Train would wait for them forever.
-    """
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if track and len(nodes) > 1 and not tracking_configured(cfg):
-        raise TmtvisError(f"this Ray cluster has {len(nodes)} nodes and no MLflow tracking URI is set: start "
-                          "`mlflow server` where every node can reach it and pass --tracking-uri http://HOST:PORT "
-                          "(or set tracking.tracking_uri / MLFLOW_TRACKING_URI)")
-    if can_grow:
-        return
-    need, workers = worker_resources(cfg), cfg.train.workers
-    fit = sum(min(int(n["Resources"].get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0) for n in nodes)
-    if fit >= workers:
-        return
-    total = ray.cluster_resources()
-    if "GPU" in need and total.get("GPU", 0.0) < need["GPU"] * workers:
-        raise TmtvisError(f"train.gpus_per_worker={need['GPU']:g}: {workers} workers need "
-                          f"{need['GPU'] * workers:g} GPUs and this Ray cluster has {total.get('GPU', 0.0):g} "
-                          "and no autoscaler (set train.gpus_per_worker=0 to train on CPUs)")
-    raise TmtvisError(f"train.workers={workers} x train.cpus_per_worker={need['CPU']:g}: only {fit} such workers "
-                      f"fit this Ray cluster ({total.get('CPU', 0.0):g} CPUs, no autoscaler); lower them")
-
-
-@contextlib.contextmanager
-def report_pending(every_s: float | None = None, first_s: float = 2.0) -> Iterator[None]:
-    """While the block runs, console lines on the placement groups that wait for resources: the first once one
-    has been pending at two checks in a row (`first_s` apart), then one every `every_s` seconds (default 30).
-    On an autoscaling cluster training starts only once new nodes have joined."""
-    import threading
-
-    import ray
-    from ray.util import placement_group_table
-
-    every_s = every_s or float(os.environ.get("TMTVIS_PENDING_REPORT_S", "30"))
-    poll = min(first_s, every_s)
-    stop = threading.Event()
-
-    def watch() -> None:
-        start, last, before = time.monotonic(), None, set()
-        while not stop.wait(poll):
-            try:
-                table = placement_group_table()
-                free, total = ray.available_resources(), ray.cluster_resources()
-            except Exception:  # the session is closing
-                return
-            now = time.monotonic()
-            pending = {k for k, pg in table.items() if pg.get("state") == "PENDING"}
-            stuck, before = [table[k] for k in pending & before], pending  # pending at two checks in a row
-            if not stuck or (last is not None and now - last < every_s - 1e-3):
-                continue
-            shapes = "; ".join(f"{len(pg['bundles'])} x {dict(pg['bundles'][0])}" for pg in stuck[:3])
-            have = ", ".join(f"{k} {free.get(k, 0.0):g}/{total[k]:g}" for k in ("CPU", "GPU") if k in total)
-            if last is None:
-                log.info("waiting for resources: %d placement group(s) pending (%s); free/total: %s; training "
-                         "starts once the cluster has them (Ctrl-C stops)", len(stuck), shapes, have or "none")
-            else:
-                log.info("waiting %.0f s for resources: %d placement group(s) pending (%s); free/total: %s",
-                         now - start, len(stuck), shapes, have or "none")
-            last = now
-
-    thread = threading.Thread(target=watch, name="tmtvis-pending", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
 
 
 def _check_inputs(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool, track: bool) -> None:
@@ -217,7 +126,7 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
 
     from tmtvis.engine.train_loop import WorkerJob
     from tmtvis.errors import root_cause
-    from tmtvis.pipeline.clip_stream import SkippedVideos, StreamLedger, clip_dataset, decode_pool, load_sources
+    from tmtvis.pipeline.clip_stream import SkippedVideos, StreamLedger, clip_dataset, load_sources
     from tmtvis.pipeline.sampling import SampleSet, make_plan
     from tmtvis.taxonomy import UnifiedTaxonomy
 
@@ -239,10 +148,9 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
 
     reused = ray.is_initialized()  # a Tune trial: the sweep has checked the cluster
-    can_grow = bool(address or os.environ.get("RAY_ADDRESS"))  # we cannot tell whether a cluster autoscales
     with ray_session(address, worker_logs=worker_logs):
         if not reused:
-            check_cluster(cfg, can_grow, track)
+            check_cluster(cfg, may_grow(address), local_store=track and not tracking_configured(cfg))
         storage.write_text(storage.join(run_dir, "config.yaml"), config_text(cfg))  # a refused run leaves nothing
         tracker = _open_run(cfg, prepared, run_dir, resume, sources, taxonomy, tags, parent_run_id) if track else None
         skipped = SkippedVideos.remote() if cfg.data.skip_bad_videos else None

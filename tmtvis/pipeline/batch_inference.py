@@ -153,10 +153,11 @@ class Predictor:
 
         from tmtvis.checkpoint import load_checkpoint
         from tmtvis.inference.video_predictor import VideoPredictor
+        from tmtvis.tracking.fetch import checkpoint_source
 
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-        ckpt = load_checkpoint(checkpoint, device=device, tracking_uri=tracking_uri)  # a URI: fetched on this node
+        ckpt = load_checkpoint(checkpoint_source(checkpoint, tracking_uri), device=device)  # a URI: fetched here
         labels = ckpt.labels(dataset)
         self.classes, self.to_dataset = labels.unified_ids, labels.from_unified
         self.predictor = VideoPredictor(ckpt.model, window=window, overlap=overlap, topk=topk)
@@ -208,22 +209,6 @@ def _check_resumable(out_dir: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=1))
 
 
-def _resources(actors: int, cpus_per_actor: float | None, gpus_per_actor: float | None) -> tuple[float, float]:
-    """Per-actor CPUs and GPUs: by default the pool and one decode task fit the cluster, GPUs shared evenly."""
-    import ray
-
-    total = ray.cluster_resources()
-    cpus, gpus = float(total.get("CPU", 1)), float(total.get("GPU", 0))
-    if gpus_per_actor is None:
-        gpus_per_actor = min(1.0, gpus / actors) if gpus else 0.0
-    if cpus_per_actor is None:
-        cpus_per_actor = max(0.25, min(1.0, (cpus - READ_CPUS) / actors))
-    elif actors * cpus_per_actor + READ_CPUS > cpus:
-        log.warning("%d actors x %.2f CPUs + %.2f for decoding exceed the cluster's %.0f CPUs: inference waits "
-                    "for more nodes", actors, cpus_per_actor, READ_CPUS, cpus)
-    return cpus_per_actor, gpus_per_actor
-
-
 def videos_per_block(sources: list[VideoSource], actors: int) -> int:
     """How many videos one Ray task decodes and one actor call predicts (see BLOCK_FRAMES)."""
     frames = sum(len(s.file_names) if s.kind == "frames" else BLOCK_FRAMES for s in sources)  # files: unknown
@@ -246,7 +231,9 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     import ray
     import ray.data
 
-    cpus, gpus = _resources(actors, cpus_per_actor, gpus_per_actor)
+    from tmtvis.cluster import inference_resources
+
+    cpus, gpus = inference_resources(actors, cpus_per_actor, gpus_per_actor, READ_CPUS)
     with warnings.catch_warnings():  # the context's own deprecated fields warn on first use
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx = ray.data.DataContext.get_current()
@@ -361,7 +348,8 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
     `checkpoint`: a checkpoint or run dir, or an MLflow URI (models:/..., runs:/...) fetched via `tracking_uri`.
     `window`: None -> the checkpoint config's `train.val_window`; 0 -> each video as one clip.
     """
-    from tmtvis.checkpoint import check_state, is_mlflow_uri, load_checkpoint
+    from tmtvis.checkpoint import check_state, load_checkpoint
+    from tmtvis.tracking.fetch import checkpoint_source, is_mlflow_uri
     from tmtvis.inference.video_predictor import default_overlap
     from tmtvis.ray_session import ray_session
 
@@ -371,7 +359,7 @@ def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, 
         raise TmtvisError("--cpus-per-actor must be > 0 and --gpus-per-actor >= 0")
     if topk < 1 or window is not None and window < 0:
         raise TmtvisError(f"--topk must be >= 1 and --window >= 0, got {topk} and {window}")
-    ckpt = load_checkpoint(checkpoint, with_model=False, tracking_uri=tracking_uri)
+    ckpt = load_checkpoint(checkpoint_source(checkpoint, tracking_uri), with_model=False)
     uri = str(checkpoint) if is_mlflow_uri(checkpoint) else None
     labels = ckpt.labels(dataset)
     window = ckpt.cfg.train.val_window if window is None else window

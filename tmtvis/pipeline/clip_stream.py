@@ -20,7 +20,6 @@ the video is reported once to a `SkippedVideos` actor (the `data.skipped` metric
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from tmtvis.cluster import DecodePool
 from tmtvis.data.clips import ClipConfig, empty_batch, load_clip, sample_frames, stack_clips
 from tmtvis.data.manifest import manifest_path
 from tmtvis.errors import DataError
@@ -87,30 +87,6 @@ class StreamLedger:
 
     def get(self) -> list[list[int]]:
         return self.trained
-
-
-@dataclass
-class DecodePool:
-    """Where decoding runs: the actor pool's size and what each actor asks for."""
-
-    min_size: int = 1
-    max_size: int = 1
-    num_cpus: float = 1.0
-    resources: dict[str, float] = field(default_factory=dict)
-
-
-def decode_pool(num_cpus: float, resources: dict[str, float], max_actors: int, reserved_cpus: float) -> DecodePool:
-    """The decode pool: up to `max_actors` actors, or (0) as many as the live cluster fits: with custom
-    `resources`, on the nodes holding them; otherwise in the CPUs left after `reserved_cpus` (the Train workers).
-    At least 1."""
-    need = {"CPU": num_cpus, **resources} if num_cpus > 0 else dict(resources)
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if resources:
-        fit = sum(min(int(n.get(k, 0.0) / v + 1e-9) for k, v in need.items()) for n in nodes)
-    else:
-        left = sum(n.get("CPU", 0.0) for n in nodes) - reserved_cpus
-        fit = int(left / num_cpus + 1e-9) if num_cpus > 0 else 1
-    return DecodePool(1, max_actors if max_actors > 0 else max(1, fit), num_cpus, dict(resources))
 
 
 class DecodeClips:

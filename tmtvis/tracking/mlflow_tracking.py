@@ -25,10 +25,25 @@ from typing import Any, Callable
 from mlflow.tracking import MlflowClient
 
 from tmtvis import metric_names as names
+from tmtvis import storage
+from tmtvis.checkpoint import BEST_FILE
+from tmtvis.config import Config
 from tmtvis.errors import TmtvisError
 
 log = logging.getLogger(__name__)
 LOST_TAG = "tmtvis.tracking.lost"
+
+
+def tracking_configured(cfg: Config) -> bool:
+    """Whether a tracking URI is set (config or MLFLOW_TRACKING_URI): otherwise a SQLite file beside the run."""
+    return bool(cfg.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def local_root(run_dir: Path | str, tracking_uri: str) -> Path:
+    """Where a SQLite store's artifacts go: beside the run, or beside the database when the run is in a bucket."""
+    if storage.is_uri(run_dir) and tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).parent
+    return Path(run_dir) if not storage.is_uri(run_dir) else Path.cwd()  # a server picks its own artifact root
 
 
 def resolve_tracking_uri(configured: str | None, run_root: str | Path) -> str:
@@ -283,7 +298,6 @@ def finish_training_run(tracker: RunLogger, checkpoint: Path | None, step: int, 
 
 def log_best_checkpoint(tracking_uri: str, run_id: str, best: Path):
     """RUN_DIR/best as a second LoggedModel of the run, named "best", linked to the metrics of its validation."""
-    from tmtvis.checkpoint import BEST_FILE
     from tmtvis.tracking.model import log_trained_model
 
     step = int(json.loads((best / BEST_FILE).read_text())["iteration"])

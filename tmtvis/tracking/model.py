@@ -11,6 +11,8 @@ from typing import Iterator
 
 import numpy as np
 
+from tmtvis.checkpoint import load_checkpoint
+
 # What the logged model needs to load (pinned to what trained it); tmtvis itself must be importable too.
 REQUIREMENTS = ("torch", "torchvision", "open_clip_torch", "pycocotools", "scipy", "pyarrow", "pyyaml", "mlflow")
 
@@ -65,8 +67,7 @@ def log_trained_model(tracking_uri: str, run_id: str, checkpoint: str | Path, st
     `step` are linked to it; `register_as` adds a registered model version."""
     import mlflow
 
-    from tmtvis.checkpoint import load_checkpoint
-    from tmtvis.tracking.pyfunc_model import CHECKPOINT
+    from tmtvis.tracking.pyfunc_model import CHECKPOINT  # imports mlflow: only when a model is logged
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars on our console
     ckpt = load_checkpoint(checkpoint, with_model=False)

@@ -1,0 +1,64 @@
+"""The code's shape, measured (issue 24): the largest functions, the public functions with the most parameters,
+and the imports inside function bodies. `python benchmarks/code_shape.py [--top N]`; compare two checkouts by
+running it in each. Import cycles are checked by tests/test_imports.py."""
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("tmtvis", "workflows", "tuning", "experiments")
+
+
+def functions(root: Path = ROOT) -> list[tuple[str, ast.FunctionDef]]:
+    """(module path:qualified name, node) of every function and method."""
+    out = []
+    for pkg in PACKAGES:
+        for path in sorted((root / pkg).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            rel = path.relative_to(root)
+
+            def walk(node, prefix=""):
+                for child in ast.iter_child_nodes(node):
+                    if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        out.append((f"{rel}:{prefix}{child.name}", child))
+                        walk(child, f"{prefix}{child.name}.")
+                    elif isinstance(child, ast.ClassDef):
+                        walk(child, f"{prefix}{child.name}.")
+            walk(tree)
+    return out
+
+
+def n_params(fn: ast.FunctionDef) -> int:
+    a = fn.args
+    names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+    return len([n for n in names if n not in ("self", "cls")]) + bool(a.vararg) + bool(a.kwarg)
+
+
+def _own_import(node: ast.AST) -> bool:
+    if isinstance(node, ast.ImportFrom):
+        return node.level > 0 or (node.module or "").split(".")[0] in PACKAGES
+    return isinstance(node, ast.Import) and any(a.name.split(".")[0] in PACKAGES for a in node.names)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--top", type=int, default=5)
+    args = ap.parse_args()
+    fns = functions()
+    size = sorted(((fn.end_lineno - fn.lineno + 1, name) for name, fn in fns), reverse=True)
+    public = [(n_params(fn), name) for name, fn in fns if not fn.name.startswith("_")]
+    print(f"{len(fns)} functions; the largest (lines):")
+    for lines, name in size[:args.top]:
+        print(f"  {lines:4d}  {name}")
+    print(f"public functions: {len(public)}, parameters mean {sum(p for p, _ in public) / len(public):.2f}; "
+          f"the most:")
+    for p, name in sorted(public, reverse=True)[:args.top]:
+        print(f"  {p:4d}  {name}")
+    own = [name for name, fn in fns for node in ast.walk(fn) if _own_import(node)]
+    print(f"imports of the project's own modules inside function bodies: {len(own)} (in {len(set(own))} functions)")
+
+
+if __name__ == "__main__":
+    main()
