@@ -37,7 +37,10 @@ import tmtvis.env  # noqa: E402
 from tmtvis.config import load_config, preset_path  # noqa: E402
 from tmtvis.inference import VideoPredictor  # noqa: E402
 from tmtvis.losses import build_criterion  # noqa: E402
-from tmtvis.losses import LossConfig  # noqa: E402
+try:  # --against may name a checkout from before LossConfig moved to tmtvis.losses
+    from tmtvis.losses import LossConfig  # noqa: E402
+except ImportError:
+    from tmtvis.models import LossConfig  # noqa: E402
 from tmtvis.models import ModelConfig, build_model, count_parameters  # noqa: E402
 
 
