@@ -8,13 +8,15 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import ray
 from ray.util import placement_group_table
 
-from tmtvis.config import Config
 from tmtvis.errors import TmtvisError
+
+if TYPE_CHECKING:  # the config module imports torch; the decode actors that import this module never need it
+    from tmtvis.config import Config
 
 log = logging.getLogger(__name__)
 
