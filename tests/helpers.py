@@ -119,8 +119,9 @@ def free_port() -> int:
 def ray_nodes(cpus: int, nodes: int = 2, node_args: list[dict] | None = None) -> Iterator[tuple["Cluster", str, str]]:
     """Several Ray nodes on this machine (ray.cluster_utils.Cluster): a head with its dashboard on 127.0.0.1 and
     `nodes - 1` worker nodes, `cpus` logical CPUs each. Yields (cluster, dashboard address, base dir); RAY_TMPDIR
-    is base meanwhile, so the cluster's address file goes to base/ray, the nodes' temp dir, where a job's driver
-    and Ray Train's placement group cleaner look for their cluster, whatever other Ray instances run here.
+    is base meanwhile, so the cluster's address file goes to base/ray, the head's temp dir, where a job's driver
+    and Ray Train's placement group cleaner look for their cluster, whatever other Ray instances run here; worker
+    node i has base/ray<i>.
     `node_args[i]` overrides node i's arguments (0: the head), e.g. {"num_cpus": 1, "resources": {"decode": 2}}."""
     import pytest
     from ray.cluster_utils import Cluster
@@ -138,7 +139,10 @@ def ray_nodes(cpus: int, nodes: int = 2, node_args: list[dict] | None = None) ->
             "dashboard_agent_listen_port": free_port(), "temp_dir": temp, **((node_args or [{}])[0])})
         try:
             for i in range(1, nodes):
-                c.add_node(**{"num_cpus": cpus, "temp_dir": temp, **(node_args[i] if node_args else {})})
+                # each node its own temp dir, as on separate machines: nodes sharing one session dir share one
+                # runtime_resources dir, and a node that sets up a job's working_dir re-extracts it (Ray removes
+                # and unzips it again) under a driver already importing from it on another node
+                c.add_node(**{"num_cpus": cpus, "temp_dir": f"{temp}{i}", **(node_args[i] if node_args else {})})
             c.wait_for_nodes()
             address = f"http://127.0.0.1:{port}"
             for _ in range(120):  # the dashboard's job module comes up after the node
