@@ -34,7 +34,7 @@ apply_defaults()
 import torch  # noqa: E402
 
 from tmtvis.checkpoint import META_FILE, DataProgress, save_checkpoint  # noqa: E402
-from tmtvis.config import load_config, preset_path  # noqa: E402
+from tmtvis.config import InferConfig, load_config, preset_path  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.optim import build_optimizer, build_scheduler  # noqa: E402
 from tmtvis.models.tmtvis_model import build_model  # noqa: E402
@@ -152,8 +152,8 @@ def timed_run(ckpt: Path, input_json: Path, out: Path, actors: int, cpus_per_act
     shutil.rmtree(out, ignore_errors=True)
     lengths = {v["id"]: v["length"] for v in json.loads(input_json.read_text())["videos"]}
     t0 = time.time()
-    s = run_inference(ckpt, input_json, "ytvis_synth", out, actors=actors, cpus_per_actor=cpus_per_actor,
-                      progress=False)
+    s = run_inference(InferConfig(str(ckpt), str(input_json), "ytvis_synth", str(out), actors=actors,
+                                  cpus_per_actor=cpus_per_actor, progress=False))
     wall = time.time() - t0
     done = sorted((prediction_file(out, v).stat().st_mtime_ns / 1e9, n) for v, n in lengths.items())
     warm = actors * videos_per_block(discover(input_json), actors)  # outputs until each actor's first block is out
@@ -174,7 +174,8 @@ def warm_up(ckpt: Path, input_json: Path, out: Path, cpus_per_actor: float) -> N
     few = input_json.with_name("warmup.json")  # beside the input: the same image root
     few.write_text(json.dumps({**data, "videos": data["videos"][:4], "annotations": []}))
     shutil.rmtree(out, ignore_errors=True)
-    run_inference(ckpt, few, "ytvis_synth", out, actors=2, cpus_per_actor=cpus_per_actor, progress=False)
+    run_inference(InferConfig(str(ckpt), str(few), "ytvis_synth", str(out), actors=2, cpus_per_actor=cpus_per_actor,
+                              progress=False))
 
 
 def main() -> None:

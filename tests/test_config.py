@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tmtvis.config import Config, load_config, preset_path, save_config
+from tmtvis.config import Config, InferConfig, load_config, load_infer_config, preset_path, save_config
 from tmtvis.errors import ConfigError
 
 
@@ -60,3 +60,37 @@ def test_bad_files(tmp_path):
     (tmp_path / "missing_key.yaml").write_text("data:\n  datasets:\n    - {name: a, format: ytvis}\n")
     with pytest.raises(ConfigError, match="missing"):
         load_config(tmp_path / "missing_key.yaml")
+
+
+def test_infer_config_from_a_file_and_the_flags_given(tmp_path):
+    path = tmp_path / "infer.yaml"
+    path.write_text("checkpoint: runs/x\ninput: videos\ndataset: ytvis\nout: out\nactors: 4\ntopk: 5\n")
+    cfg = load_infer_config(path, {"out": tmp_path / "elsewhere", "actors": 2})  # the flags win
+    assert (cfg.checkpoint, cfg.out, cfg.actors, cfg.topk, cfg.window) == ("runs/x", str(tmp_path / "elsewhere"),
+                                                                          2, 5, None)
+    assert load_infer_config(None, {"checkpoint": "c", "input": "i", "dataset": "d", "out": "o"}) == \
+        InferConfig("c", "i", "d", "o")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"input": "i", "dataset": "d", "out": "o"}, "infer: checkpoint is required (--checkpoint)"),
+    ({"actors": 0}, "infer: actors must be >= 1 (--actors), got 0"),
+    ({"cpus_per_actor": 0.0}, "infer: cpus_per_actor must be > 0 (--cpus-per-actor), got 0.0"),
+    ({"gpus_per_actor": -1.0}, "infer: gpus_per_actor must be >= 0 (--gpus-per-actor), got -1.0"),
+    ({"topk": 0}, "infer: topk must be >= 1 (--topk), got 0"),
+    ({"window": -2}, "infer: window must be >= 0 (--window), got -2"),
+    ({"actors": "two"}, "infer.actors: expected int, got 'two'"),
+    ({"workers": 2}, "infer: unknown key 'workers'"),
+])
+def test_bad_infer_configs_are_one_line_errors(values, message):
+    required = {} if "input" in values else {"checkpoint": "c", "input": "i", "dataset": "d", "out": "o"}
+    with pytest.raises(ConfigError) as e:
+        load_infer_config(None, {**required, **values})
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_infer_config_file_names_what_it_lacks(tmp_path):
+    path = tmp_path / "infer.yaml"
+    path.write_text("checkpoint: c\ninput: i\nout: o\n")
+    with pytest.raises(ConfigError, match=r"infer.yaml: dataset is required \(--dataset or dataset: in the file\)"):
+        load_infer_config(path, {})

@@ -147,6 +147,58 @@ class Config:
         self.loss.validate()
 
 
+@dataclass
+class InferConfig:
+    """`tmtvis infer`: which checkpoint predicts which videos in which label space, where the results go, and the
+    actor pool. From the command line, or a YAML file of these keys (`tmtvis infer --config`; flags win)."""
+    checkpoint: str                     # checkpoint or run dir, local or object storage, or an MLflow URI
+    input: str                          # YouTube-VIS JSON, a folder of frame folders and/or video files, one video
+    dataset: str                        # the label space of the results: a dataset of the checkpoint
+    out: str                            # output dir, local or object storage (re-use it to resume)
+    images: str | None = None           # image root of a JSON input (None: JSON_DIR/JPEGImages)
+    address: str | None = None          # Ray cluster (None: RAY_ADDRESS, else a local Ray)
+    tracking_uri: str | None = None     # MLflow server of an MLflow checkpoint URI (None: MLFLOW_TRACKING_URI)
+    actors: int = 1                     # predictor actors, each holding one model
+    cpus_per_actor: float | None = None  # None: the pool fits the cluster's CPUs
+    gpus_per_actor: float | None = None  # None: the cluster's GPUs shared evenly, if it has any
+    window: int | None = None           # frames per window (None: the checkpoint's train.val_window; 0: whole video)
+    topk: int = 10                      # predictions per video
+    viz: int = 0                        # overlay MP4s of the first `viz` videos
+    skip_bad_videos: bool = False       # list unreadable videos in OUT/failed.json and go on
+    progress: bool | None = None        # Ray Data's progress bars (None: on a terminal)
+    worker_logs: bool = False           # the Ray workers' and Ray Data's own log lines (-v)
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint", "input", "dataset", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"infer: {name} is required (--{name})")
+        if self.actors < 1:
+            raise ConfigError(f"infer: actors must be >= 1 (--actors), got {self.actors}")
+        if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:
+            raise ConfigError(f"infer: cpus_per_actor must be > 0 (--cpus-per-actor), got {self.cpus_per_actor}")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise ConfigError(f"infer: gpus_per_actor must be >= 0 (--gpus-per-actor), got {self.gpus_per_actor}")
+        if self.topk < 1:
+            raise ConfigError(f"infer: topk must be >= 1 (--topk), got {self.topk}")
+        if self.window is not None and self.window < 0:
+            raise ConfigError(f"infer: window must be >= 0 (--window), got {self.window}")
+        if self.viz < 0:
+            raise ConfigError(f"infer: viz must be >= 0 (--viz), got {self.viz}")
+
+
+def load_infer_config(path: str | Path | None, values: dict[str, Any]) -> InferConfig:
+    """An InferConfig from a YAML file of its keys (or none), updated by `values` (the flags given)."""
+    data = read_yaml_mapping(path, "infer config file", ConfigError) if path is not None else {}
+    where = str(path) if path is not None else "infer"
+    missing = [f.name for f in dataclasses.fields(InferConfig)
+               if f.default is dataclasses.MISSING and f.name not in data and f.name not in values]
+    if missing:
+        raise ConfigError(f"{where}: {missing[0]} is required (--{missing[0]}"
+                          + (f" or {missing[0]}: in the file)" if path is not None else ")"))
+    return from_dict(InferConfig, {**data, **{k: str(v) if isinstance(v, Path) else v for k, v in values.items()}},
+                     where)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from helpers import tiny_config, write_mp4
 from tmtvis.checkpoint import DataProgress, load_checkpoint, save_checkpoint
+from tmtvis.config import InferConfig
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.video_files import decode_video_file, discover
 from tmtvis.data.ytvis_format import read_json
@@ -70,6 +71,11 @@ def frame_folders(synth_root, tmp_path_factory) -> Path:
 
 def infer(*args: str) -> int:
     return main(["infer", "--dataset", DATASET, "--no-progress", *args])
+
+
+def run_infer(checkpoint: Path, input_path: Path, out: Path, **options) -> batch_inference.InferenceSummary:
+    """`run_inference` in this process (the session's Ray) on the test dataset's label space."""
+    return batch_inference.run_inference(InferConfig(str(checkpoint), str(input_path), DATASET, str(out), **options))
 
 
 def per_video(results: list[dict]) -> dict[int, list[dict]]:
@@ -214,22 +220,21 @@ def test_interrupted_run_resumes(checkpoint, frame_folders, folder_run, ray_loca
 
     monkeypatch.setattr(batch_inference, "write_predictions", write_then_stop)
     with pytest.raises(Interrupted):
-        batch_inference.run_inference(checkpoint, frame_folders, DATASET, out, cpus_per_actor=0.5, progress=False)
+        run_infer(checkpoint, frame_folders, out, cpus_per_actor=0.5, progress=False)
     monkeypatch.undo()
     done = sorted((out / "predictions").iterdir())
     assert done == sorted(written) and len(done) == 2  # whole files only, no temp files
     assert not (out / "results.json").exists()
     stamps = {p: p.stat().st_mtime_ns for p in done}
 
-    summary = batch_inference.run_inference(checkpoint, frame_folders, DATASET, out, cpus_per_actor=0.5,
-                                            progress=False)
+    summary = run_infer(checkpoint, frame_folders, out, cpus_per_actor=0.5, progress=False)
     assert (summary.videos, summary.predicted) == (6, 4)
     assert {p: p.stat().st_mtime_ns for p in done} == stamps  # finished videos were not redone
     results = json.loads((out / "results.json").read_text())
     assert results == json.loads((folder_run / "results.json").read_text())
     assert sorted(per_video(results)) == [1, 2, 3, 4, 5, 6]
 
-    again = batch_inference.run_inference(checkpoint, frame_folders, DATASET, out, progress=False)
+    again = run_infer(checkpoint, frame_folders, out, progress=False)
     assert again.predicted == 0 and json.loads((out / "results.json").read_text()) == results
 
 
@@ -239,8 +244,7 @@ def test_videos_in_blocks_give_the_same_results(checkpoint, frame_folders, folde
     monkeypatch.setattr(batch_inference, "BLOCKS_PER_ACTOR", 1)
     assert batch_inference.videos_per_block(discover(frame_folders), 1) == 6  # 6 videos of 4 frames: one block
     out = tmp_path / "out"
-    summary = batch_inference.run_inference(checkpoint, frame_folders, DATASET, out, cpus_per_actor=0.5,
-                                            progress=False)
+    summary = run_infer(checkpoint, frame_folders, out, cpus_per_actor=0.5, progress=False)
     assert (summary.predicted, summary.frames) == (6, 24)
     assert json.loads((out / "results.json").read_text()) == json.loads((folder_run / "results.json").read_text())
 
@@ -276,7 +280,7 @@ def test_a_thousand_videos_flat_driver_memory_one_set_each(checkpoint, ray_local
 
     batch_inference.write_predictions = write_and_measure
     try:
-        summary = batch_inference.run_inference(checkpoint, videos, DATASET, out, topk=3, window=0, progress=False)
+        summary = run_infer(checkpoint, videos, out, topk=3, window=0, progress=False)
     finally:
         batch_inference.write_predictions = real_write
     growth = seen[1000] - seen[100]
@@ -291,3 +295,14 @@ def test_a_thousand_videos_flat_driver_memory_one_set_each(checkpoint, ray_local
     for f in files[::97]:
         [vid] = {p["video_id"] for p in batch_inference.read_predictions(f)}
         assert results[vid] == batch_inference.read_predictions(f)  # exactly that video's one set
+
+
+def test_infer_options_come_from_a_file_and_the_flags(tmp_path, capsys):
+    """`--config FILE` gives InferConfig's keys, the flags given win, a missing one is a one-line error."""
+    path = tmp_path / "infer.yaml"
+    path.write_text(f"input: {tmp_path / 'videos'}\ndataset: {DATASET}\nout: {tmp_path / 'out'}\n")
+    assert main(["infer", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"tmtvis: error: {path}: checkpoint is required (--checkpoint or checkpoint: in the file)"]
+    assert main(["infer", "--config", str(path), "--checkpoint", str(tmp_path / "none"), "--actors", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "tmtvis: error: infer: actors must be >= 1 (--actors), got 0"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import tempfile
 import time
 import warnings
 import zipfile
@@ -24,11 +25,23 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
+import ray.data
+import torch
 
 from tmtvis import storage
+from tmtvis.checkpoint import check_state, load_checkpoint
+from tmtvis.cluster import inference_resources
+from tmtvis.config import InferConfig
 from tmtvis.data.video_files import VideoSource, discover, read_video
+from tmtvis.data.ytvis_format import write_results
 from tmtvis.errors import DataError, TmtvisError, root_cause
+from tmtvis.inference.preprocess import resize_frames
+from tmtvis.inference.video_predictor import VideoPredictor, default_overlap
 from tmtvis.io_utils import atomic_path, atomic_write_text
+from tmtvis.ray_session import ray_session
+from tmtvis.tracking.fetch import checkpoint_source, is_mlflow_uri
+from tmtvis.viz import overlay_frames, write_mp4
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +142,6 @@ def read_predictions(path: Path) -> list[dict]:
 def decode_row(row: dict, short_edge: int, skip_bad_videos: bool = False) -> dict:
     """Ray Data map: a VideoSource row -> frames at the model input size plus the original size; with
     `skip_bad_videos` an unreadable video becomes a row with no frames and the reason in `error`."""
-    from tmtvis.inference.preprocess import resize_frames
-
     source = VideoSource.from_row(row)
     try:
         frames = read_video(source)
@@ -148,13 +159,6 @@ class Predictor:
 
     def __init__(self, checkpoint: str, dataset: str, window: int | None, overlap: int, topk: int,
                  threads: int, tracking_uri: str | None = None) -> None:
-        import ray
-        import torch
-
-        from tmtvis.checkpoint import load_checkpoint
-        from tmtvis.inference.video_predictor import VideoPredictor
-        from tmtvis.tracking.fetch import checkpoint_source
-
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
         ckpt = load_checkpoint(checkpoint_source(checkpoint, tracking_uri), device=device)  # a URI: fetched here
@@ -164,8 +168,6 @@ class Predictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """Decoded videos -> one VIDEO_PREDICTIONS row per video."""
-        import torch
-
         rows = []
         for i in range(len(batch["video_id"])):
             if batch["error"][i]:
@@ -215,34 +217,27 @@ def videos_per_block(sources: list[VideoSource], actors: int) -> int:
     return max(1, min(BLOCK_FRAMES * len(sources) // max(1, frames), len(sources) // (BLOCKS_PER_ACTOR * actors)))
 
 
-def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
-                   window: int | None, overlap: int, topk: int, actors: int, cpus_per_actor: float | None,
-                   gpus_per_actor: float | None, progress: bool | None,
-                   tracking_uri: str | None = None, written: Callable[[Path], None] | None = None,
-                   worker_logs: bool = False, skip_bad_videos: bool = False) -> tuple[int, int, dict[int, str]]:
-    """Predict `sources` on the running Ray session, writing each video's Parquet file as it arrives (and
-    passing it to `written`, e.g. to upload it). Returns videos and frames predicted and, with
-    `skip_bad_videos`, {video id: reason} of the videos that could not be read (no Parquet file: a re-run retries
-    them); without it the first such video stops the run with its one-line error.
+def predict_videos(cfg: InferConfig, checkpoint: str, sources: list[VideoSource], out_dir: Path, short_edge: int,
+                   window: int | None, overlap: int,
+                   written: Callable[[Path], None] | None = None) -> tuple[int, int, dict[int, str]]:
+    """Predict `sources` on the running Ray session with `cfg`'s actor pool, writing each video's Parquet file as
+    it arrives (and passing it to `written`, e.g. to upload it). Returns videos and frames predicted and, with
+    `cfg.skip_bad_videos`, {video id: reason} of the videos that could not be read (no Parquet file: a re-run
+    retries them); without it the first such video stops the run with its one-line error.
 
     `checkpoint`: a local dir, an object-storage URI or an MLflow URI (each actor fetches it). Progress: Ray
     Data's bars, by default only on a terminal.
     """
-    import ray
-    import ray.data
-
-    from tmtvis.cluster import inference_resources
-
-    cpus, gpus = inference_resources(actors, cpus_per_actor, gpus_per_actor, READ_CPUS)
+    cpus, gpus = inference_resources(cfg.actors, cfg.cpus_per_actor, cfg.gpus_per_actor, READ_CPUS)
     with warnings.catch_warnings():  # the context's own deprecated fields warn on first use
         warnings.simplefilter("ignore", DeprecationWarning)
         ctx = ray.data.DataContext.get_current()
     ctx.raise_original_map_exception = True  # a map's error arrives as itself (errors.root_cause finds it)
-    bars = sys.stderr.isatty() if progress is None else progress
+    bars = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     ctx.enable_progress_bars = bars
     ctx.use_ray_tqdm = False  # the bars are drawn by this driver, whose worker logs are off without -v
     ctx.execution_options.verbose_progress = bars  # one bar per stage (decode, predict), in videos
-    if not worker_logs:  # Ray Data's plan/start/finish lines only with -v; its logged task errors (a traceback and
+    if not cfg.worker_logs:  # Ray Data's plan/start/finish lines only with -v; its logged task errors (a traceback and
         # retry advice) neither: the error itself reaches the user as one line (errors.root_cause)
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         logging.getLogger("ray.data._internal.progress").addFilter(_NoBarsNotice())
@@ -252,18 +247,18 @@ def predict_videos(checkpoint: Path | str, dataset: str, sources: list[VideoSour
     # actor fails the run, which resumes where it stopped), so restarts are off there; clusters keep them.
     restarts = {} if len([n for n in ray.nodes() if n.get("Alive")]) > 1 else {"max_restarts": 0}
     rows = [s.to_row() for s in sources]
-    ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // videos_per_block(sources, actors)))
+    ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // videos_per_block(sources, cfg.actors)))
     # A bad file fails the same way every time: no task retries for application errors (Ray logs each retry),
     # only for lost workers and nodes.
     with warnings.catch_warnings():  # max_restarts has no named parameter in Ray 2.60 (ray_remote_args deprecated)
         warnings.simplefilter("ignore", DeprecationWarning)
-        ds = ds.map(decode_row, fn_kwargs={"short_edge": short_edge, "skip_bad_videos": skip_bad_videos},
+        ds = ds.map(decode_row, fn_kwargs={"short_edge": short_edge, "skip_bad_videos": cfg.skip_bad_videos},
                     num_cpus=READ_CPUS, retry_exceptions=False)
         ds = ds.map_batches(Predictor, batch_size=1, batch_format="numpy",
-                            fn_constructor_kwargs={"checkpoint": str(checkpoint), "dataset": dataset,
-                                                   "window": window, "overlap": overlap, "topk": topk,
-                                                   "threads": max(1, int(cpus)), "tracking_uri": tracking_uri},
-                            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus,
+                            fn_constructor_kwargs={"checkpoint": checkpoint, "dataset": cfg.dataset,
+                                                   "window": window, "overlap": overlap, "topk": cfg.topk,
+                                                   "threads": max(1, int(cpus)), "tracking_uri": cfg.tracking_uri},
+                            compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cpus,
                             **({"num_gpus": gpus} if gpus else {}), **restarts)
     videos = frames = 0
     failed: dict[int, str] = {}
@@ -306,8 +301,6 @@ def assemble(out_dir: Path, sources: list[VideoSource], failed: set[int] = froze
     results = []
     for s in sorted(sources, key=lambda s: s.video_id):
         results.extend(read_predictions(prediction_file(out_dir, s.video_id)))
-    from tmtvis.data.ytvis_format import write_results
-
     results_json, results_zip = out_dir / "results.json", out_dir / "results.zip"
     write_results(results_json, results)
     with atomic_path(results_zip) as tmp:
@@ -322,8 +315,6 @@ VIZ_MAX_HEIGHT, VIZ_MAX_FRAMES = 480, 150  # overlay videos: downscaled and capp
 def visualise(out_dir: Path, source: VideoSource, predictions: list[dict], names: dict[int, str]) -> Path:
     """An overlay MP4 of one video (kept if it exists): at most VIZ_MAX_HEIGHT pixels tall, its first
     VIZ_MAX_FRAMES frames."""
-    from tmtvis.viz import overlay_frames, write_mp4
-
     path = out_dir / "viz" / f"video_{source.video_id:08d}.mp4"
     if not path.is_file():
         frames = read_video(source)[:VIZ_MAX_FRAMES]
@@ -333,102 +324,114 @@ def visualise(out_dir: Path, source: VideoSource, predictions: list[dict], names
     return path
 
 
-def run_inference(checkpoint: str | Path, input_path: str | Path, dataset: str, out_dir: str | Path,
-                  images: str | Path | None = None, address: str | None = None, actors: int = 1,
-                  cpus_per_actor: float | None = None, gpus_per_actor: float | None = None, viz: int = 0,
-                  window: int | None = None, topk: int = 10, progress: bool | None = None,
-                  tracking_uri: str | None = None, worker_logs: bool = False,
-                  skip_bad_videos: bool = False) -> InferenceSummary:
-    """`tmtvis infer`: predict every video of the input not yet in `out_dir`, then assemble the results.
+class _Output:
+    """OUT: a local dir, or a local mirror of an object-storage prefix (what is there is downloaded first) whose
+    every file is uploaded as soon as it is written."""
 
-    `viz`: overlay MP4s of the first `viz` videos, each drawn in a background thread as soon as its predictions
-    are written. `skip_bad_videos`: an unreadable video is listed with its reason in OUT/failed.json and the run
-    goes on (a re-run tries those again).
+    def __init__(self, out: str) -> None:
+        resolved = storage.resolve(out)
+        self.remote = resolved if storage.is_uri(resolved) else None
+        if self.remote is None:
+            self.dir = Path(resolved)
+        else:
+            self.dir = Path(tempfile.mkdtemp(prefix="tmtvis-infer-"))
+            if not storage.is_empty_dir(self.remote):
+                storage.download(self.remote, self.dir)
 
-    `checkpoint`: a checkpoint or run dir, or an MLflow URI (models:/..., runs:/...) fetched via `tracking_uri`.
-    `window`: None -> the checkpoint config's `train.val_window`; 0 -> each video as one clip.
+    def sync(self, path: Path) -> None:
+        if self.remote:
+            storage.upload(path, self.at(path))
+
+    def at(self, path: Path) -> Path | str:
+        """Where the user finds `path` (a file under the local dir): itself, or its URI."""
+        return path if self.remote is None else str(storage.join(self.remote, path.relative_to(self.dir).as_posix()))
+
+    @property
+    def location(self) -> Path | str:
+        return self.dir if self.remote is None else self.remote
+
+
+class _Overlays:
+    """Overlay MP4s of the first `n` videos (by id), each drawn in a background thread as soon as its predictions
+    are written, off the prediction's path: the driver goes on collecting predictions."""
+
+    def __init__(self, out_dir: Path, sources: list[VideoSource], n: int, names: dict[int, str]) -> None:
+        self.out_dir, self.names = out_dir, names
+        self.shown = {prediction_file(out_dir, s.video_id): s for s in sorted(sources, key=lambda s: s.video_id)[:n]}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="tmtvis-viz")
+        self.drawn: list[Future] = []
+
+    def draw(self, path: Path) -> None:
+        if path in self.shown:
+            self.drawn.append(self.pool.submit(visualise, self.out_dir, self.shown[path], read_predictions(path),
+                                               self.names))
+
+    def draw_existing(self) -> None:
+        """Those predicted by an earlier run."""
+        for path in self.shown:
+            if path.is_file():
+                self.draw(path)
+
+    def results(self) -> list[Path]:
+        return [f.result() for f in self.drawn]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_failed(out: _Output, sources: list[VideoSource], failed: dict[int, str]) -> list[dict]:
+    """OUT/failed.json: the videos skipped as unreadable, with their reasons (rewritten when a re-run fixed them)."""
+    by_id = {s.video_id: s for s in sources}
+    failed_list = [{"video_id": v, "name": by_id[v].name, "reason": failed[v]} for v in sorted(failed)]
+    path = out.dir / FAILED
+    if failed_list or path.is_file():
+        atomic_write_text(path, json.dumps(failed_list, indent=1))
+        out.sync(path)
+    return failed_list
+
+
+def run_inference(cfg: InferConfig) -> InferenceSummary:
+    """`tmtvis infer`: predict every video of the input not yet in `cfg.out`, then assemble the results.
+
+    `cfg.viz`: overlay MP4s of the first `viz` videos. `cfg.skip_bad_videos`: an unreadable video is listed with
+    its reason in OUT/failed.json and the run goes on (a re-run tries those again). `cfg.checkpoint`: a
+    checkpoint or run dir, or an MLflow URI (models:/..., runs:/...) fetched via `cfg.tracking_uri`.
     """
-    from tmtvis.checkpoint import check_state, load_checkpoint
-    from tmtvis.tracking.fetch import checkpoint_source, is_mlflow_uri
-    from tmtvis.inference.video_predictor import default_overlap
-    from tmtvis.ray_session import ray_session
-
-    if actors < 1:
-        raise TmtvisError(f"--actors must be at least 1, got {actors}")
-    if gpus_per_actor is not None and gpus_per_actor < 0 or cpus_per_actor is not None and cpus_per_actor <= 0:
-        raise TmtvisError("--cpus-per-actor must be > 0 and --gpus-per-actor >= 0")
-    if topk < 1 or window is not None and window < 0:
-        raise TmtvisError(f"--topk must be >= 1 and --window >= 0, got {topk} and {window}")
-    ckpt = load_checkpoint(checkpoint_source(checkpoint, tracking_uri), with_model=False)
-    uri = str(checkpoint) if is_mlflow_uri(checkpoint) else None
-    labels = ckpt.labels(dataset)
-    window = ckpt.cfg.train.val_window if window is None else window
-    window = window or None
+    ckpt = load_checkpoint(checkpoint_source(cfg.checkpoint, cfg.tracking_uri), with_model=False)
+    uri = cfg.checkpoint if is_mlflow_uri(cfg.checkpoint) else None
+    labels = ckpt.labels(cfg.dataset)
+    window = (ckpt.cfg.train.val_window if cfg.window is None else cfg.window) or None
     overlap = default_overlap(window)
-    sources = discover(input_path, images)
-    out_dir = storage.resolve(out_dir)
-    remote = out_dir if storage.is_uri(out_dir) else None
-    if remote:  # object storage: work in a local mirror of what is there, upload every file as it is written
-        import tempfile
-
-        out_dir = Path(tempfile.mkdtemp(prefix="tmtvis-infer-"))
-        if not storage.is_empty_dir(remote):
-            storage.download(remote, out_dir)
-
-    def sync(path: Path) -> None:
-        if remote:
-            storage.upload(path, storage.join(remote, path.relative_to(out_dir).as_posix()))
-
-    names = {c["id"]: c["name"] for c in labels.categories}
-    shown_sources = {prediction_file(out_dir, s.video_id): s for s in sorted(sources, key=lambda s: s.video_id)[:viz]}
-    drawing = ThreadPoolExecutor(1, thread_name_prefix="tmtvis-viz")
-    drawn: list[Future] = []
-
-    def draw(path: Path) -> None:
-        if path in shown_sources:  # off the prediction's path: the driver goes on collecting predictions
-            drawn.append(drawing.submit(visualise, out_dir, shown_sources[path], read_predictions(path), names))
+    sources = discover(cfg.input, cfg.images)
+    out = _Output(cfg.out)
+    overlays = _Overlays(out.dir, sources, cfg.viz, {c["id"]: c["name"] for c in labels.categories})
 
     def written(path: Path) -> None:
-        sync(path)
-        draw(path)
+        out.sync(path)
+        overlays.draw(path)
 
-    _check_resumable(out_dir, _run_record(uri or ckpt.source, dataset, window, overlap, topk, sources))
-    sync(out_dir / "run.json")
-    todo = [s for s in sources if not prediction_file(out_dir, s.video_id).is_file()]
+    _check_resumable(out.dir, _run_record(uri or ckpt.source, cfg.dataset, window, overlap, cfg.topk, sources))
+    out.sync(out.dir / "run.json")
+    todo = [s for s in sources if not prediction_file(out.dir, s.video_id).is_file()]
     log.info("%d videos, %d already predicted, %d to go", len(sources), len(sources) - len(todo), len(todo))
+    overlays.draw_existing()
     predicted = frames = 0
     failed: dict[int, str] = {}
-    for path in shown_sources:
-        if path.is_file():  # predicted by an earlier run
-            draw(path)
     t0 = time.time()
     try:
         if todo:
             check_state(ckpt)  # a broken state.pt: one line here, not an actor's traceback (and no model built)
-            with ray_session(address, worker_logs=worker_logs):
+            with ray_session(cfg.address, worker_logs=cfg.worker_logs):
                 # the source, not the local copy: actors on other nodes fetch a checkpoint on object storage
-                predicted, frames, failed = predict_videos(
-                    uri or ckpt.source, dataset, todo, out_dir, ckpt.cfg.data.clip.short_edge[0], window, overlap,
-                    topk, actors, cpus_per_actor, gpus_per_actor, progress, tracking_uri, written=written,
-                    worker_logs=worker_logs, skip_bad_videos=skip_bad_videos)
+                predicted, frames, failed = predict_videos(cfg, str(uri or ckpt.source), todo, out.dir,
+                                                           ckpt.cfg.data.clip.short_edge[0], window, overlap, written)
         seconds = time.time() - t0
-        by_id = {s.video_id: s for s in sources}
-        failed_list = [{"video_id": v, "name": by_id[v].name, "reason": failed[v]} for v in sorted(failed)]
-        failed_json = out_dir / FAILED
-        if failed_list or failed_json.is_file():
-            atomic_write_text(failed_json, json.dumps(failed_list, indent=1))
-            sync(failed_json)
-        results, results_json, results_zip = assemble(out_dir, sources, set(failed))
-        shown = [f.result() for f in drawn]
+        failed_list = _write_failed(out, sources, failed)
+        results, results_json, results_zip = assemble(out.dir, sources, set(failed))
+        shown = overlays.results()
     finally:
-        drawing.shutdown(wait=True, cancel_futures=True)
+        overlays.close()
     for path in [results_json, results_zip, *shown]:
-        sync(path)
-    if remote:
-        def at(p: Path) -> str:
-            return str(storage.join(remote, p.relative_to(out_dir).as_posix()))
-
-        return InferenceSummary(remote, at(results_json), at(results_zip), len(sources), predicted, frames,
-                                seconds, len(results), [at(p) for p in shown], failed_list)
-    return InferenceSummary(out_dir, results_json, results_zip, len(sources), predicted, frames, seconds,
-                            len(results), shown, failed_list)
+        out.sync(path)
+    return InferenceSummary(out.location, out.at(results_json), out.at(results_zip), len(sources), predicted, frames,
+                            seconds, len(results), [out.at(p) for p in shown], failed_list)
