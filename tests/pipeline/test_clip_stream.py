@@ -63,7 +63,7 @@ def in_order(ds) -> dict:
 
 
 def test_stream_leaves_out_what_the_ledger_says_is_trained(synth_root, ray_local):
-    from tmtvis.pipeline.clip_stream import StreamLedger
+    from tmtvis.pipeline.stream_state import StreamLedger
 
     tax, sources, valid = setup(synth_root)
     clip = ClipConfig(num_frames=2, short_edge=(32,), crop=(32, 32))

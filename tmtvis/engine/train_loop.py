@@ -7,7 +7,7 @@ import random
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from tmtvis.losses.criterion import SetCriterion, main_terms
 from tmtvis.models.tcm import forced_set
 from tmtvis.models.tmtvis_model import build_model
 from tmtvis.optim import build_optimizer, build_scheduler
-from tmtvis.pipeline.sampling import SampleSet
+from tmtvis.pipeline.stream_state import SampleTally, tell_ledger
 from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
 from tmtvis.validation import Validator, log_validation, training_label_stats, unwrap
@@ -81,6 +81,7 @@ class Worker:
     validator: Validator | None
     tracker: Any = None               # rank 0's RunLogger when the run is tracked
     best_ap: float = -1.0             # the best val.mean_AP so far (tracking.log_best_model)
+    tally: SampleTally = field(default_factory=SampleTally)  # the samples trained on, for the checkpoints
 
 
 class StepClock:
@@ -111,15 +112,12 @@ class StepClock:
 
 
 class Meters:
-    """Loss means since the last report, the samples trained on, and how often each category and dataset was seen."""
+    """Loss means since the last report and how often each category and dataset was seen (the samples trained on:
+    stream_state.SampleTally)."""
 
-    def __init__(self, num_classes: int, num_sources: int, restored: DataProgress | None = None) -> None:
+    def __init__(self, num_classes: int, num_sources: int) -> None:
         self.num_classes = num_classes
         self.seen = torch.zeros(num_classes + num_sources, dtype=torch.float64)
-        restored = restored or DataProgress()
-        self.consumed = SampleSet(restored.consumed)  # every rank's samples as of the last gather
-        self.trained = restored.samples_trained
-        self.mine, self.mine_trained = SampleSet(), 0  # this rank's since then
         self.loss_sums: dict[str, float] = {}
         self.steps = 0
         self.t_last = time.time()
@@ -129,8 +127,6 @@ class Meters:
         for b in range(batch["labels"].shape[0]):
             self.seen[batch["labels"][b, :int(batch["num_instances"][b])]] += 1
         self.seen[self.num_classes + batch["source"].cpu()] += 1
-        self.mine.add(batch["sample"].cpu().numpy())
-        self.mine_trained += int(batch["sample"].shape[0])
         for k, v in main_terms(losses).items():
             self.loss_sums[k] = self.loss_sums.get(k, 0.0) + float(v.detach())
         self.steps += 1
@@ -155,19 +151,6 @@ class Meters:
         for s, ds in enumerate(train_splits):
             metrics[f"seen.dataset.{ds.name}"] = float(srcs[s] / max(srcs.sum(), 1))
         return metrics
-
-    def data_progress(self, world: int) -> DataProgress:
-        """The samples all ranks have trained on (a collective: every rank calls it), merged into one set."""
-        mine = (self.mine.to_list(), self.mine_trained)
-        gathered = [None] * world
-        if world > 1:
-            dist.all_gather_object(gathered, mine)
-        else:
-            gathered = [mine]
-        self.consumed = self.consumed.union(*(SampleSet(r) for r, _ in gathered))
-        self.trained += sum(n for _, n in gathered)
-        self.mine, self.mine_trained = SampleSet(), 0
-        return DataProgress(self.consumed.to_list(), self.trained)
 
 
 class ClipCollate(NumpyBatchCollateFn):
@@ -241,19 +224,6 @@ def restore(state: TrainState, rank: int) -> DataProgress | None:
     return DataProgress.of(saved)
 
 
-def skip_trained(job: WorkerJob, restored: DataProgress | None, rank: int) -> None:
-    """Before this rank iterates: the decode actors leave out what the restored checkpoint has trained on (Ray
-    Train re-executes the stream from its start after a restart)."""
-    if restored is None or job.ledger is None:
-        return
-    ray.get(job.ledger.restored.remote(restored.consumed))
-    planned, done = SampleSet(job.planned_from.consumed if job.planned_from else []), SampleSet(restored.consumed)
-    lost = len(planned.union(done)) - len(done)
-    if lost and rank == 0:  # the driver planned from a newer checkpoint than Ray Train restored
-        log.warning("%d samples of a newer checkpoint than the restored one are not in the stream: they will not "
-                    "be trained on", lost)
-
-
 def train_step(state: TrainState, batch: dict[str, torch.Tensor], cfg: Config, num_classes: int,
                device: torch.device) -> dict[str, torch.Tensor]:
     """One optimiser step on a batch of clips; the criterion's losses."""
@@ -309,7 +279,7 @@ def validate_and_report(w: Worker, state: TrainState, meters: Meters, do_val: bo
         w.tracker.metrics({k: v for k, v in metrics.items() if k != "iteration"}, step=iteration)
     keep_best = do_val and cfg.tracking.log_best_model
     # A collective (every rank takes part), taken once for the best and the regular checkpoint alike.
-    data = meters.data_progress(w.world) if keep_best or do_ckpt else None
+    data = w.tally.gather(w.world) if keep_best or do_ckpt else None
     if keep_best and w.rank == 0 and metrics.get(names.MEAN_AP, -1.0) > w.best_ap:
         w.best_ap = metrics[names.MEAN_AP]
         save_best(w, state, data)
@@ -365,11 +335,11 @@ def train_loop_per_worker(config: dict) -> None:
 
         tracker = RunLogger(job.tracking_uri, job.run_id, background=True)  # never stalls a step
     validator = Validator(cfg, job.prepared, taxonomy, stats) if cfg.data.splits("valid") else None
-    w = Worker(job, rank, world, taxonomy, validator, tracker)
+    w = Worker(job, rank, world, taxonomy, validator, tracker, tally=SampleTally(restored))
     if rank == 0 and cfg.tracking.log_best_model:
         w.best_ap = best_so_far(job.run_dir)
-    meters = Meters(len(taxonomy), len(cfg.data.splits("train")), restored)
-    skip_trained(job, restored, rank)
+    meters = Meters(len(taxonomy), len(cfg.data.splits("train")))
+    tell_ledger(job.ledger, restored, job.planned_from, rank)
     batches = iter(ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=cfg.train.batch_size, drop_last=True, collate_fn=ClipCollate(),
         prefetch_batches=cfg.data.prefetch_batches))
@@ -380,6 +350,7 @@ def train_loop_per_worker(config: dict) -> None:
             break
         t1 = time.perf_counter()
         meters.update(train_step(state, batch, cfg, len(taxonomy), device), batch)  # its float(loss) syncs a GPU
+        w.tally.add(batch["sample"].cpu().numpy())
         meters.clock.add(wait=t1 - t0, step=time.perf_counter() - t1)
         it, last = state.iteration, state.iteration >= cfg.train.iterations
         do_ckpt = it % cfg.train.checkpoint_every == 0 or last

@@ -126,8 +126,9 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
 
     from tmtvis.engine.train_loop import WorkerJob
     from tmtvis.errors import root_cause
-    from tmtvis.pipeline.clip_stream import SkippedVideos, StreamLedger, clip_dataset, load_sources
-    from tmtvis.pipeline.sampling import SampleSet, make_plan
+    from tmtvis.pipeline.clip_stream import SkippedVideos, clip_dataset, load_sources
+    from tmtvis.pipeline.sampling import make_plan
+    from tmtvis.pipeline.stream_state import StreamLedger, stream_ids
     from tmtvis.taxonomy import UnifiedTaxonomy
 
     prepared, run_dir = Path(prepared).resolve(), storage.resolve(run_dir)
@@ -141,10 +142,8 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     train_splits = cfg.data.splits("train")
     sources = load_sources(prepared, train_splits, taxonomy)
     plan = make_plan(sources, cfg.seed, cfg.data.repeat_threshold)
-    # Every planned sample not yet trained on (the holes: what was in flight at the checkpoint), then new ones;
-    # twice as many as the run needs (lazy: the excess is never decoded), for bad videos and in-run restarts.
-    done = SampleSet(data_progress.consumed)
-    ids = done.complement(done.stop + 2 * cfg.train.iterations * cfg.train.batch_size * cfg.train.workers)
+    # twice as many new samples as the run needs (lazy: the excess is never decoded), for bad videos and restarts
+    ids = stream_ids(data_progress, 2 * cfg.train.iterations * cfg.train.batch_size * cfg.train.workers)
     valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
 
     reused = ray.is_initialized()  # a Tune trial: the sweep has checked the cluster

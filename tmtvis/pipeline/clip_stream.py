@@ -10,7 +10,8 @@ stream is unordered (no preserve_order): blocks reach the Train workers as they 
 
 Resume is exactly-once up to what was in flight: Ray Train V2 re-executes the `datasets=` stream from its
 start when it restarts the worker group (measured, Ray 2.60), so the restarted ranks tell a `StreamLedger`
-which samples their restored checkpoint has trained on, and the decode actors leave those out undecoded.
+which samples their restored checkpoint has trained on, and the decode actors leave those out undecoded
+(stream_state.py owns that state).
 
 A video that turns out unreadable here (a truncated JPEG that `prepare`'s presence check let through)
 stops training with a one-line error naming the file, or, with `data.skip_bad_videos`, every clip that
@@ -75,20 +76,6 @@ class SkippedVideos:
         return list(self.errors.values())
 
 
-@ray.remote(num_cpus=0)
-class StreamLedger:
-    """The samples the restored checkpoint has trained on: decode actors leave them out of a re-executed stream."""
-
-    def __init__(self) -> None:
-        self.trained: list[list[int]] = []
-
-    def restored(self, ranges: list[list[int]]) -> None:
-        self.trained = ranges
-
-    def get(self) -> list[list[int]]:
-        return self.trained
-
-
 class DecodeClips:
     """map_batches UDF (one per pool actor): sample indices -> stacked clip tensors."""
 
@@ -101,7 +88,7 @@ class DecodeClips:
         self.num_classes = num_classes
         self.valid_classes = valid_classes
         self.skipped = skipped  # a SkippedVideos handle: skip bad videos; None: a bad video is an error
-        self.ledger = ledger    # a StreamLedger handle: samples already trained on, asked once per actor
+        self.ledger = ledger    # a stream_state.StreamLedger handle: samples already trained on, asked once per actor
         self.trained: SampleSet | None = None
 
     def row(self, source: int, index: int) -> dict:
