@@ -291,7 +291,7 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
     """Run the selected cells x seeds on the data of `data_seed` (resumable: finished runs are read back from
     results.jsonl); report_only writes the table and plot without training. The table holds every finished run
     of this data seed (every cell, every seed), so a later call with more seeds for some cells adds to it."""
-    from tmtvis.engine.trainer import train
+    from tmtvis.engine.trainer import RunOptions, train
     from tmtvis.prepare import prepare
     from tmtvis.ray_session import ray_session
 
@@ -324,8 +324,8 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
             run_dir = out / "runs" / tag / f"{cell.name}-seed{seed}"
             # A run left unfinished (interrupted, or failed) goes on from its last checkpoint, if it has one.
             res = train(cfg, prepared, run_dir, resume=run_dir.exists(),
-                        tags={"study.cell": cell.name, "study.group": cell.group, "study.seed": str(seed),
-                              "study.data_seed": str(data_seed)})
+                        options=RunOptions(tags={"study.cell": cell.name, "study.group": cell.group,
+                                                 "study.seed": str(seed), "study.data_seed": str(data_seed)}))
             r = RunResult(cell.name, seed, run_metrics(res.metrics, datasets), time.time() - t0, data_seed)
             print(f"[study] {cell.name} seed {seed}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in r.metrics.items()
                                                                  if "/" not in k) + f" ({r.seconds:.0f} s)", flush=True)

@@ -142,7 +142,7 @@ def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri
     """
     from ray import tune
 
-    from tmtvis.engine.trainer import train
+    from tmtvis.engine.trainer import RunOptions, train
     from tuning.reports import TrialReports
 
     trial_id = tune.get_context().get_trial_id()
@@ -151,8 +151,9 @@ def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri
     run_dir = storage.join(sweep_dir, "trials", trial_id)
     again = not storage.is_empty_dir(run_dir)  # a resumed sweep: continue from the trial's checkpoint
     # No per-trial progress display: the trial runs in a Tune actor, and the sweep's [tune] lines report it.
-    train(cfg, prepared, run_dir, resume=again, callbacks=[TrialReports(metric)], parent_run_id=parent_run_id,
-          tags={"tmtvis.kind": "trial", "tmtvis.trial": trial_id}, progress=False)
+    train(cfg, prepared, run_dir, resume=again,
+          options=RunOptions(callbacks=[TrialReports(metric)], parent_run_id=parent_run_id,
+                             tags={"tmtvis.kind": "trial", "tmtvis.trial": trial_id}, progress=False))
 
 
 def _trial_dirname(trial) -> str:

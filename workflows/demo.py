@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tmtvis.config import load_config
     from tmtvis.data.synthetic import generate
-    from tmtvis.engine.trainer import train
+    from tmtvis.engine.trainer import RunOptions, train
     from tmtvis.prepare import prepare
     from workflows.data import _size
     from workflows.train import print_summary
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"[demo] prepared: {len(prepared.taxonomy)} unified categories, "
           f"{sum(prepared.rows.values())} videos in manifests ({time.time() - t0:.0f} s)")
     run_dir = out / time.strftime("train-%Y%m%d-%H%M%S")
-    result = train(cfg, prepared.out_dir, run_dir, address=args.address, register_model="tmtvis-demo",
-                   worker_logs=getattr(args, "verbose", False))
+    result = train(cfg, prepared.out_dir, run_dir, address=args.address,
+                   options=RunOptions(register_model="tmtvis-demo", worker_logs=getattr(args, "verbose", False)))
     print(f"[demo] trained {cfg.train.iterations} iterations with {cfg.train.workers} Ray Train workers "
           f"in {result.metrics.get('train.wall_seconds', 0):.0f} s; validation AP per dataset (%):")
     print_summary(cfg, result)

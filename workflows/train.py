@@ -40,7 +40,7 @@ def load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tmtvis.engine.trainer import train
+    from tmtvis.engine.trainer import RunOptions, train
     from tmtvis.errors import TmtvisError
     from tmtvis.prepare import prepare
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or out / time.strftime("train-%Y%m%d-%H%M%S")
     prepared = prepare(cfg, out / "prepared", show_progress=True)
     result = train(cfg, prepared.out_dir, run_dir, address=args.address, resume=args.resume,
-                   register_model=args.register_model, worker_logs=getattr(args, "verbose", False))
+                   options=RunOptions(register_model=args.register_model, worker_logs=getattr(args, "verbose", False)))
     print_summary(cfg, result)
     return 0
 

@@ -6,7 +6,7 @@ import pytest
 
 from helpers import ray_nodes, tiny_config
 from tmtvis.checkpoint import load_state
-from tmtvis.engine.trainer import train
+from tmtvis.engine.trainer import RunOptions, train
 from tmtvis.pipeline.sampling import SampleSet
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,8 @@ def test_decode_actors_on_the_decode_node_train_workers_on_the_other(synth_root,
         decode_node = c.head_node.node_id
         cfg = tiny_config(synth_root, "train.iterations=4", "train.checkpoint_every=4", "train.cpus_per_worker=1.5",
                           "data.decode_resources={decode: 1}", "data.decode_cpus=0.5")
-        res = train(cfg, synth_root / "prepared", tmp_path / "run", address=c.address, track=False)
+        res = train(cfg, synth_root / "prepared", tmp_path / "run", address=c.address,
+                    options=RunOptions(track=False))
         assert res.metrics["iteration"] == 4
         state = load_state(res.checkpoint)
         assert state["samples_trained"] == 8 and len(SampleSet(state["consumed"])) == 8

@@ -11,7 +11,7 @@ import torch
 from helpers import tiny_config
 from tmtvis.config import load_config, to_dict
 from tmtvis.data.synthetic import generate_coco
-from tmtvis.engine.trainer import train
+from tmtvis.engine.trainer import RunOptions, train
 from tmtvis.models import build_model
 from tmtvis.prepare import prepare
 from tmtvis.pretrained import apply_init_weights
@@ -44,7 +44,7 @@ def test_coco_pretrain_then_a_mixed_coco_and_video_stream(synth_root, ray_local,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepare(cfg, tmp_path / "prepared_coco", show_progress=False)
-    first = train(cfg, tmp_path / "prepared_coco", tmp_path / "run_coco", progress=False)
+    first = train(cfg, tmp_path / "prepared_coco", tmp_path / "run_coco", options=RunOptions(progress=False))
     assert first.metrics["iteration"] == 4 and first.checkpoint is not None
     assert first.metrics["seen.dataset.coco_synth"] == 1.0
 
@@ -74,7 +74,7 @@ def test_coco_pretrain_then_a_mixed_coco_and_video_stream(synth_root, ray_local,
         prepared = prepare(cfg, tmp_path / "prepared_mix", show_progress=False)
     tax = prepared.taxonomy
     assert set(tax.sources[tax.names.index("person")]) == {"ytvis_synth", "coco_synth"}  # merged by name
-    res = train(cfg, tmp_path / "prepared_mix", tmp_path / "run_mix", progress=False)
+    res = train(cfg, tmp_path / "prepared_mix", tmp_path / "run_mix", options=RunOptions(progress=False))
     assert res.metrics["iteration"] == 6
     shares = res.metrics["seen.dataset.ytvis_synth"], res.metrics["seen.dataset.coco_synth"]
     assert all(s > 0 for s in shares) and abs(sum(shares) - 1) < 1e-6, shares

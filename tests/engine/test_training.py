@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from helpers import MlflowServer, registered_iterations, tiny_config
 from tmtvis import metric_names as names
 from tmtvis.checkpoint import latest_checkpoint, load_state
-from tmtvis.engine.trainer import train
+from tmtvis.engine.trainer import RunOptions, train
 from tmtvis.pipeline.sampling import SampleSet
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,7 @@ def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_pa
     with pytest.raises(Exception, match="--resume"):
         train(cfg, synth_root / "prepared", run_dir)
     capsys.readouterr()
-    second = train(cfg, synth_root / "prepared", run_dir, resume=True, progress=False)  # as a Tune trial runs
+    second = train(cfg, synth_root / "prepared", run_dir, resume=True, options=RunOptions(progress=False))  # as a Tune trial runs
     # progress=False: no progress lines; the timing metrics are still reported
     assert "[train] " not in capsys.readouterr().err
     assert 0.0 <= second.metrics["time.data_wait_frac"] <= 1.0 and second.metrics["time.step_s"] > 0

@@ -52,7 +52,7 @@ def _check_inputs(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool
 
 
 def _open_run(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool, sources: list, taxonomy,
-              tags: dict[str, str] | None, parent_run_id: str | None):
+              options: "RunOptions"):
     """The run's MLflow logger: the run of a resumed run dir, else a new run with params, config and lineage."""
     from tmtvis.pipeline.sampling import expected_category_shares
     from tmtvis.tracking.lineage import log_lineage
@@ -65,7 +65,7 @@ def _open_run(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool, so
         check_reachable(tracking_uri)
         return RunLogger(tracking_uri, json.loads(storage.read_text(run_file))["run_id"])
     tracker = start_run(tracking_uri, cfg.tracking.experiment, local_root(run_dir, tracking_uri), storage.name(run_dir),
-                        tags={"tmtvis.kind": "train", **(tags or {})}, parent_run_id=parent_run_id)
+                        tags={"tmtvis.kind": "train", **options.tags}, parent_run_id=options.parent_run_id)
     storage.write_text(run_file, json.dumps({"tracking_uri": tracking_uri, "run_id": tracker.run_id}))
     tracker.params(flatten(to_dict(cfg)))
     tracker.text(config_text(cfg), "config/config.yaml")
@@ -108,78 +108,108 @@ def _torch_trainer(cfg: Config, job, dataset, fs, fs_path: str, callbacks: list 
     )
 
 
+@dataclass
+class RunOptions:
+    """How a caller runs a training run, beyond its config; the defaults are `tmtvis train`'s."""
+    track: bool = True                  # an MLflow run (False: none)
+    tags: dict[str, str] = field(default_factory=dict)  # more tags of the MLflow run
+    parent_run_id: str | None = None    # the MLflow run becomes a child of this one (a Tune trial's sweep)
+    register_model: str | None = None   # the final checkpoint's LoggedModel is registered under this name
+    callbacks: list = field(default_factory=list)  # Ray Train RunConfig callbacks (e.g. Tune's TrialReports)
+    worker_logs: bool = False           # the workers' logs on this console (`tmtvis -v`)
+    progress: bool = True               # progress on stderr: a bar on a terminal, else a line every
+    #                                     train.progress_every iterations; a Tune trial's [tune] lines suffice
+
+
+@dataclass
+class _Stream:
+    """A run's planned clip stream: its Ray Data dataset, and the actors beside it."""
+    dataset: object
+    ledger: object
+    skipped: object | None              # a SkippedVideos actor with data.skip_bad_videos
+
+
+def _stream(cfg: Config, sources: list, taxonomy, data_progress: DataProgress) -> _Stream:
+    """The clip stream of a run resumed at `data_progress` (a fresh one: empty): the samples not yet trained on."""
+    from tmtvis.pipeline.clip_stream import SkippedVideos, clip_dataset
+    from tmtvis.pipeline.sampling import make_plan
+    from tmtvis.pipeline.stream_state import StreamLedger, stream_ids
+
+    train_splits = cfg.data.splits("train")
+    plan = make_plan(sources, cfg.seed, cfg.data.repeat_threshold)
+    # twice as many new samples as the run needs (lazy: the excess is never decoded), for bad videos and restarts
+    ids = stream_ids(data_progress, 2 * cfg.train.iterations * cfg.train.batch_size * cfg.train.workers)
+    valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
+    skipped = SkippedVideos.remote() if cfg.data.skip_bad_videos else None
+    ledger = StreamLedger.remote()
+    pool = decode_pool(cfg.data.decode_cpus, cfg.data.decode_resources, cfg.data.decode_actors,
+                       cfg.train.workers * cfg.train.cpus_per_worker)
+    dataset = clip_dataset(plan, ids, cfg.data.clip, len(taxonomy), valid, cfg.data.decode_batch_size or None,
+                           skipped, ledger, pool)
+    return _Stream(dataset, ledger, skipped)
+
+
+def _fit(trainer, tracker, watch_pending: bool, shown) -> tuple[object, float]:
+    """Run the TorchTrainer: its result and seconds. A failure ends the MLflow run FAILED and reaches the user as
+    one line (a bad input file: its own)."""
+    from tmtvis.errors import root_cause
+
+    t0 = time.time()
+    try:
+        with report_pending() if watch_pending else contextlib.nullcontext(), shown or contextlib.nullcontext():
+            return trainer.fit(), time.time() - t0
+    except Exception as e:
+        if tracker is not None:
+            with contextlib.suppress(Exception):  # a tracking outage must not hide the training error
+                tracker.finish("FAILED")
+        cause = root_cause(e)
+        raise (cause.user_error or TmtvisError(f"training failed: {cause.line}")) from None
+
+
 def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str | None = None,
-          resume: bool = False, track: bool = True, callbacks: list | None = None,
-          parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-          register_model: str | None = None, worker_logs: bool = False, progress: bool = True) -> TrainResult:
+          resume: bool = False, options: RunOptions | None = None) -> TrainResult:
     """Train `cfg` on the outputs of `prepare` in `run_dir` (resuming from its latest checkpoint when asked).
 
     `run_dir` is a local path or an object-storage URI (s3://bucket/prefix: checkpoints go there through Ray
     Train's storage; tracking then needs a server). Inside a running Ray session (a Tune trial) the session is
-    reused; `callbacks` go to the Ray Train RunConfig (e.g. Tune's TuneReportCallback) and `parent_run_id`
-    makes the MLflow run a child run. The final checkpoint becomes an MLflow LoggedModel, registered as
-    `register_model` when given. `worker_logs`: the workers' logs on this console (`tmtvis -v`). `progress`: the
-    driver shows training progress on stderr (a bar on a terminal, else a line every train.progress_every
-    iterations); a Tune trial passes False (its trial lines suffice).
+    reused. The final checkpoint becomes an MLflow LoggedModel. `options`: tracking, callbacks and display
+    (RunOptions; the defaults are `tmtvis train`'s).
     """
     import ray
 
     from tmtvis.engine.train_loop import WorkerJob
-    from tmtvis.errors import root_cause
-    from tmtvis.pipeline.clip_stream import SkippedVideos, clip_dataset, load_sources
-    from tmtvis.pipeline.sampling import make_plan
-    from tmtvis.pipeline.stream_state import StreamLedger, stream_ids
+    from tmtvis.pipeline.clip_stream import load_sources
     from tmtvis.taxonomy import UnifiedTaxonomy
 
+    options = options or RunOptions()
     prepared, run_dir = Path(prepared).resolve(), storage.resolve(run_dir)
-    _check_inputs(cfg, prepared, run_dir, resume, track)
+    _check_inputs(cfg, prepared, run_dir, resume, options.track)
     checkpoints = storage.join(run_dir, "checkpoints")
     ckpt, meta = latest_checkpoint(checkpoints) if resume else (None, {})
     data_progress = DataProgress.of(meta)
     if resume and ckpt:
         log.info("resuming %s from iteration %d (checkpoint %s)", run_dir, meta["iteration"], ckpt)
     taxonomy = UnifiedTaxonomy.load(prepared / "taxonomy.json")
-    train_splits = cfg.data.splits("train")
-    sources = load_sources(prepared, train_splits, taxonomy)
-    plan = make_plan(sources, cfg.seed, cfg.data.repeat_threshold)
-    # twice as many new samples as the run needs (lazy: the excess is never decoded), for bad videos and restarts
-    ids = stream_ids(data_progress, 2 * cfg.train.iterations * cfg.train.batch_size * cfg.train.workers)
-    valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
-
+    sources = load_sources(prepared, cfg.data.splits("train"), taxonomy)
     reused = ray.is_initialized()  # a Tune trial: the sweep has checked the cluster
-    with ray_session(address, worker_logs=worker_logs):
+    with ray_session(address, worker_logs=options.worker_logs):
         if not reused:
-            check_cluster(cfg, may_grow(address), local_store=track and not tracking_configured(cfg))
+            check_cluster(cfg, may_grow(address), local_store=options.track and not tracking_configured(cfg))
         storage.write_text(storage.join(run_dir, "config.yaml"), config_text(cfg))  # a refused run leaves nothing
-        tracker = _open_run(cfg, prepared, run_dir, resume, sources, taxonomy, tags, parent_run_id) if track else None
-        skipped = SkippedVideos.remote() if cfg.data.skip_bad_videos else None
-        ledger = StreamLedger.remote()
-        pool = decode_pool(cfg.data.decode_cpus, cfg.data.decode_resources, cfg.data.decode_actors,
-                           cfg.train.workers * cfg.train.cpus_per_worker)
-        dataset = clip_dataset(plan, ids, cfg.data.clip, len(taxonomy), valid, cfg.data.decode_batch_size or None,
-                               skipped, ledger, pool)
-        job = WorkerJob(cfg, prepared, str(run_dir), skipped=skipped, ledger=ledger, planned_from=data_progress)
+        tracker = _open_run(cfg, prepared, run_dir, resume, sources, taxonomy, options) if options.track else None
+        stream = _stream(cfg, sources, taxonomy, data_progress)
+        job = WorkerJob(cfg, prepared, str(run_dir), skipped=stream.skipped, ledger=stream.ledger,
+                        planned_from=data_progress)
         if tracker is not None:
             job.tracking_uri, job.run_id = tracker.tracking_uri, tracker.run_id
         fs, fs_path = storage.filesystem(checkpoints)
-        shown = _progress(cfg) if progress and cfg.train.progress_every else None
-        callbacks = [*(callbacks or []), *([shown.callback] if shown else [])]
-        trainer = _torch_trainer(cfg, job, dataset, fs, fs_path, callbacks)
-        t0 = time.time()
-        try:
-            with report_pending() if not reused else contextlib.nullcontext(), shown or contextlib.nullcontext():
-                result = trainer.fit()
-        except Exception as e:
-            if tracker is not None:
-                with contextlib.suppress(Exception):  # a tracking outage must not hide the training error
-                    tracker.finish("FAILED")
-            cause = root_cause(e)  # a bad input file: its one line, not Ray's wrapping of it
-            raise (cause.user_error or TmtvisError(f"training failed: {cause.line}")) from None
-        elapsed = time.time() - t0
-        bad = ray.get(skipped.lines.remote()) if skipped is not None else []
+        shown = _progress(cfg) if options.progress and cfg.train.progress_every else None
+        trainer = _torch_trainer(cfg, job, stream.dataset, fs, fs_path,
+                                 [*options.callbacks, *([shown.callback] if shown else [])])
+        result, elapsed = _fit(trainer, tracker, not reused, shown)
+        bad = ray.get(stream.skipped.lines.remote()) if stream.skipped is not None else None
     checkpoint = storage.to_location(fs, result.checkpoint.path) if result.checkpoint else None
-    return _finish(cfg, run_dir, checkpoint, result.metrics, elapsed, bad if skipped is not None else None, tracker,
-                   register_model)
+    return _finish(cfg, run_dir, checkpoint, result.metrics, elapsed, bad, tracker, options.register_model)
 
 
 def _finish(cfg: Config, run_dir: Path | str, checkpoint: Path | str | None, final: dict | None, elapsed: float,
