@@ -28,7 +28,8 @@ from tmtvis.env import apply_defaults  # noqa: E402
 apply_defaults()
 
 from tmtvis.config import load_config, preset_path  # noqa: E402
-from tmtvis.data.clips import ClipConfig, stack_clips  # noqa: E402
+from tmtvis.data.batch import stack_clips  # noqa: E402
+from tmtvis.data.clips import ClipConfig  # noqa: E402
 from tmtvis.engine.train_loop import ClipCollate  # noqa: E402
 from tmtvis.data.synthetic import generate  # noqa: E402
 from tmtvis.pipeline.clip_stream import DecodeClips, DecodePool, clip_dataset, load_sources  # noqa: E402

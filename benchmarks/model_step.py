@@ -50,7 +50,7 @@ def clip_targets(t: int, h: int, w: int, c: int, n: int = 3) -> list[dict]:
     for i in range(n):
         y, x = torch.randint(0, h // 2, (2,), generator=g).tolist()
         masks[i, :, y:y + h // 3, x:x + w // 3] = True
-    return [{"labels": torch.randperm(c, generator=g)[:n], "masks": masks, "valid_classes": torch.arange(c // 2)}]
+    return [{"labels": torch.randperm(c, generator=g)[:n], "masks": masks, "valid_classes": torch.arange(c) < c // 2}]
 
 
 def step_times(cfgs: dict, loss_cfg: LossConfig, c: int, t: int, h: int, w: int, repeats: int) -> dict:

@@ -248,3 +248,12 @@ def write_mp4(frames: list[np.ndarray], path: Path) -> None:
         for f in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
         container.mux(stream.encode())
+
+
+def class_row(num_classes: int, *ids: int):
+    """A target's `valid_classes`: the (C,) bool mask of these unified ids (the batch contract, data/batch.py)."""
+    import torch
+
+    row = torch.zeros(num_classes, dtype=torch.bool)
+    row[list(ids)] = True
+    return row

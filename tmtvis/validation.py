@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from tmtvis import metric_names as names
 from tmtvis.config import Config
+from tmtvis.data.batch import class_mask
 from tmtvis.data.frames import read_frames
 from tmtvis.data.manifest import manifest_path, read_manifest
 from tmtvis.data.ytvis_format import read_json
@@ -53,8 +54,7 @@ class Validator:
         training), the random set from a generator seeded by the clip, so every caller draws the same set."""
         if self.cfg.model.tcm_set == "predicted":
             return None
-        candidates = torch.zeros(1, len(self.taxonomy), dtype=torch.bool)
-        candidates[0, source] = True
+        candidates = class_mask(source, len(self.taxonomy))
         labels = torch.tensor(sorted(clip_labels(row, frame_ids)), dtype=torch.long)
         return forced_set(self.cfg.model.tcm_set, [labels], len(self.taxonomy), self.cfg.model.set_size, candidates,
                           clip_generator(self.cfg.seed, int(row["video_id"]), frame_ids[0] if frame_ids else 0))

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from helpers import make_dataset
-from tmtvis.data.clips import (ClipConfig, crop_window, empty_batch, load_clip, packed_size, sample_frames,
-                               stack_clips, unpack_masks)
+from tmtvis.data.batch import empty_batch, packed_size, stack_clips, unpack_masks
+from tmtvis.data.clips import ClipConfig, crop_window, load_clip, sample_frames
 from tmtvis.data.frames import read_frame
 from tmtvis.data.manifest import video_rows
 from tmtvis.data.rle import decode_rle, encode_mask

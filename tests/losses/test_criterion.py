@@ -4,8 +4,10 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from helpers import class_row
 from tmtvis.errors import ConfigError
 from tmtvis.losses import LossConfig, build_criterion, criterion
+
 from tmtvis.losses.criterion import main_terms
 
 torch.set_num_threads(2)
@@ -26,9 +28,9 @@ def outputs(seed=0, aux=2, requires_grad=False):
 def targets():
     g = torch.Generator().manual_seed(1)
     return [{"labels": torch.tensor([0, 2]), "masks": torch.rand(2, T, 32, 32, generator=g) > 0.5,
-             "valid_classes": torch.tensor([0, 1, 2])},
+             "valid_classes": class_row(C, 0, 1, 2)},
             {"labels": torch.tensor([4]), "masks": torch.rand(1, T, 32, 32, generator=g) > 0.5,
-             "valid_classes": torch.tensor([3, 4, 5])}]
+             "valid_classes": class_row(C, 3, 4, 5)}]
 
 
 def test_keys_weights_total_and_gradients():
@@ -141,7 +143,7 @@ def test_clip_without_instances():
     crit = build_criterion(C, LossConfig(num_points=32))
     tg = targets()
     tg[1] = {"labels": torch.zeros(0, dtype=torch.long), "masks": torch.zeros(0, T, 32, 32, dtype=torch.bool),
-             "valid_classes": torch.tensor([3, 4, 5])}
+             "valid_classes": class_row(C, 3, 4, 5)}
     losses = crit(outputs(), tg)
     assert torch.isfinite(losses["loss"])
 
@@ -168,7 +170,7 @@ def test_dense_taxonomy_targets_and_loss():
     masks = torch.zeros(2, 2, 16, 16, dtype=torch.bool)
     masks[0, :, :8, :8] = True       # category 1: top-left quarter in both frames
     masks[1, 1, 8:, 8:4 + 8] = True  # category 3: half of the bottom-right cell, frame 1 only
-    tg = [{"labels": torch.tensor([1, 3]), "masks": masks, "valid_classes": torch.tensor([0, 1, 3])}]
+    tg = [{"labels": torch.tensor([1, 3]), "masks": masks, "valid_classes": class_row(C, 0, 1, 3)}]
     flat = token_targets(tg, C, (2, 2), torch.device("cpu"))  # (B, C, T*h*w)
     y = flat.view(1, C, 2, 2, 2)  # (B, C, T, h, w)
     assert y[0, 1, :, 0, 0].tolist() == [1.0, 1.0] and y[0, 1].sum() == 2

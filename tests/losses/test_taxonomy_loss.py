@@ -1,12 +1,13 @@
 import torch
 import torch.nn.functional as F
 
+from helpers import class_row
 from tmtvis.losses.taxonomy_loss import taxonomy_loss
 
 
 def targets():
-    return [{"labels": torch.tensor([1, 3]), "valid_classes": torch.tensor([0, 1, 2, 3])},
-            {"labels": torch.tensor([6]), "valid_classes": torch.tensor([5, 6, 7])}]
+    return [{"labels": torch.tensor([1, 3]), "valid_classes": class_row(10, 0, 1, 2, 3)},
+            {"labels": torch.tensor([6]), "valid_classes": class_row(10, 5, 6, 7)}]
 
 
 def test_foreign_category_scores_do_not_change_the_loss():
@@ -43,7 +44,7 @@ def test_without_valid_classes_every_category_counts():
 
 def test_rank_loss_prefers_annotated_categories_first_within_the_clip():
     from tmtvis.losses.taxonomy_loss import taxonomy_rank_loss
-    tg = [{"labels": torch.tensor([1, 3]), "valid_classes": torch.tensor([0, 1, 2, 3])}]
+    tg = [{"labels": torch.tensor([1, 3]), "valid_classes": class_row(5, 0, 1, 2, 3)}]
     good = torch.tensor([[0.0, 3.0, 0.0, 3.0, 9.0]])  # category 4 lies outside the clip's taxonomy
     bad = torch.tensor([[3.0, 0.0, 3.0, 0.0, 9.0]])
     assert taxonomy_rank_loss(good, tg) < taxonomy_rank_loss(bad, tg)
@@ -53,5 +54,5 @@ def test_rank_loss_prefers_annotated_categories_first_within_the_clip():
     s = torch.zeros(1, 5, requires_grad=True)
     taxonomy_rank_loss(s, tg).backward()
     assert (s.grad[0, [1, 3]] < 0).all() and (s.grad[0, [0, 2]] > 0).all() and s.grad[0, 4] == 0
-    empty = [{"labels": torch.tensor([], dtype=torch.long), "valid_classes": torch.tensor([0, 1])}]
+    empty = [{"labels": torch.tensor([], dtype=torch.long), "valid_classes": class_row(5, 0, 1)}]
     assert taxonomy_rank_loss(torch.zeros(1, 5, requires_grad=True), empty) == 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from helpers import class_row
+
 
 def synthetic_clip(t: int = 3, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, dict]:
     """-> frames (T, 3, H, W) floats in 0..1, target {labels (3,), masks (3, T, H, W) bool, valid_classes}."""
@@ -25,5 +27,5 @@ def synthetic_clip(t: int = 3, size: int = 64, seed: int = 0) -> tuple[torch.Ten
             masks[i, f] = m
             frames[f][:, m] = torch.tensor(colour)[:, None]
     target = {"labels": torch.tensor([o[0] for o in objects]), "masks": masks,
-              "valid_classes": torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])}
+              "valid_classes": class_row(12, *range(8))}
     return frames.clamp(0, 1), target

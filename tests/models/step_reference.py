@@ -29,7 +29,9 @@ def clip_batch() -> tuple[torch.Tensor, list[dict]]:
         if n > 1:
             masks[1, 2] = False
         labels = valid[torch.randperm(len(valid), generator=g)[:n]]
-        targets.append({"labels": labels, "masks": masks.float(), "valid_classes": valid})
+        row = torch.zeros(CLASSES, dtype=torch.bool)
+        row[valid] = True  # the batch contract: a (C,) bool mask
+        targets.append({"labels": labels, "masks": masks.float(), "valid_classes": row})
     return frames, targets
 
 

@@ -2,8 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import class_row
 from tmtvis.config import load_config, preset_path
 from tmtvis.errors import ConfigError
+
 from tmtvis.models import ModelConfig, build_model, count_parameters
 
 torch.set_num_threads(2)
@@ -130,7 +132,7 @@ def test_taxonomy_loss_alone_trains_the_tcm_on_queries():
     from tmtvis.losses import taxonomy_loss
     model = build_model(ModelConfig(), bank())
     out = model(torch.rand(1, 2, 3, 32, 32))
-    target = [{"labels": torch.tensor([2]), "valid_classes": torch.arange(6)}]
+    target = [{"labels": torch.tensor([2]), "valid_classes": class_row(12, *range(6))}]
     taxonomy_loss(out["tcm_scores"], target).backward()
     assert model.tcm.evidence_scale.grad.abs() > 0 and model.tcm.score_bias.grad.abs() > 0
     assert model.decoder.class_head.fc.weight.grad.abs().sum() > 0  # the first pass's class predictions
@@ -142,7 +144,7 @@ def test_taxonomy_loss_alone_trains_the_tcm_on_tokens():
     from tmtvis.losses import taxonomy_loss
     model = build_model(ModelConfig(tcm_evidence="tokens"), bank())
     out = model(torch.rand(1, 2, 3, 32, 32))
-    target = [{"labels": torch.tensor([2]), "valid_classes": torch.arange(6)}]
+    target = [{"labels": torch.tensor([2]), "valid_classes": class_row(12, *range(6))}]
     taxonomy_loss(out["tcm_scores"], target).backward()
     # The score keys start at zero (the ranking starts as the prior): they get the first gradient.
     assert model.tcm.score_key.weight.grad.abs().sum() > 0
@@ -163,7 +165,7 @@ def test_mixed_precision_forward_loss_and_inference():
     model = build_model(ModelConfig(), bank())
     crit = build_criterion(12, LossConfig(num_points=64, mask_foreign_classes=True))
     target = [{"labels": torch.tensor([1, 3]), "masks": torch.rand(2, 2, 32, 32) > 0.5,
-               "valid_classes": torch.arange(5)}]
+               "valid_classes": class_row(12, *range(5))}]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         losses = crit(model(torch.rand(1, 2, 3, 32, 32)), target)
         preds = VideoPredictor(model, window=2, overlap=1, topk=4).predict(torch.rand(5, 3, 32, 32), (20, 30),

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from helpers import tiny_config, with_truncated_frame
-from tmtvis.data.clips import ClipConfig, unpack_masks
+from tmtvis.data.batch import unpack_masks
+from tmtvis.data.clips import ClipConfig
 from tmtvis.pipeline.clip_stream import clip_dataset, load_sources
 from tmtvis.pipeline.sampling import SampleSet, make_plan
 from tmtvis.taxonomy import UnifiedTaxonomy

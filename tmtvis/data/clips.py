@@ -7,14 +7,12 @@ flipped together. The crop is placed on the resized grid but cut from the source
 1/2, 1/4, 1/8 scale when that still covers the resized size) and only the crop's box is resized; each frame's
 instance RLEs are decoded in one batched call and sampled nearest at the crop's pixels. Only the clip's real
 instances (non-crowd, non-empty; at most `max_instances`) travel, bit-packed (`masks`, 1-D uint8); `labels`
-stays padded to `max_instances` with -1. `stack_clips` batches clips with `masks` as a ragged column and
-`unpack_masks` restores (n, T, H, W) on the trainer side.
+stays padded to `max_instances` with -1. Batches of clips, and what the trainer makes of them: data/batch.py.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -23,10 +21,6 @@ from tmtvis.data.frames import load_image
 from tmtvis.data.rle import decode_counts
 from tmtvis.data.ytvis_format import resolve_frame
 from tmtvis.errors import ConfigError
-
-if TYPE_CHECKING:  # the decode workers never need torch
-    import torch
-
 
 @dataclass
 class ClipConfig:
@@ -162,33 +156,3 @@ def load_clip(row: dict, frame_ids: list[int], cfg: ClipConfig, rng: np.random.G
     return {"frames": frames, "masks": np.packbits(masks if len(keep) == len(cands) else masks[keep]),
             "labels": labels, "num_instances": np.int64(len(keep)), "valid_classes": valid,
             "frame_ids": np.asarray(frame_ids, np.int64)}
-
-
-def stack_clips(clips: list[dict]) -> dict[str, np.ndarray]:
-    """Clips -> one batch: every column stacked, except `masks`, a ragged column (object array of 1-D uint8)."""
-    masks = np.empty((len(clips),), object)
-    for i, c in enumerate(clips):
-        masks[i] = c["masks"]
-    return {k: masks if k == "masks" else np.stack([c[k] for c in clips]) for k in clips[0]}
-
-
-def empty_batch(cfg: ClipConfig, num_classes: int) -> dict[str, np.ndarray]:
-    """A batch of no clips, with the columns of `stack_clips`'."""
-    t, (h, w), m = cfg.num_frames, cfg.crop, cfg.max_instances
-    return {"frames": np.zeros((0, t, h, w, 3), np.uint8), "masks": np.empty((0,), object),
-            "labels": np.zeros((0, m), np.int64), "num_instances": np.zeros((0,), np.int64),
-            "valid_classes": np.zeros((0, num_classes), bool), "frame_ids": np.zeros((0, t), np.int64)}
-
-
-def packed_size(n: int, shape: tuple[int, int, int]) -> int:
-    """Bytes of the packed masks of n instances of (T, H, W)."""
-    return -(-n * int(np.prod(shape)) // 8)
-
-
-def unpack_masks(packed: np.ndarray | torch.Tensor, n: int, shape: tuple[int, int, int]) -> np.ndarray | torch.Tensor:
-    """Packed masks -> (n, T, H, W) uint8 0/1; a torch tensor is unpacked where it lies (e.g. on the GPU)."""
-    count = n * int(np.prod(shape))
-    if isinstance(packed, np.ndarray):
-        return np.unpackbits(packed.reshape(-1), count=count).reshape(n, *shape)
-    shifts = packed.new_tensor(range(7, -1, -1))  # most significant bit first, as np.packbits
-    return ((packed.reshape(-1, 1) >> shifts) & 1).reshape(-1)[:count].reshape(n, *shape)

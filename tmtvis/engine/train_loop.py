@@ -6,7 +6,6 @@ import logging
 import random
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from tmtvis import metric_names as names
 from tmtvis import storage
 from tmtvis.checkpoint import BEST_FILE, DataProgress, load_state, save_checkpoint
 from tmtvis.config import Config
-from tmtvis.data.clips import packed_size, unpack_masks
+from tmtvis.data.batch import collate, to_targets
 from tmtvis.env import keep_freed_memory
 from tmtvis.eval.taxonomy_diagnostics import LabelStats
 from tmtvis.io_utils import atomic_write_text
@@ -154,31 +153,11 @@ class Meters:
 
 
 class ClipCollate(NumpyBatchCollateFn):
-    """iter_torch_batches collate: every column a tensor, the ragged `masks` column concatenated into one 1-D
-    uint8 tensor (Ray's default collate cannot convert a ragged column); Ray then moves it to the device."""
+    """iter_torch_batches collate (data/batch.py `collate`: Ray's default cannot convert the ragged `masks`
+    column); Ray then moves the tensors to the device."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        with warnings.catch_warnings():  # the arrays come read-only from the object store; nothing writes them
-            warnings.simplefilter("ignore")
-            out = {k: torch.as_tensor(v) for k, v in batch.items() if k != "masks"}
-            out["masks"] = torch.as_tensor(np.concatenate([np.asarray(m, np.uint8).reshape(-1) for m in batch["masks"]]
-                                                          or [np.zeros((0,), np.uint8)]))
-        return out
-
-
-def to_targets(batch: dict[str, torch.Tensor], device: torch.device) -> list[dict]:
-    """A ClipCollate batch -> the criterion's per-clip target dicts (masks unpacked where they lie)."""
-    shape = tuple(batch["frames"].shape[1:4])  # (T, H, W)
-    targets, offset = [], 0
-    for b in range(batch["labels"].shape[0]):
-        n = int(batch["num_instances"][b])
-        size = packed_size(n, shape)
-        packed = batch["masks"][offset:offset + size].to(device)
-        offset += size
-        targets.append({"labels": batch["labels"][b, :n].to(device),
-                        "masks": unpack_masks(packed, n, shape).float(),                   # (n, T, H, W)
-                        "valid_classes": batch["valid_classes"][b].nonzero()[:, 0].to(device)})
-    return targets
+        return collate(batch)
 
 
 def _param_checksum(model: torch.nn.Module) -> float:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from tmtvis.data.batch import class_mask
 from tmtvis.eval.taxonomy_diagnostics import mean_pairwise_cosine
 from tmtvis.models.tcm import gather_set, random_ids
 
@@ -19,10 +20,7 @@ def probe_clip(model: torch.nn.Module, frames: torch.Tensor, candidates: list[in
     try:
         device = next(model.parameters()).device
         memory, mask_features = model.encode(frames[None].to(device))
-        allowed = None
-        if candidates is not None:
-            allowed = torch.zeros(1, model.num_classes, dtype=torch.bool, device=device)
-            allowed[0, list(candidates)] = True
+        allowed = None if candidates is None else class_mask(list(candidates), model.num_classes, device)
         tcm = model.compile_taxonomy(memory, mask_features, set_ids, allowed)
         ids = tcm["ids"]
         out = {"scores": tcm["scores"][0].float().cpu().numpy(), "ids": ids[0].cpu().numpy(),

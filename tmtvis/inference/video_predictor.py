@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from tmtvis.data.batch import class_mask
 from tmtvis.data.rle import encode_nonempty
 
 SetIds = Union[torch.Tensor, Callable[[int, int], "torch.Tensor | None"], None]
@@ -79,9 +80,7 @@ class VideoPredictor:
         starts = window_starts(t, window, self.overlap)
         taxonomy = {}  # TMT-VIS chooses its taxonomy set among the target dataset's categories
         if getattr(self.model, "tcm", None) is not None:
-            candidates = torch.zeros(1, self.model.num_classes, dtype=torch.bool, device=device)
-            candidates[0, classes.to(device)] = True
-            taxonomy = {"set_ids": set_ids, "candidates": candidates}
+            taxonomy = {"set_ids": set_ids, "candidates": class_mask(classes, self.model.num_classes, device)}
         prob_sum, prev_emb = None, None
         done: list[torch.Tensor] = []  # finished frames, each (Q, h, w) float16
         pending: dict[int, tuple[torch.Tensor, int]] = {}  # frame -> (mask logit sum, count)

@@ -17,7 +17,7 @@ from torch import nn
 
 from tmtvis.losses.matcher import HungarianMatcher
 from tmtvis.losses.point_sampling import point_sample, uncertain_points
-from tmtvis.losses.taxonomy_loss import dense_taxonomy_loss, taxonomy_loss, taxonomy_rank_loss
+from tmtvis.losses.taxonomy_loss import dense_taxonomy_loss, taxonomy_loss, taxonomy_rank_loss, valid_class_mask
 from tmtvis.losses.config import LossConfig
 
 
@@ -53,12 +53,7 @@ def main_terms(losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def foreign_class_mask(targets: list[dict], num_classes: int, device: torch.device) -> torch.Tensor:
     """(B, C+1) bool, True where a class lies outside the clip's source taxonomy (no-object never is)."""
     foreign = torch.zeros(len(targets), num_classes + 1, dtype=torch.bool, device=device)
-    for b, t in enumerate(targets):
-        vc = t.get("valid_classes")
-        if vc is not None:
-            foreign[b, :num_classes] = True
-            foreign[b, vc.to(device)] = False
-            foreign[b, t["labels"].to(device)] = False
+    foreign[:, :num_classes] = ~valid_class_mask(targets, num_classes, device)
     return foreign
 
 
@@ -85,7 +80,8 @@ class SetCriterion(nn.Module):
     """Targets: one dict per clip with
     - `labels` LongTensor (n,): unified category ids 0..C-1;
     - `masks` bool/float (n, T, H, W) at the input resolution, all-zero frames where the instance is absent;
-    - `valid_classes` LongTensor (optional): unified ids annotated by the clip's source dataset. The taxonomy loss
+    - `valid_classes` bool (C,) (optional): the unified categories the clip's source dataset annotates (the batch's
+      dense (B, C) mask, data/batch.py). The taxonomy loss
       ignores categories outside it; with `mask_foreign_classes` their class logits are masked out of CE and matching.
 
     Returns weighted losses: loss_ce, loss_mask, loss_dice, their deep-supervision copies loss_ce_{i}, ...,

@@ -5,20 +5,27 @@ import torch
 import torch.nn.functional as F
 
 
+def valid_class_mask(targets: list[dict], num_classes: int, device: torch.device) -> torch.Tensor:
+    """(B, C) bool: each clip's source taxonomy (its `valid_classes`, a (C,) bool mask; every category without
+    one) and its labels."""
+    valid = torch.ones(len(targets), num_classes, dtype=torch.bool, device=device)
+    for b, t in enumerate(targets):
+        vc = t.get("valid_classes")
+        if vc is not None:
+            if vc.dtype != torch.bool or tuple(vc.shape) != (num_classes,):
+                raise ValueError(f"target {b}: valid_classes must be a ({num_classes},) bool mask, got "
+                                 f"{tuple(vc.shape)} {vc.dtype}")
+            valid[b] = vc.to(device)
+            valid[b, t["labels"].to(device)] = True
+    return valid
+
+
 def taxonomy_targets(targets: list[dict], num_classes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """-> multi-hot presence (B, C) float and valid (B, C) bool (the clip's source taxonomy + its labels)."""
     present = torch.zeros(len(targets), num_classes, device=device)
-    valid = torch.zeros(len(targets), num_classes, dtype=torch.bool, device=device)
     for b, t in enumerate(targets):
-        labels = t["labels"].to(device)
-        vc = t.get("valid_classes")
-        if vc is None:
-            valid[b] = True
-        else:
-            valid[b, vc.to(device)] = True
-        valid[b, labels] = True
-        present[b, labels] = 1.0
-    return present, valid
+        present[b, t["labels"].to(device)] = 1.0
+    return present, valid_class_mask(targets, num_classes, device)
 
 
 def taxonomy_loss(scores: torch.Tensor, targets: list[dict]) -> torch.Tensor:

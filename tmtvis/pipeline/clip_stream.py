@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 import ray
 
 from tmtvis.cluster import DecodePool
-from tmtvis.data.clips import ClipConfig, empty_batch, load_clip, sample_frames, stack_clips
+from tmtvis.data.batch import empty_batch, stack_clips
+from tmtvis.data.clips import ClipConfig, load_clip, sample_frames
 from tmtvis.data.manifest import manifest_path
 from tmtvis.errors import DataError
 from tmtvis.pipeline.sampling import SamplePlan, SampleSet, SourceSpec
