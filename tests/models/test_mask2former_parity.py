@@ -7,7 +7,6 @@ jittered first so that no zero-initialised weight (deformable attention's weight
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -1,10 +1,9 @@
 """TCM keeps category identity, chooses clip-specific sets among candidates, and learns presence."""
-import numpy as np
 import pytest
 import torch
 
 from tcm_harness import correlated_bank, evaluate_tcm, make_clips, tcm_model, train_model, train_tcm
-from tmtvis.eval.taxonomy_diagnostics import label_stats, mean_pairwise_cosine
+from tmtvis.eval.taxonomy_diagnostics import mean_pairwise_cosine
 from tmtvis.models.config import ModelConfig
 from tmtvis.models.tcm import oracle_ids
 from tmtvis.models.tmtvis_model import build_model

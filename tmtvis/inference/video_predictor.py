@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
