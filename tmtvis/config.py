@@ -142,10 +142,6 @@ class Config:
     output_dir: str = "runs"
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        self.model.validate()
-        self.loss.validate()
-
 
 @dataclass
 class InferConfig:

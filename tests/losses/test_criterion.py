@@ -65,9 +65,9 @@ def test_weights_come_from_the_weight_fields():
     assert cfg.weights() == {"ce": 3.0, "mask": 5.0, "dice": 5.0, "taxonomy": 1.0, "taxonomy_dense": 1.0,
                              "taxonomy_rank": 0.5}
     with pytest.raises(ConfigError, match="loss.taxonomy_rank_weight must be >= 0"):
-        LossConfig(taxonomy_rank_weight=-1.0).validate()
+        LossConfig(taxonomy_rank_weight=-1.0)
     with pytest.raises(ConfigError, match="loss.cost_dice must be >= 0"):
-        LossConfig(cost_dice=-0.1).validate()
+        LossConfig(cost_dice=-0.1)
 
 
 @dataclass

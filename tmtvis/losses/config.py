@@ -36,7 +36,7 @@ class LossConfig:
         return {("ce" if f.name == CE_FIELD else f.name[:-len(WEIGHT)]): float(getattr(self, f.name))
                 for f in fields(self) if f.name.endswith(WEIGHT) and f.name != "no_object_weight"}
 
-    def validate(self) -> "LossConfig":
+    def __post_init__(self) -> None:
         for f in fields(self):
             if (f.name.endswith(WEIGHT) or f.name.startswith("cost_")) and float(getattr(self, f.name)) < 0:
                 raise ConfigError(f"loss.{f.name} must be >= 0, got {getattr(self, f.name)!r}")
@@ -46,4 +46,3 @@ class LossConfig:
             raise ConfigError(f"loss.oversample_ratio must be >= 1, got {self.oversample_ratio}")
         if not 0.0 <= self.importance_sample_ratio <= 1.0:
             raise ConfigError(f"loss.importance_sample_ratio must be in [0, 1], got {self.importance_sample_ratio}")
-        return self

@@ -93,7 +93,7 @@ class SetCriterion(nn.Module):
 
     def __init__(self, num_classes: int, cfg: LossConfig | None = None) -> None:
         super().__init__()
-        self.cfg = cfg = (cfg or LossConfig()).validate()
+        self.cfg = cfg = cfg or LossConfig()
         self.weights = cfg.weights()
         self.num_classes = num_classes
         self.matcher = HungarianMatcher(cfg.cost_class, cfg.cost_mask, cfg.cost_dice, cfg.num_points)

@@ -53,7 +53,7 @@ class ModelConfig:
         """The same sizes with TCM and TIM off: plain Mask2Former-VIS."""
         return replace(base or cls(), tcm=False, tim="none")
 
-    def validate(self) -> "ModelConfig":
+    def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ConfigError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.swin_window < 0 or self.swin_window and not self.backbone.startswith("swin"):
@@ -85,4 +85,3 @@ class ModelConfig:
             raise ConfigError(f"model.hidden_dim ({self.hidden_dim}) must be a multiple of 32 (GroupNorm(32))")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        return self

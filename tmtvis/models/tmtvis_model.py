@@ -30,7 +30,6 @@ class TMTVIS(nn.Module):
 
     def __init__(self, cfg: ModelConfig, bank: torch.Tensor) -> None:
         super().__init__()
-        cfg.validate()
         if bank.ndim != 2 or bank.shape[0] < 1:
             raise ConfigError(f"taxonomy bank must be a (C, D) tensor, got shape {tuple(bank.shape)}")
         self.cfg = cfg
