@@ -37,8 +37,8 @@ def one_run(work: Path, prefetch: int, iterations: int, tag: str) -> dict:
 
     cfg = load_config(preset_path("tiny"), [
         f"data.root={work / 'data'}", f"output_dir={work}", "taxonomy.clip_model=bench-clip",
-        f"taxonomy.clip_model_config={work / 'clip.json'}", f"train.iterations={iterations}",
-        f"train.checkpoint_every={iterations}", "train.val_every=0", "train.val_max_videos=1", "tracking.overlays=0",
+        f"taxonomy.clip_model_config={work / 'clip.json'}", f"schedule.iterations={iterations}",
+        f"checkpoint.every={iterations}", "train.val_every=0", "train.val_max_videos=1", "tracking.overlays=0",
         f"data.prefetch_batches={prefetch}", "train.progress_every=50"])
     res = train(cfg, work / "prepared", work / f"run-{tag}-{time.strftime('%Y%m%d-%H%M%S')}")
     client = MlflowClient(res.tracking_uri)

@@ -28,8 +28,11 @@ r50, tiny = (yaml.safe_load(open(f"tmtvis/configs/{n}.yaml")) for n in ("r50", "
 cfg = dict(r50, output_dir=f"{out}/runs")
 cfg["data"] = dict(tiny["data"], root=f"{out}/data", clip=r50["data"]["clip"])
 cfg["taxonomy"] = dict(r50["taxonomy"], clip_weights=None)
-cfg["train"] = dict(r50["train"], iterations=20, workers=1, gpus_per_worker=1, cpus_per_worker=4, batch_size=2,
-                    warmup_iters=5, checkpoint_every=20, val_every=0, val_max_videos=4, log_every=5, amp=True)
+cfg["optim"] = dict(r50["optim"], amp=True)
+cfg["schedule"] = dict(r50["schedule"], iterations=20, warmup_iters=5)
+cfg["train"] = dict(r50["train"], batch_size=2, val_every=0, val_max_videos=4, log_every=5)
+cfg["checkpoint"] = dict(r50["checkpoint"], every=20)
+cfg["scaling"] = dict(r50["scaling"], workers=1, gpus_per_worker=1, cpus_per_worker=4)
 cfg["tracking"] = {"tracking_uri": None, "experiment": "tmtvis-gpu-check", "overlays": 0}
 yaml.safe_dump(cfg, open(f"{out}/gpu.yaml", "w"), sort_keys=False)
 PY

@@ -66,9 +66,9 @@ def make_inputs(work: Path, videos: int, frames: int, size: int) -> tuple[Path, 
             prepared = prepare(cfg, work / "prepared", show_progress=False).out_dir
         torch.manual_seed(0)
         model = build_model(cfg.model, torch.from_numpy(load_bank(prepared / "bank.parquet").embeddings))
-        optimizer = build_optimizer(model, cfg.train)
+        optimizer = build_optimizer(model, cfg.optim)
         ckpt.mkdir(exist_ok=True)
-        save_checkpoint(ckpt, model, optimizer, build_scheduler(optimizer, cfg.train), 0, DataProgress(),
+        save_checkpoint(ckpt, model, optimizer, build_scheduler(optimizer, cfg.schedule), 0, DataProgress(),
                         cfg, prepared / "taxonomy.json")
     return ckpt, work / "data/ytvis/train.json"
 

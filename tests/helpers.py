@@ -67,6 +67,19 @@ def tiny_config(root: Path, *overrides: str) -> "Config":
         *overrides])
 
 
+def old_layout(cfg: "Config") -> dict:
+    """The config as a file or checkpoint written before the split holds it: one flat train section."""
+    from tmtvis.config import LEGACY_TRAIN_KEYS, to_dict
+
+    data = to_dict(cfg)
+    sections = {section for section, _ in LEGACY_TRAIN_KEYS.values()}
+    moved = {section: data.pop(section) for section in sections}
+    for old, (section, new) in LEGACY_TRAIN_KEYS.items():
+        data["train"][old] = moved[section].pop(new)
+    assert not any(moved.values())  # every key of the new sections has its old name
+    return data
+
+
 def with_truncated_frame(synth_root: Path, tmp_path: Path) -> tuple[Path, Path]:
     """A copy of the prepared data whose ytvis_synth train video 1 has its second frame cut in half."""
     import shutil

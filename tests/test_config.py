@@ -2,7 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from tmtvis.config import Config, InferConfig, load_config, load_infer_config, preset_path, save_config
+import yaml
+
+from helpers import old_layout
+from tmtvis.config import Config, InferConfig, from_dict, load_config, load_infer_config, preset_path, save_config, to_dict
 from tmtvis.errors import ConfigError
 
 
@@ -42,6 +45,13 @@ def test_overrides_and_roundtrip(tmp_path):
     ("model.backbone=swin_xl", "model.backbone must be one of"),
     ("data.datasets.0.weight=-1", "weight must be >= 0"),
     ("seed", "expected key=value"),
+    ("schedule.iterations=0", "schedule.iterations must be >= 1, got 0"),
+    ("train.iterations=0", "schedule.iterations must be >= 1, got 0"),  # an old key: the error names the new one
+    ("train.batch_size=0", "train.batch_size must be >= 1, got 0"),
+    ("checkpoint.every=0", "checkpoint.every must be >= 1, got 0"),
+    ("scaling.workers=0", "scaling.workers must be >= 1, got 0"),
+    ("scaling.threads_per_worker=0", "scaling.threads_per_worker must be >= 1, got 0"),
+    ("optim.lr=fast", "config.yaml.optim.lr: expected float"),
 ])
 def test_bad_overrides_are_one_line_errors(tmp_path, override, message):
     cfg_path = tmp_path / "config.yaml"
@@ -94,3 +104,68 @@ def test_infer_config_file_names_what_it_lacks(tmp_path):
     path.write_text("checkpoint: c\ninput: i\nout: o\n")
     with pytest.raises(ConfigError, match=r"infer.yaml: dataset is required \(--dataset or dataset: in the file\)"):
         load_infer_config(path, {})
+
+
+def test_old_flat_train_section_loads_into_the_new_sections(tmp_path, caplog):
+    cfg = load_config("tiny", ["optim.lr=0.002", "schedule.lr_steps=[5, 9]", "checkpoint.keep=4",
+                               "scaling.workers=3", "train.val_window=8"])
+    old = old_layout(cfg)
+    assert old["train"]["lr"] == 0.002 and old["train"]["keep_checkpoints"] == 4 and "optim" not in old
+    assert from_dict(Config, old) == cfg
+    caplog.clear()
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    with caplog.at_level("WARNING", logger="tmtvis.config"):
+        assert load_config(tmp_path / "old.yaml") == cfg
+    (warning,) = [r.getMessage() for r in caplog.records]  # one line for the whole file
+    assert warning.startswith(f"{tmp_path / 'old.yaml'}: 17 keys of the old train section read under their new "
+                              "names, e.g. train.lr is now optim.lr") and "\n" not in warning
+    # an override replaces the old file's value, by its new or its old name
+    assert load_config(tmp_path / "old.yaml", ["optim.lr=0.005"]).optim.lr == 0.005
+    assert load_config(tmp_path / "old.yaml", ["train.lr=0.005"]).optim.lr == 0.005
+
+
+def test_old_checkpoint_config_loads(tmp_path, synth_root):
+    """A checkpoint written before the split keeps the flat train section in its config.yaml."""
+    import torch
+
+    from helpers import tiny_config
+    from tmtvis.checkpoint import DataProgress, load_checkpoint, save_checkpoint
+
+    cfg = tiny_config(synth_root, "optim.lr=0.002", "checkpoint.every=7", "scaling.max_failures=0")
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_checkpoint(ck, model, opt, torch.optim.lr_scheduler.StepLR(opt, 5), 3, DataProgress(), cfg,
+                    synth_root / "prepared/taxonomy.json")
+    (ck / "config.yaml").write_text(yaml.safe_dump(old_layout(cfg), sort_keys=False))
+    loaded = load_checkpoint(ck, with_model=False).cfg
+    assert loaded == cfg and loaded.optim.lr == 0.002 and loaded.checkpoint.every == 7
+
+
+def test_old_override_names_still_work(caplog):
+    with caplog.at_level("WARNING", logger="tmtvis.config"):
+        cfg = load_config("tiny", ["train.lr=0.002", "train.checkpoint_every=7", "train.keep_checkpoints=5",
+                                   "train.lr_steps=[100]", "train.lr_steps.0=50", "train.gpus_per_worker=1"])
+    assert (cfg.optim.lr, cfg.checkpoint.every, cfg.checkpoint.keep, cfg.schedule.lr_steps,
+            cfg.scaling.gpus_per_worker) == (0.002, 7, 5, (50,), 1.0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "--set train.lr=0.002: train.lr is now optim.lr" and len(messages) == 6
+    assert "--set train.checkpoint_every=7: train.checkpoint_every is now checkpoint.every" in messages
+    assert load_config("tiny", ["train.val_every=5"]).train.val_every == 5  # a key that stayed: no warning
+    assert len(caplog.records) == 6
+
+
+def test_an_old_and_a_new_key_for_one_field_with_different_values_is_refused():
+    data = to_dict(load_config("tiny"))
+    data["train"]["lr"] = data["optim"]["lr"]  # the same value twice: fine
+    assert from_dict(Config, data) == load_config("tiny")
+    data["train"]["lr"] = 0.5
+    with pytest.raises(ConfigError) as e:
+        from_dict(Config, data, "old.yaml")
+    assert str(e.value) == ("old.yaml: train.lr (the old name of optim.lr) and optim.lr are both given, with "
+                            "different values (0.5 and 0.0003); keep optim.lr")
+    data["train"]["lr"] = data["optim"]["lr"]
+    data["train"]["checkpoint_every"] = 1
+    with pytest.raises(ConfigError, match=r"^old.yaml: train.checkpoint_every \(the old name of checkpoint.every\)"):
+        from_dict(Config, data, "old.yaml")

@@ -33,10 +33,10 @@ def test_a_data_error_anywhere_in_the_chain_is_the_users_one_line():
 
 
 def test_a_tmtvis_error_kept_only_as_remote_text_is_found():
-    text = ("ray::train_fn() (pid=1)\n  File x\ntmtvis.errors.ConfigError: train.lr=-1: must be > 0\n\n"
+    text = ("ray::train_fn() (pid=1)\n  File x\ntmtvis.errors.ConfigError: optim.lr=-1: must be > 0\n\n"
             "The above exception was the direct cause of the following exception:\nWorkerGroupError:")
     cause = root_cause(TrainingFailed({1: RayLike(text)}))
-    assert isinstance(cause.user_error, TmtvisError) and cause.line == "train.lr=-1: must be > 0"
+    assert isinstance(cause.user_error, TmtvisError) and cause.line == "optim.lr=-1: must be > 0"
     assert root_cause(ConfigError("a: b\nmore")).line == "a: b"
 
 

@@ -28,9 +28,9 @@ def may_grow(address: str | None) -> bool:
 
 def worker_resources(cfg: Config) -> dict[str, float]:
     """What one Ray Train worker asks for."""
-    resources = {"CPU": cfg.train.cpus_per_worker}
-    if cfg.train.gpus_per_worker > 0:
-        resources["GPU"] = cfg.train.gpus_per_worker
+    resources = {"CPU": cfg.scaling.cpus_per_worker}
+    if cfg.scaling.gpus_per_worker > 0:
+        resources["GPU"] = cfg.scaling.gpus_per_worker
     return resources
 
 
@@ -47,16 +47,16 @@ def check_cluster(cfg: Config, can_grow: bool, local_store: bool = False) -> Non
                           "(or set tracking.tracking_uri / MLFLOW_TRACKING_URI)")
     if can_grow:
         return
-    need, workers = worker_resources(cfg), cfg.train.workers
+    need, workers = worker_resources(cfg), cfg.scaling.workers
     fit = sum(min(int(n["Resources"].get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0) for n in nodes)
     if fit >= workers:
         return
     total = ray.cluster_resources()
     if "GPU" in need and total.get("GPU", 0.0) < need["GPU"] * workers:
-        raise TmtvisError(f"train.gpus_per_worker={need['GPU']:g}: {workers} workers need "
+        raise TmtvisError(f"scaling.gpus_per_worker={need['GPU']:g}: {workers} workers need "
                           f"{need['GPU'] * workers:g} GPUs and this Ray cluster has {total.get('GPU', 0.0):g} "
-                          "and no autoscaler (set train.gpus_per_worker=0 to train on CPUs)")
-    raise TmtvisError(f"train.workers={workers} x train.cpus_per_worker={need['CPU']:g}: only {fit} such workers "
+                          "and no autoscaler (set scaling.gpus_per_worker=0 to train on CPUs)")
+    raise TmtvisError(f"scaling.workers={workers} x scaling.cpus_per_worker={need['CPU']:g}: only {fit} such workers "
                       f"fit this Ray cluster ({total.get('CPU', 0.0):g} CPUs, no autoscaler); lower them")
 
 
@@ -103,7 +103,7 @@ def report_pending(every_s: float | None = None, first_s: float = 2.0) -> Iterat
 def max_concurrent_trials(cfg: Config, resources: dict[str, float]) -> int:
     """Trials that fit the cluster at once: each needs its Train workers plus one decode actor's CPUs (none when
     decoding runs on nodes of its own, data.decode_resources)."""
-    t = cfg.train
+    t = cfg.scaling
     decode = 0.0 if cfg.data.decode_resources else cfg.data.decode_cpus
     n = int(resources.get("CPU", 0) // (t.workers * t.cpus_per_worker + decode))
     if t.gpus_per_worker > 0:

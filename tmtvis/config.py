@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from tmtvis.losses.config import LossConfig
 from tmtvis.models.config import ModelConfig
 from tmtvis.taxonomy_bank import BankConfig
 
+log = logging.getLogger(__name__)
 FORMATS = ("ytvis", "ovis", "uvo", "coco")
 SPLITS = ("train", "valid")
 
@@ -86,28 +88,67 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
-    """Iteration-based schedule, optimiser, checkpointing and the Ray Train layout."""
+class OptimConfig:
+    """AdamW and its per-part learning-rate multipliers."""
 
-    iterations: int = 200
-    batch_size: int = 1                 # clips per worker per step
     lr: float = 1e-4
     weight_decay: float = 0.05
     backbone_lr_mult: float = 0.1
     tcm_lr_mult: float = 3.0            # TCM learns presence from scratch: measured lr-limited at the base lr
+    grad_clip: float = 0.01             # max global grad norm (0 = off)
+    amp: bool = True                    # mixed precision; used only on GPU
+
+
+@dataclass
+class ScheduleConfig:
+    """The iteration-based schedule: length, linear warmup, then steps of lr x lr_gamma."""
+
+    iterations: int = 200
     warmup_iters: int = 10
     lr_steps: tuple[int, ...] = ()      # iterations at which lr is multiplied by lr_gamma
     lr_gamma: float = 0.1
-    grad_clip: float = 0.01             # max global grad norm (0 = off)
-    amp: bool = True                    # mixed precision; used only on GPU
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ConfigError(f"schedule.iterations must be >= 1, got {self.iterations}")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop itself: batch, validation, logging and progress display."""
+
+    batch_size: int = 1                 # clips per worker per step
     val_every: int = 100                # validation AP per dataset every N iterations (0 = only at the end)
     val_max_videos: int = 0             # cap per validation split (0 = all)
     val_window: int = 0                 # inference window in frames (0 = whole video)
     log_every: int = 10
     progress_every: int = 50            # driver: a progress line every N iterations without a terminal (a bar on
                                         # one); lines come at reports (log_every); 0: no progress display
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.progress_every < 0:
+            raise ConfigError(f"train.progress_every must be >= 0 (0: no progress display), got {self.progress_every}")
+
+
+@dataclass
+class CheckpointConfig:
+    """Ray Train checkpoints of a run."""
+
+    every: int = 50                     # a checkpoint every N iterations (and at the end)
+    keep: int = 2                       # checkpoints Ray Train keeps (the newest)
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"checkpoint.every must be >= 1, got {self.every}")
+
+
+@dataclass
+class ScalingConfig:
+    """The Ray Train layout: workers, what each asks for, and restarts."""
+
     workers: int = 2
     cpus_per_worker: float = 0.5        # leave CPU for Ray Data decoding
     gpus_per_worker: float = 0.0        # > 0 trains on GPUs (nccl)
@@ -115,11 +156,32 @@ class TrainConfig:
     max_failures: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "batch_size", "workers", "log_every", "checkpoint_every", "threads_per_worker"):
+        for name in ("workers", "threads_per_worker"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.progress_every < 0:
-            raise ConfigError(f"train.progress_every must be >= 0 (0: no progress display), got {self.progress_every}")
+                raise ConfigError(f"scaling.{name} must be >= 1, got {getattr(self, name)}")
+
+
+# Keys of the flat `train:` section before it was split into optim / schedule / checkpoint / scaling (configs,
+# checkpoints and `train.X=` overrides written before then still load): old train key -> (section, new key).
+LEGACY_TRAIN_KEYS: dict[str, tuple[str, str]] = {
+    "lr": ("optim", "lr"),
+    "weight_decay": ("optim", "weight_decay"),
+    "backbone_lr_mult": ("optim", "backbone_lr_mult"),
+    "tcm_lr_mult": ("optim", "tcm_lr_mult"),
+    "grad_clip": ("optim", "grad_clip"),
+    "amp": ("optim", "amp"),
+    "iterations": ("schedule", "iterations"),
+    "warmup_iters": ("schedule", "warmup_iters"),
+    "lr_steps": ("schedule", "lr_steps"),
+    "lr_gamma": ("schedule", "lr_gamma"),
+    "checkpoint_every": ("checkpoint", "every"),
+    "keep_checkpoints": ("checkpoint", "keep"),
+    "workers": ("scaling", "workers"),
+    "cpus_per_worker": ("scaling", "cpus_per_worker"),
+    "gpus_per_worker": ("scaling", "gpus_per_worker"),
+    "threads_per_worker": ("scaling", "threads_per_worker"),
+    "max_failures": ("scaling", "max_failures"),
+}
 
 
 @dataclass
@@ -137,7 +199,11 @@ class Config:
     taxonomy: BankConfig = field(default_factory=BankConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output_dir: str = "runs"
     seed: int = 0
@@ -244,12 +310,51 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
 
 
+def legacy_key(key: str) -> str | None:
+    """The new name of a dotted key of the old flat train section (train.lr -> optim.lr, train.lr_steps.0 ->
+    schedule.lr_steps.0), or None for any other key."""
+    parts = key.split(".")
+    if len(parts) >= 2 and parts[0] == "train" and parts[1] in LEGACY_TRAIN_KEYS:
+        return ".".join((*LEGACY_TRAIN_KEYS[parts[1]], *parts[2:]))
+    return None
+
+
+def migrate_legacy(data: dict, where: str = "config", warn: bool = True) -> dict:
+    """A config mapping with the keys of the old flat train section (LEGACY_TRAIN_KEYS) moved to their sections,
+    with one warning line naming them; an old key given next to its new one with another value is a ConfigError.
+    Every mapping that becomes a Config passes here (from_dict), so old files, checkpoints and sweeps load."""
+    train = data.get("train")
+    old = [k for k in train if k in LEGACY_TRAIN_KEYS] if isinstance(train, dict) else []
+    if not old:
+        return data
+    data = {**data, "train": {k: v for k, v in train.items() if k not in LEGACY_TRAIN_KEYS}}
+    for key in old:
+        section, new = LEGACY_TRAIN_KEYS[key]
+        target = {} if data.get(section) is None else data[section]
+        if not isinstance(target, dict):
+            raise ConfigError(f"{where}.{section}: expected a mapping, got {target!r}")
+        if new in target and target[new] != train[key]:
+            raise ConfigError(f"{where}: train.{key} (the old name of {section}.{new}) and {section}.{new} are both "
+                              f"given, with different values ({train[key]!r} and {target[new]!r}); keep "
+                              f"{section}.{new}")
+        data[section] = {**target, new: train[key]}
+    if warn:
+        moved = [f"train.{k} is now {'.'.join(LEGACY_TRAIN_KEYS[k])}" for k in old]
+        log.warning("%s: %s (the train section was split into optim, schedule, checkpoint and scaling)", where,
+                    ", ".join(moved) if len(moved) <= 3 else f"{len(moved)} keys of the old train section read under "
+                    f"their new names, e.g. {moved[0]}")
+    return data
+
+
 def from_dict(cls: type, data: Any, where: str = "config") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types are ConfigErrors."""
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types are ConfigErrors. A Config's mapping may
+    hold the keys of the old flat train section (migrate_legacy)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    if cls is Config:
+        data = migrate_legacy(data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -274,15 +379,20 @@ def to_dict(cfg: Any) -> dict:
 
 
 def apply_override(data: dict, override: str) -> None:
-    """Apply one 'a.b.c=value' override (value parsed as YAML; list items by index: data.datasets.0.weight=2)."""
+    """Apply one 'a.b.c=value' override (value parsed as YAML; list items by index: data.datasets.0.weight=2).
+    A key of the old flat train section sets its new key, with a one-line warning (train.lr is now optim.lr)."""
     if "=" not in override:
         raise ConfigError(f"--set {override}: expected key=value")
     key, raw = override.split("=", 1)
+    key = key.strip()
+    if (new := legacy_key(key)) is not None:
+        log.warning("--set %s: %s is now %s", override, key, new)
+        key = new
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
-    problem = set_key(data, key.strip(), value)
+    problem = set_key(data, key, value)
     if problem is not None:
         raise ConfigError(f"--set {override}: {problem}")
 
@@ -336,7 +446,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         where = str(path)
         data = read_yaml_mapping(path, "config file", ConfigError)
-    data = copy.deepcopy(data)
+    data = migrate_legacy(copy.deepcopy(data), where)  # first, so that an override replaces the file's value
     for o in overrides:
         apply_override(data, o)
     return from_dict(Config, data, where)

@@ -5,7 +5,7 @@ import bisect
 
 import torch
 
-from tmtvis.config import TrainConfig
+from tmtvis.config import OptimConfig, ScheduleConfig
 
 
 def no_decay(name: str, p: torch.nn.Parameter, modules: dict[str, torch.nn.Module]) -> bool:
@@ -16,13 +16,13 @@ def no_decay(name: str, p: torch.nn.Parameter, modules: dict[str, torch.nn.Modul
             or name.endswith("relative_position_bias_table"))
 
 
-def lr_mult(name: str, cfg: TrainConfig) -> float:
+def lr_mult(name: str, cfg: OptimConfig) -> float:
     if name.startswith("backbone."):
         return cfg.backbone_lr_mult
     return cfg.tcm_lr_mult if name.startswith("tcm.") else 1.0
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW groups by (lr multiplier, decay or not): the backbone at lr x backbone_lr_mult, TCM at
     lr x tcm_lr_mult, the rest at lr; no decay on norms, embeddings and biases."""
     modules = dict(model.named_modules())
@@ -38,11 +38,11 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
          for k in order], lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(iteration: int, cfg: TrainConfig) -> float:
+def lr_factor(iteration: int, cfg: ScheduleConfig) -> float:
     """Linear warmup to 1 over warmup_iters, then x lr_gamma at each of lr_steps."""
     warm = min(1.0, (iteration + 1) / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
     return warm * cfg.lr_gamma ** bisect.bisect_right(sorted(cfg.lr_steps), iteration)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))

@@ -3,7 +3,7 @@
     params:                                  # dotted config key -> distribution (or a fixed value)
       model.set_size: {choice: [0.1, 0.25, 0.5, all]}  # K: fractions of the vocabulary, or 'all'
       loss.taxonomy_weight: {loguniform: [0.1, 10.0]}
-      train.lr: {grid: [1.0e-4, 3.0e-4]}          # every value, each --num-samples times
+      optim.lr: {grid: [1.0e-4, 3.0e-4]}          # every value, each --num-samples times
     scheduler: {metric: val.mean_AP, mode: max, grace_period: 50, reduction_factor: 2}
 
 scheduler.metric must be a name training reports (tmtvis.metric_names): check_metric refuses any other.
@@ -11,6 +11,7 @@ scheduler.metric must be a name training reports (tmtvis.metric_names): check_me
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import random
 from dataclasses import dataclass, field
@@ -20,9 +21,10 @@ from typing import Any
 import yaml
 
 from tmtvis import metric_names as names
-from tmtvis.config import Config, from_dict, set_key
+from tmtvis.config import Config, from_dict, legacy_key, migrate_legacy, set_key
 from tmtvis.errors import ConfigError
 
+log = logging.getLogger(__name__)
 KINDS = ("choice", "grid", "uniform", "loguniform", "fixed")
 SET_SIZE = "model.set_size"
 
@@ -148,8 +150,9 @@ def sample(space: Space, rng: random.Random) -> dict[str, Any]:
 
 
 def trial_config(base: dict, params: dict[str, Any]) -> Config:
-    """The config of one trial: the base config (as a dict) with the sampled values set by dotted key."""
-    data = copy.deepcopy(base)
+    """The config of one trial: the base config (as a dict) with the sampled values set by dotted key (a base or
+    key from before the train section was split, e.g. a resumed sweep's, in its new place)."""
+    data = migrate_legacy(copy.deepcopy(base), "trial config", warn=False)
     for key, value in params.items():
         if key == SET_SIZE:
             value = int(round(value))  # a uniform K samples floats
@@ -166,10 +169,13 @@ def check_metric(space: Space, cfg: Config) -> None:
 
 def check_keys(space: Space, base: dict) -> None:
     for key in space.params:
-        _set(copy.deepcopy(base), key, None)
+        if (new := legacy_key(key)) is not None:
+            log.warning("search space: %s is now %s", key, new)
+        _set(migrate_legacy(copy.deepcopy(base), "base config", warn=False), key, None)
 
 
 def _set(data: dict, key: str, value: Any) -> None:
-    """Set an EXISTING config value by dotted key (list items by index); a typo is a ConfigError, not a new key."""
-    if set_key(data, key, value, create=False) is not None:
+    """Set an EXISTING config value by dotted key (list items by index); a typo is a ConfigError, not a new key.
+    A key of the old flat train section (train.lr) sets its new key (optim.lr)."""
+    if set_key(data, legacy_key(key) or key, value, create=False) is not None:
         raise ConfigError(f"search space: '{key}' is not a config key")

@@ -194,7 +194,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
             # stop_last_trials=False: a trial that reaches max_t ends by itself (final checkpoint, run closed)
             # instead of being killed by ASHA at its last report.
             scheduler = ASHAScheduler(time_attr="iteration", metric=sched.metric, mode=sched.mode,
-                                      max_t=cfg.train.iterations, grace_period=sched.grace_period,
+                                      max_t=cfg.schedule.iterations, grace_period=sched.grace_period,
                                       reduction_factor=sched.reduction_factor, stop_last_trials=False)
             tuner = tune.Tuner(
                 trainable, param_space=tune_space(space),
@@ -203,7 +203,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name="tune", storage_path=fs_path, storage_filesystem=fs,
                                           verbose=tune_verbosity(worker_logs),
-                                          callbacks=[TrialEvents(cfg.train.iterations, list(space.params))],
+                                          callbacks=[TrialEvents(cfg.schedule.iterations, list(space.params))],
                                           failure_config=tune.FailureConfig(max_failures=0)))
         # on a cluster that may grow, say every 30 s which trials' worker groups wait for resources
         with report_pending() if may_grow(address) else contextlib.nullcontext():
@@ -219,7 +219,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
                     RunLogger(state["tracking_uri"], state["parent_run_id"]).finish("FAILED")
                 raise TmtvisError(f"scheduler.metric {sched.metric!r}: a trial reported without it (training does not "
                                   "compute it with this config); Tune's strict metric check stopped the sweep") from None
-    rows = [_row(r, sweep_dir, space, cfg.train.iterations) for r in grid]
+    rows = [_row(r, sweep_dir, space, cfg.schedule.iterations) for r in grid]
     rows.sort(key=lambda r: r.trial)
     return _finish(sweep_dir, state, space, rows)
 

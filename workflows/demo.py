@@ -46,15 +46,15 @@ def run(args: argparse.Namespace) -> int:
     # 1200 iterations (the tiny config has 900): TCM's presence follows the detector, whose class predictions
     # need ~1200 iterations here; measured recall@4 vs the prior's 48.5%: 54.0% at 600, 71.7% at 1200, 73.0%
     # at 1800 (a 2400-iteration run). Validation every 300: the TCM diagnostics over iterations.
-    cfg = load_config(args.config, [f"data.root={data_root}", f"output_dir={out}", "train.iterations=1200",
-                                    "train.lr_steps=[960]", "train.val_every=300", *args.overrides])
+    cfg = load_config(args.config, [f"data.root={data_root}", f"output_dir={out}", "schedule.iterations=1200",
+                                    "schedule.lr_steps=[960]", "train.val_every=300", *args.overrides])
     prepared = prepare(cfg, out / "prepared", show_progress=True)
     print(f"[demo] prepared: {len(prepared.taxonomy)} unified categories, "
           f"{sum(prepared.rows.values())} videos in manifests ({time.time() - t0:.0f} s)")
     run_dir = out / time.strftime("train-%Y%m%d-%H%M%S")
     result = train(cfg, prepared.out_dir, run_dir, address=args.address,
                    options=RunOptions(register_model="tmtvis-demo", worker_logs=getattr(args, "verbose", False)))
-    print(f"[demo] trained {cfg.train.iterations} iterations with {cfg.train.workers} Ray Train workers "
+    print(f"[demo] trained {cfg.schedule.iterations} iterations with {cfg.scaling.workers} Ray Train workers "
           f"in {result.metrics.get('train.wall_seconds', 0):.0f} s; validation AP per dataset (%):")
     print_summary(cfg, result)
     print_tcm_history(result)

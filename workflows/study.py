@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     card.write_text(json.dumps(sizes) + "\n")
     # The lr drop at 80% of the run, as in the tiny config's 900 iterations (step at 720).
     cfg = load_config(args.config, [f"data.root={data}", f"output_dir={out}",
-                                    f"train.iterations={args.iterations}", f"train.lr_steps=[{int(0.8 * args.iterations)}]",
+                                    f"schedule.iterations={args.iterations}",
+                                    f"schedule.lr_steps=[{int(0.8 * args.iterations)}]",
                                     "train.val_max_videos=0", *args.overrides])
     if args.coco:  # a training source of every joint cell; the single-dataset cell keeps its one dataset
         cfg.data.datasets.append(DatasetConfig("coco_synth", "coco", "coco/train.json", "coco/images", "train",

@@ -11,7 +11,7 @@ from tmtvis import metric_names as names
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.iterations=50")
+                   help="override a config value, e.g. --set schedule.iterations=50")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite in the run dir)")
 
@@ -19,7 +19,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train on the configured datasets with Ray Train")
     add_common(p)
-    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (overrides train.workers)")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (overrides scaling.workers)")
     p.add_argument("--run-dir", default=None,
                    help="run directory, local or s3://bucket/prefix (default: OUTPUT_DIR/train-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
@@ -33,7 +33,7 @@ def load(args: argparse.Namespace):
 
     overrides = list(args.overrides)
     if getattr(args, "workers", None):
-        overrides.append(f"train.workers={args.workers}")
+        overrides.append(f"scaling.workers={args.workers}")
     if args.tracking_uri:
         overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
     return load_config(args.config, overrides)

@@ -18,7 +18,7 @@ def test_decode_actors_on_the_decode_node_train_workers_on_the_other(synth_root,
     # head (node A): 1 CPU and 2 "decode"; node B: 3 CPUs. A worker asks for 1.5 CPUs: both fit only on B.
     with ray_nodes(3, node_args=[{"num_cpus": 1, "resources": {"decode": 2}}, {}]) as (c, address, _):
         decode_node = c.head_node.node_id
-        cfg = tiny_config(synth_root, "train.iterations=4", "train.checkpoint_every=4", "train.cpus_per_worker=1.5",
+        cfg = tiny_config(synth_root, "schedule.iterations=4", "checkpoint.every=4", "scaling.cpus_per_worker=1.5",
                           "data.decode_resources={decode: 1}", "data.decode_cpus=0.5")
         res = train(cfg, synth_root / "prepared", tmp_path / "run", address=c.address,
                     options=RunOptions(track=False))

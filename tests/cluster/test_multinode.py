@@ -47,9 +47,9 @@ def test_train_job_on_two_nodes_leaves_checkpoint(cluster, mlflow_server, synth_
                 "--set", "taxonomy.clip_model=tmtvis-test-clip",
                 "--set", f"taxonomy.clip_model_config={synth_root / 'clip.json'}",
                 "--set", "model.num_queries=6", "--set", "model.dec_layers=2", "--set", "loss.num_points=256",
-                "--set", "train.iterations=4", "--set", "train.checkpoint_every=4", "--set", "train.log_every=2",
-                "--set", "train.val_every=0", "--set", "train.val_max_videos=1", "--set", "train.workers=2",
-                "--set", "train.cpus_per_worker=2", "--tracking-uri", mlflow_server)
+                "--set", "schedule.iterations=4", "--set", "checkpoint.every=4", "--set", "train.log_every=2",
+                "--set", "train.val_every=0", "--set", "train.val_max_videos=1", "--set", "scaling.workers=2",
+                "--set", "scaling.cpus_per_worker=2", "--tracking-uri", mlflow_server)
     out, err = capfd.readouterr()
     assert rc == 0, out[-3000:] + err[-3000:]
     assert "SUCCEEDED" in err and "final checkpoint:" in out  # the job's own output, followed live
@@ -100,7 +100,7 @@ def test_tracking_refusal_and_pending_lines_on_two_nodes(cluster, synth_root, tm
     from tmtvis.config import save_config
 
     c, _, base = cluster
-    save_config(tiny_config(synth_root, f"output_dir={synth_root}", "train.gpus_per_worker=1"), tmp_path / "gpu.yaml")
+    save_config(tiny_config(synth_root, f"output_dir={synth_root}", "scaling.gpus_per_worker=1"), tmp_path / "gpu.yaml")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": base, "TMTVIS_PENDING_REPORT_S": "2"}
     args = [sys.executable, "-m", "workflows.cli", "train", "--config", str(tmp_path / "gpu.yaml"), "--address", c.address]
     refused = subprocess.run([*args, "--run-dir", str(tmp_path / "r0")], capture_output=True, text=True, env=env,

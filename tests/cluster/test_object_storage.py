@@ -113,8 +113,8 @@ def test_train_kill_resume_and_infer_on_s3(synth_root, s3_env, mlflow_server, tm
     from tmtvis.checkpoint import latest_checkpoint
     from tmtvis.checkpoint import resolve_checkpoint
 
-    cfg = tiny_config(synth_root, f"output_dir={synth_root}", "train.iterations=24", "train.checkpoint_every=2",
-                      "train.log_every=2", "train.workers=1", "train.cpus_per_worker=1")
+    cfg = tiny_config(synth_root, f"output_dir={synth_root}", "schedule.iterations=24", "checkpoint.every=2",
+                      "train.log_every=2", "scaling.workers=1", "scaling.cpus_per_worker=1")
     save_config(cfg, tmp_path / "cfg.yaml")
     run = f"s3://{BUCKET}/runs/r1"
     args = ["train", "--config", str(tmp_path / "cfg.yaml"), "--run-dir", run, "--tracking-uri", mlflow_server]

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_skip_bad_videos_skips_counts_and_names_it(synth_root, ray_local, tmp_path, caplog):
     prepared, bad = with_truncated_frame(synth_root, tmp_path)
-    cfg = tiny_config(synth_root, "data.skip_bad_videos=true", "train.iterations=8", "train.checkpoint_every=8",
+    cfg = tiny_config(synth_root, "data.skip_bad_videos=true", "schedule.iterations=8", "checkpoint.every=8",
                       "data.datasets.0.weight=20.0")  # ytvis_synth, whose video 1 is broken, sampled most
     with caplog.at_level(logging.WARNING, logger="tmtvis"):
         res = train(cfg, prepared, tmp_path / "run")
@@ -30,7 +30,7 @@ def test_skip_bad_videos_skips_counts_and_names_it(synth_root, ray_local, tmp_pa
 
 def test_without_skipping_it_is_one_line_naming_the_file(synth_root, ray_local, tmp_path):
     prepared, bad = with_truncated_frame(synth_root, tmp_path)
-    cfg = tiny_config(synth_root, "train.iterations=8", "train.max_failures=0", "data.datasets.0.weight=20.0")
+    cfg = tiny_config(synth_root, "schedule.iterations=8", "scaling.max_failures=0", "data.datasets.0.weight=20.0")
     with pytest.raises(TmtvisError) as e:
         train(cfg, prepared, tmp_path / "run")
     msg = str(e.value)

@@ -20,7 +20,7 @@ from tmtvis.taxonomy_bank import load_bank
 
 pytestmark = pytest.mark.integration
 
-RUN = ("train.iterations=4", "train.checkpoint_every=4", "train.log_every=2", "train.warmup_iters=1",
+RUN = ("schedule.iterations=4", "checkpoint.every=4", "train.log_every=2", "schedule.warmup_iters=1",
        "tracking.log_model=false")
 
 
@@ -68,7 +68,7 @@ def test_coco_pretrain_then_a_mixed_coco_and_video_stream(synth_root, ray_local,
            {"name": "ytvis_synth", "format": "ytvis", "annotations": str(synth_root / "data/ytvis/valid.json"),
             "images": str(synth_root / "data/ytvis/JPEGImages"), "split": "valid"}]
     cfg = tiny_config(synth_root, f"data.datasets={json.dumps(mix)}", f"model.init_weights={first.checkpoint}",
-                      "train.iterations=6", "train.checkpoint_every=6", "train.log_every=6", "tracking.log_model=false")
+                      "schedule.iterations=6", "checkpoint.every=6", "train.log_every=6", "tracking.log_model=false")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepared = prepare(cfg, tmp_path / "prepared_mix", show_progress=False)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_train_prints_progress_and_logs_data_wait(synth_root, ray_local, tmp_path, capsys):
-    cfg = tiny_config(synth_root, "train.iterations=6", "train.checkpoint_every=6", "train.progress_every=2",
+    cfg = tiny_config(synth_root, "schedule.iterations=6", "checkpoint.every=6", "train.progress_every=2",
                       "data.prefetch_batches=2")
     res = train(cfg, synth_root / "prepared", tmp_path / "run")
     err = capsys.readouterr().err

@@ -50,8 +50,8 @@ def trained_once(state: dict, samples: int, in_flight: int) -> SampleSet:
 
 
 def test_ddp_trains_logs_to_mlflow_server(synth_root, ray_local, mlflow_server, tmp_path):
-    cfg = tiny_config(synth_root, "train.iterations=24", "train.checkpoint_every=12",
-                      f"tracking.tracking_uri={mlflow_server}", "train.lr=0.0005")
+    cfg = tiny_config(synth_root, "schedule.iterations=24", "checkpoint.every=12",
+                      f"tracking.tracking_uri={mlflow_server}", "optim.lr=0.0005")
     res = train(cfg, synth_root / "prepared", tmp_path / "run")
     assert res.metrics["iteration"] == 24
     assert res.metrics["ranks_in_sync"] == 1.0  # DDP kept the two replicas identical
@@ -61,7 +61,7 @@ def test_ddp_trains_logs_to_mlflow_server(synth_root, ray_local, mlflow_server, 
     assert last < first, losses
     run = MlflowClient(mlflow_server).get_run(res.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["train.workers"] == "2" and run.data.params["model.tim"] == "cross_attn"
+    assert run.data.params["scaling.workers"] == "2" and run.data.params["model.tim"] == "cross_attn"
     for ds in ("ytvis_synth", "ovis_synth", "uvo_synth"):
         assert names.dataset_key(ds) in run.data.metrics and f"seen.dataset.{ds}" in run.data.metrics
         assert 0 <= run.data.metrics[names.dataset_key(ds, names.AGNOSTIC_AP)] <= 1
@@ -77,7 +77,7 @@ def test_ddp_trains_logs_to_mlflow_server(synth_root, ray_local, mlflow_server, 
 
 def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    cfg = tiny_config(synth_root, "train.iterations=6", "train.checkpoint_every=3")
+    cfg = tiny_config(synth_root, "schedule.iterations=6", "checkpoint.every=3")
     first = train(cfg, synth_root / "prepared", run_dir)
     ckpt6, meta = latest_checkpoint(run_dir / "checkpoints")
     assert meta["iteration"] == 6 and meta["data_position"] >= 6 * 2
@@ -86,7 +86,7 @@ def test_stop_and_resume_continues_from_checkpoint(synth_root, ray_local, tmp_pa
     first6 = trained_once(state6, 6 * 2, in_flight=2 * (64 + 1))
     assert meta["consumed"] == first6.to_list() and meta["samples_trained"] == 12
 
-    cfg = tiny_config(synth_root, "train.iterations=10", "train.checkpoint_every=5")
+    cfg = tiny_config(synth_root, "schedule.iterations=10", "checkpoint.every=5")
     with pytest.raises(Exception, match="--resume"):
         train(cfg, synth_root / "prepared", run_dir)
     capsys.readouterr()
@@ -124,7 +124,7 @@ def train_workers() -> list:
 
 def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_path):
     run_dir = tmp_path / "run"
-    cfg = tiny_config(synth_root, "train.iterations=24", "train.checkpoint_every=4", "train.max_failures=1",
+    cfg = tiny_config(synth_root, "schedule.iterations=24", "checkpoint.every=4", "scaling.max_failures=1",
                       "data.decode_batch_size=4")
     earlier = {a.actor_id for a in train_workers()}  # other tests' workers in this Ray session
     killed = {}
@@ -165,7 +165,7 @@ def test_killed_worker_resumes_from_last_checkpoint(synth_root, ray_local, tmp_p
 def test_oracle_control_set_in_training_and_validation(synth_root, ray_local, tmp_path):
     """model.tcm_set=oracle: the set is the clip's annotated categories (padded), in training and validation,
     so its recall@K is 1 when K covers every clip's categories."""
-    cfg = tiny_config(synth_root, "train.iterations=2", "train.checkpoint_every=2", "model.tcm_set=oracle",
+    cfg = tiny_config(synth_root, "schedule.iterations=2", "checkpoint.every=2", "model.tcm_set=oracle",
                       "model.set_size=12")
     res = train(cfg, synth_root / "prepared", tmp_path / "run")
     assert res.metrics[names.tcm_key("recall_at_k")] == 1.0

@@ -52,9 +52,9 @@ def checkpoint(synth_root, tmp_path_factory) -> Path:
     prepared = synth_root / "prepared"
     torch.manual_seed(0)
     model = build_model(cfg.model, torch.from_numpy(load_bank(prepared / "bank.parquet").embeddings))
-    optimizer = build_optimizer(model, cfg.train)
+    optimizer = build_optimizer(model, cfg.optim)
     out = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(out, model, optimizer, build_scheduler(optimizer, cfg.train), 0, DataProgress(),
+    save_checkpoint(out, model, optimizer, build_scheduler(optimizer, cfg.schedule), 0, DataProgress(),
                     cfg, prepared / "taxonomy.json")
     return out
 

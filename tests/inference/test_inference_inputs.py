@@ -196,10 +196,10 @@ def test_checkpoint_checked_cheaply_before_ray(synth_root, tmp_path, capsys, mon
     cfg = tiny_config(synth_root)
     bank = torch.from_numpy(load_bank(synth_root / "prepared/bank.parquet").embeddings)
     model = tmtvis_model.build_model(cfg.model, bank)
-    optimizer = build_optimizer(model, cfg.train)
+    optimizer = build_optimizer(model, cfg.optim)
     ck = tmp_path / "ck"
     ck.mkdir()
-    save_checkpoint(ck, model, optimizer, build_scheduler(optimizer, cfg.train), 0, DataProgress(), cfg,
+    save_checkpoint(ck, model, optimizer, build_scheduler(optimizer, cfg.schedule), 0, DataProgress(), cfg,
                     synth_root / "prepared/taxonomy.json")
     built = []  # the device of each model built
     real_build = tmtvis_model.build_model

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 from model_synthetic import synthetic_clip
 
-from tmtvis.config import TrainConfig
+from tmtvis.config import OptimConfig
 from tmtvis.errors import ConfigError
 from tmtvis.losses import build_criterion
 from tmtvis.losses import LossConfig
@@ -145,7 +145,7 @@ def test_swin_t_model_trains_a_few_iterations():
     bank = F.normalize(torch.randn(C, 32, generator=torch.Generator().manual_seed(1)), dim=-1)
     model = build_model(ModelConfig(backbone="swin_t"), bank)
     criterion = build_criterion(C, LossConfig(num_points=256))
-    opt = build_optimizer(model, TrainConfig(lr=1e-4))  # as training builds it
+    opt = build_optimizer(model, OptimConfig(lr=1e-4))  # as training builds it
     table = model.backbone.features[1][0].attn.relative_position_bias_table
     assert [g["weight_decay"] for g in opt.param_groups if any(p is table for p in g["params"])] == [0.0]
     before = model.backbone.features[1][0].attn.qkv.weight.detach().clone()

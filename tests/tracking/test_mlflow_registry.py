@@ -36,7 +36,7 @@ def video_frames(synth_root: Path) -> tuple[dict, np.ndarray]:
 
 
 def test_train_register_load_and_infer_from_the_registry(synth_root, ray_local, mlflow_server, tmp_path, capsys):
-    cfg = tiny_config(synth_root, f"output_dir={synth_root}", "train.iterations=4", "train.checkpoint_every=4")
+    cfg = tiny_config(synth_root, f"output_dir={synth_root}", "schedule.iterations=4", "checkpoint.every=4")
     save_config(cfg, tmp_path / "base.yaml")
     run_dir = tmp_path / "run"
     assert main(["train", "--config", str(tmp_path / "base.yaml"), "--run-dir", str(run_dir), "--tracking-uri",
@@ -119,7 +119,7 @@ def test_best_ap_checkpoint_is_a_second_logged_model(synth_root, ray_local, tmp_
     from tmtvis.engine.trainer import train
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = tiny_config(synth_root, "train.iterations=6", "train.checkpoint_every=6", "train.val_every=2",
+    cfg = tiny_config(synth_root, "schedule.iterations=6", "checkpoint.every=6", "train.val_every=2",
                       "tracking.log_best_model=true", f"tracking.tracking_uri={uri}")
     result = train(cfg, synth_root / "prepared", tmp_path / "run")
     client = MlflowClient(uri)

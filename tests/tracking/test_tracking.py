@@ -122,14 +122,14 @@ def test_tune_prints_one_line_per_trial_event():
     from tuning.console import TrialEvents
 
     out = io.StringIO()
-    events = TrialEvents(max_t=6, params=["train.lr"], stream=out)
-    trial = SimpleNamespace(trial_id="abc_00001", config={"train.lr": 0.0005})
+    events = TrialEvents(max_t=6, params=["optim.lr"], stream=out)
+    trial = SimpleNamespace(trial_id="abc_00001", config={"optim.lr": 0.0005})
     events.on_trial_start(0, [], trial)
     events.on_trial_result(0, [], trial, {"iteration": 2, "train.loss": 3.0})  # no validation: no line
     events.on_trial_result(0, [], trial, {"iteration": 4, names.MEAN_AP: 0.0168})
     events.on_trial_complete(0, [], trial)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3 and all(line.startswith("[tune] ") for line in lines)
-    assert "trial abc_00001 started (train.lr=0.0005)" in lines[0]
+    assert "trial abc_00001 started (optim.lr=0.0005)" in lines[0]
     assert "iteration 4: validation AP 1.68%" in lines[1]
     assert "stopped early by ASHA at iteration 4, best AP 1.68%" in lines[2]

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.slow
 def test_training_survives_a_server_outage(synth_root, ray_local, mlflow_server, tmp_path):
-    cfg = tiny_config(synth_root, "train.iterations=12", "train.checkpoint_every=3",
+    cfg = tiny_config(synth_root, "schedule.iterations=12", "checkpoint.every=3",
                       f"tracking.tracking_uri={mlflow_server.uri}")
     run_dir = tmp_path / "run"
     seen: dict[str, int] = {}

@@ -38,8 +38,8 @@ def artifacts(client: MlflowClient, run_id: str) -> set[str]:
 @pytest.mark.soak  # a whole sweep (trials, ASHA, resume): 224 s, the slowest test of the main tier (measured)
 def test_sweep_asha_failure_mlflow_best_config_and_resume(synth_root, ray_local, tmp_path, capsys):
     # output_dir=synth_root: the sweep's one `prepare` reuses the session's prepared data.
-    cfg = tiny_config(synth_root, f"output_dir={synth_root}", f"train.iterations={ITERATIONS}", "train.val_every=2",
-                      "train.val_max_videos=1", "train.checkpoint_every=100", "train.max_failures=0")
+    cfg = tiny_config(synth_root, f"output_dir={synth_root}", f"schedule.iterations={ITERATIONS}", "train.val_every=2",
+                      "train.val_max_videos=1", "checkpoint.every=100", "scaling.max_failures=0")
     save_config(cfg, tmp_path / "base.yaml")
     # Trials run one at a time on 2 CPUs (derived), in grid order. Why the middle one is stopped, always:
     # tiny models score val AP 0.0 after a few iterations whatever the lr, and ASHA never stops on a tie, so
@@ -47,7 +47,7 @@ def test_sweep_asha_failure_mlflow_best_config_and_resume(synth_root, ray_local,
     # Rungs at iterations 2 and 4 (grace 2, factor 2, max_t 6). Trial 0 (lr 5e-4) meets empty rungs: runs to
     # the end. Trial 1 (lr 0) at rung 2: 0 < cutoff = trial 0's value > 0, so STOP after 2 iterations.
     # Trial 2 (lr -1) raises in the optimizer on the workers: a failed trial, and the sweep goes on.
-    space = {"params": {"train.lr": {"grid": [5e-4, 0.0, -1.0]}, "model.set_size": 40},
+    space = {"params": {"optim.lr": {"grid": [5e-4, 0.0, -1.0]}, "model.set_size": 40},
              "scheduler": {"metric": "train.lr", "mode": "max", "grace_period": GRACE, "reduction_factor": 2}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
     sweep_dir = tmp_path / "sweep"
@@ -56,7 +56,7 @@ def test_sweep_asha_failure_mlflow_best_config_and_resume(synth_root, ray_local,
     out = capsys.readouterr().out
     assert rc == 0
 
-    rows = {r["params"]["train.lr"]: r for r in json.loads((sweep_dir / "trials.json").read_text())}
+    rows = {r["params"]["optim.lr"]: r for r in json.loads((sweep_dir / "trials.json").read_text())}
     assert set(rows) == {5e-4, 0.0, -1.0}
     good, zero, bad = rows[5e-4], rows[0.0], rows[-1.0]
     assert (good["status"], good["iterations"]) == ("finished", ITERATIONS)
@@ -74,7 +74,7 @@ def test_sweep_asha_failure_mlflow_best_config_and_resume(synth_root, ray_local,
     assert vocab < 40
     for r in rows.values():
         trial_cfg = load_config(sweep_dir / "trials" / r["trial"] / "config.yaml")
-        assert trial_cfg.train.lr == r["params"]["train.lr"] and trial_cfg.model.set_size == vocab
+        assert trial_cfg.optim.lr == r["params"]["optim.lr"] and trial_cfg.model.set_size == vocab
     assert latest_checkpoint(sweep_dir / "trials" / good["trial"] / "checkpoints")[1]["iteration"] == ITERATIONS
 
     # MLflow: 1 parent and 3 children linked by mlflow.parentRunId
@@ -99,16 +99,16 @@ def test_sweep_asha_failure_mlflow_best_config_and_resume(synth_root, ray_local,
 
     # the best config is the base config with the best trial's values, and `tmtvis train` trains it
     best = load_config(sweep_dir / "best_config.yaml")
-    assert best.train.lr == 5e-4 and best.model.set_size == vocab and best.tracking.tracking_uri is None
+    assert best.optim.lr == 5e-4 and best.model.set_size == vocab and best.tracking.tracking_uri is None
     run_dir = tmp_path / "best_run"
     assert main(["train", "--config", str(sweep_dir / "best_config.yaml"), "--run-dir", str(run_dir),
-                 "--set", "train.iterations=2", "--set", "train.val_every=0"]) == 0
+                 "--set", "schedule.iterations=2", "--set", "train.val_every=0"]) == 0
     assert latest_checkpoint(run_dir / "checkpoints")[1]["iteration"] == 2
 
     # --resume of a finished sweep restores the Tune experiment: nothing re-runs, same trials, same parent run
     capsys.readouterr()
     assert main(["tune", "--resume", str(sweep_dir)]) == 0
-    again = {r["params"]["train.lr"]: r["status"] for r in json.loads((sweep_dir / "trials.json").read_text())}
+    again = {r["params"]["optim.lr"]: r["status"] for r in json.loads((sweep_dir / "trials.json").read_text())}
     assert again == {5e-4: "finished", 0.0: "stopped", -1.0: "failed"}
     assert len(client.search_runs([parents[0].info.experiment_id])) == 4
 
@@ -143,10 +143,10 @@ def grid_sweep(synth_root: Path, tmp_path: Path, lrs: list[float], *overrides: s
     """A sweep over learning rates that ASHA never stops. Its metric is train.resumed_from (mode min): 0 for every
     trial that was not interrupted (ties: ASHA never stops on a tie), and a trial that resumed reaches each rung
     before the trials queued behind it."""
-    cfg = tiny_config(synth_root, f"output_dir={synth_root}", "train.val_every=0", "train.max_failures=0",
+    cfg = tiny_config(synth_root, f"output_dir={synth_root}", "train.val_every=0", "scaling.max_failures=0",
                       "train.log_every=1", *overrides)
     save_config(cfg, tmp_path / "base.yaml")
-    space = {"params": {"train.lr": {"grid": lrs}, "model.set_size": 40},
+    space = {"params": {"optim.lr": {"grid": lrs}, "model.set_size": 40},
              "scheduler": {"metric": "train.resumed_from", "mode": "min", "grace_period": 2,
                            "reduction_factor": 2}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
@@ -160,8 +160,8 @@ def test_killed_sweep_resumes_the_running_trial_from_its_checkpoint(synth_root, 
     """SIGKILL the sweep driver while its first trial trains; `tune --resume` continues that trial from its last
     checkpoint, runs the other, and MLflow keeps exactly one child run per trial."""
     sweep_dir = tmp_path / "sweep"
-    args = grid_sweep(synth_root, tmp_path, [5e-4, 1e-4], "train.iterations=16", "train.checkpoint_every=2",
-                      "train.workers=1", "train.cpus_per_worker=1")
+    args = grid_sweep(synth_root, tmp_path, [5e-4, 1e-4], "schedule.iterations=16", "checkpoint.every=2",
+                      "scaling.workers=1", "scaling.cpus_per_worker=1")
     proc = tmtvis(*args, "--sweep-dir", str(sweep_dir), "--max-concurrent", "1", log=tmp_path / "first.log")
     deadline, at = time.time() + 480, 0
     while time.time() < deadline and proc.poll() is None:
@@ -205,8 +205,8 @@ def test_two_node_sweep_runs_two_trials_at_once(synth_root, two_nodes, tmp_path)
     c, base = two_nodes
     env = {"RAY_TMPDIR": base}
     # one trial's worker (2 CPUs) fits a node and leaves a CPU there for its data pipeline: room for two trials
-    args = grid_sweep(synth_root, tmp_path, [5e-4, 1e-4], "train.iterations=8", "train.checkpoint_every=8",
-                      "train.workers=1", "train.cpus_per_worker=2")
+    args = grid_sweep(synth_root, tmp_path, [5e-4, 1e-4], "schedule.iterations=8", "checkpoint.every=8",
+                      "scaling.workers=1", "scaling.cpus_per_worker=2")
     refused = subprocess.run([sys.executable, "-m", "workflows.cli", *args, "--address", c.address],
                              capture_output=True, text=True, timeout=300,
                              env={**os.environ, **env, "PYTHONPATH": str(ROOT)})

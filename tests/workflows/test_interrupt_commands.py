@@ -126,12 +126,12 @@ def test_train_that_can_never_get_its_resources_is_refused_not_left_waiting(root
     is no waiting phase to interrupt there; it exists only on a joined cluster, which may autoscale."""
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "workflows.cli", "train", "--config", str(root / "cfg.yaml"),
-                           "--set", "train.cpus_per_worker=512", "--set", f"output_dir={tmp_path}",
+                           "--set", "scaling.cpus_per_worker=512", "--set", f"output_dir={tmp_path}",
                            "--run-dir", str(run_dir)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tmtvis: error:")]
-    assert len(errors) == 1 and "train.cpus_per_worker=512" in errors[0] and "Traceback" not in proc.stderr
+    assert len(errors) == 1 and "scaling.cpus_per_worker=512" in errors[0] and "Traceback" not in proc.stderr
     assert not (run_dir / "workers").exists()
 
 
@@ -161,8 +161,8 @@ def test_train_waiting_for_resources_on_a_joined_cluster(root, joined, tmp_path,
     c, address, _ = joined
     log, err = tmp_path / "out.txt", tmp_path / "err.txt"
     cmd = Command(["train", "--config", str(root / "cfg.yaml"), "--address", c.address,
-                   "--set", f"output_dir={root / 'joined'}", "--set", "train.workers=2",
-                   "--set", "train.cpus_per_worker=2", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                   "--set", f"output_dir={root / 'joined'}", "--set", "scaling.workers=2",
+                   "--set", "scaling.cpus_per_worker=2", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                    "--run-dir", str(tmp_path / "run")], log, err)
     cmd.wait_for("waiting for resources", lambda: "waiting for resources:" in err.read_text())
     line = next(x for x in err.read_text().splitlines() if "waiting for resources:" in x)
@@ -204,8 +204,8 @@ def resumed_run(root, tmp_path_factory) -> tuple[Path, list[int], int]:
     tmp = tmp_path_factory.mktemp("resume")
     run_dir = tmp / "run"
     args = ["train", "--config", str(root / "cfg.yaml"), "--set", f"output_dir={tmp}", "--run-dir", str(run_dir),
-            "--set", "train.checkpoint_every=4", "--set", "train.keep_checkpoints=10"]
-    cmd = Command(args + ["--set", "train.iterations=60"], tmp / "log.txt")
+            "--set", "checkpoint.every=4", "--set", "checkpoint.keep=10"]
+    cmd = Command(args + ["--set", "schedule.iterations=60"], tmp / "log.txt")
     pattern = str(run_dir / "checkpoints/*/checkpoint_*/meta.json")
     # The second checkpoint on disk: the first one has been registered by Ray Train by then.
     cmd.wait_for("two checkpoints", lambda: len(glob.glob(pattern)) >= 2)
@@ -214,7 +214,7 @@ def resumed_run(root, tmp_path_factory) -> tuple[Path, list[int], int]:
 
     saved = sorted(m["iteration"] for m in map(checkpoint_complete, map(lambda p: Path(p).parent, glob.glob(pattern)))
                    if m)
-    run(args + ["--set", "train.iterations=14", "--resume"], tmp)
+    run(args + ["--set", "schedule.iterations=14", "--resume"], tmp)
     return run_dir, saved, 14
 
 
@@ -234,7 +234,7 @@ def test_train_interrupted_while_training_resumes_from_its_checkpoint(resumed_ru
 def test_train_while_validating(root, tmp_path):
     run_dir = tmp_path / "run"
     cmd = Command(["train", "--config", str(root / "cfg.yaml"), "--set", f"output_dir={tmp_path}",
-                   "--set", "train.val_every=2", "--set", "train.val_max_videos=0", "--set", "train.iterations=40",
+                   "--set", "train.val_every=2", "--set", "train.val_max_videos=0", "--set", "schedule.iterations=40",
                    "--run-dir", str(run_dir)], tmp_path / "log.txt")
     phase = run_dir / "workers" / "phase"
     cmd.wait_for("validation", lambda: phase.is_file() and phase.read_text().startswith("validating"))
@@ -252,10 +252,10 @@ def trial_trained(run_file: Path) -> bool:
 def test_tune_while_a_trial_trains(root, tmp_path):
     sweep_dir = tmp_path / "sweep"
     space = tmp_path / "space.yaml"
-    space.write_text("params:\n  train.lr: {grid: [0.0003, 0.0005]}\n"
+    space.write_text("params:\n  optim.lr: {grid: [0.0003, 0.0005]}\n"
                      "scheduler: {metric: train.lr, mode: max, grace_period: 4, reduction_factor: 2}\n")
     cmd = Command(["tune", "--config", str(root / "cfg.yaml"), "--space", str(space), "--num-samples", "1",
-                   "--set", f"output_dir={tmp_path}", "--set", "train.iterations=200", "--set", "train.val_every=0",
+                   "--set", f"output_dir={tmp_path}", "--set", "schedule.iterations=200", "--set", "train.val_every=0",
                    "--sweep-dir", str(sweep_dir)], tmp_path / "log.txt")
     cmd.wait_for("a trial's workers training", lambda: any(trial_trained(f) for f in sweep_dir.glob("trials/*/mlflow_run.json")))
     time.sleep(3)

@@ -179,9 +179,9 @@ def build_state(cfg: Config, prepared: Path, num_classes: int, stats: LabelStats
     if model.tcm is not None:  # a checkpoint restores the same buffer
         model.tcm.set_prior(torch.from_numpy(stats.base_rate()))
     criterion = SetCriterion(num_classes, cfg.loss).to(device)
-    optimizer = build_optimizer(model, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train)
-    use_amp = cfg.train.amp and device.type == "cuda"
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule)
+    use_amp = cfg.optim.amp and device.type == "cuda"
     return TrainState(model, criterion, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp)
 
 
@@ -217,9 +217,9 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], cfg: Config, n
         losses = state.criterion(outputs, targets)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(losses["loss"]).backward()
-    if cfg.train.grad_clip > 0:
+    if cfg.optim.grad_clip > 0:
         state.scaler.unscale_(state.optimizer)
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.train.grad_clip)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.optim.grad_clip)
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.scheduler.step()
@@ -296,7 +296,7 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = job.cfg
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(cfg.train.threads_per_worker)
+    torch.set_num_threads(cfg.scaling.threads_per_worker)
     keep_freed_memory()  # steps re-allocate the same large buffers: no page faults for them each step
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
@@ -322,7 +322,7 @@ def train_loop_per_worker(config: dict) -> None:
     batches = iter(ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=cfg.train.batch_size, drop_last=True, collate_fn=ClipCollate(),
         prefetch_batches=cfg.data.prefetch_batches))
-    while state.iteration < cfg.train.iterations:
+    while state.iteration < cfg.schedule.iterations:
         t0 = time.perf_counter()
         batch = next(batches, None)
         if batch is None:
@@ -331,8 +331,8 @@ def train_loop_per_worker(config: dict) -> None:
         meters.update(train_step(state, batch, cfg, len(taxonomy), device), batch)  # its float(loss) syncs a GPU
         w.tally.add(batch["sample"].cpu().numpy())
         meters.clock.add(wait=t1 - t0, step=time.perf_counter() - t1)
-        it, last = state.iteration, state.iteration >= cfg.train.iterations
-        do_ckpt = it % cfg.train.checkpoint_every == 0 or last
+        it, last = state.iteration, state.iteration >= cfg.schedule.iterations
+        do_ckpt = it % cfg.checkpoint.every == 0 or last
         do_val = validator is not None and (last or (cfg.train.val_every and it % cfg.train.val_every == 0))
         if do_ckpt or do_val or it % cfg.train.log_every == 0:
             validate_and_report(w, state, meters, do_val, do_ckpt, last)

@@ -81,7 +81,7 @@ def _progress(cfg: Config):
     """The driver's progress display of this run (tmtvis.engine.progress)."""
     from tmtvis.engine.progress import TrainProgress
 
-    return TrainProgress(cfg.train.iterations, cfg.train.progress_every, cfg.train.workers)
+    return TrainProgress(cfg.schedule.iterations, cfg.train.progress_every, cfg.scaling.workers)
 
 
 def _torch_trainer(cfg: Config, job, dataset, fs, fs_path: str, callbacks: list | None):
@@ -91,17 +91,17 @@ def _torch_trainer(cfg: Config, job, dataset, fs, fs_path: str, callbacks: list 
 
     from tmtvis.engine.train_loop import train_loop_per_worker
 
-    gpu = cfg.train.gpus_per_worker > 0
+    gpu = cfg.scaling.gpus_per_worker > 0
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job},
-        scaling_config=ScalingConfig(num_workers=cfg.train.workers, use_gpu=gpu,
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.workers, use_gpu=gpu,
                                      resources_per_worker=worker_resources(cfg)),
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         datasets={"train": dataset},
         run_config=RunConfig(name="ray_train", storage_path=fs_path, storage_filesystem=fs,
-                             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
                              callbacks=callbacks,
                              logging_config=LoggingConfig(log_level=os.environ.get("TMTVIS_RAY_TRAIN_LOG_LEVEL",
                                                                                    "WARNING"))),
@@ -138,12 +138,12 @@ def _stream(cfg: Config, sources: list, taxonomy, data_progress: DataProgress) -
     train_splits = cfg.data.splits("train")
     plan = make_plan(sources, cfg.seed, cfg.data.repeat_threshold)
     # twice as many new samples as the run needs (lazy: the excess is never decoded), for bad videos and restarts
-    ids = stream_ids(data_progress, 2 * cfg.train.iterations * cfg.train.batch_size * cfg.train.workers)
+    ids = stream_ids(data_progress, 2 * cfg.schedule.iterations * cfg.train.batch_size * cfg.scaling.workers)
     valid = [taxonomy.datasets[ds.name].unified_ids for ds in train_splits]
     skipped = SkippedVideos.remote() if cfg.data.skip_bad_videos else None
     ledger = StreamLedger.remote()
     pool = decode_pool(cfg.data.decode_cpus, cfg.data.decode_resources, cfg.data.decode_actors,
-                       cfg.train.workers * cfg.train.cpus_per_worker)
+                       cfg.scaling.workers * cfg.scaling.cpus_per_worker)
     dataset = clip_dataset(plan, ids, cfg.data.clip, len(taxonomy), valid, cfg.data.decode_batch_size or None,
                            skipped, ledger, pool)
     return _Stream(dataset, ledger, skipped)
