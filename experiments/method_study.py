@@ -23,6 +23,8 @@ from tmtvis import metric_names as names
 from tmtvis.config import Config, apply_override, from_dict, to_dict
 from tmtvis.errors import ConfigError
 from tmtvis.io_utils import atomic_write_text
+from tmtvis.prepare import prepare
+from tmtvis.ray_session import ray_session
 
 log = logging.getLogger(__name__)
 BASELINE = ("model.tcm=false", "model.tim=none", "loss.taxonomy_weight=0.0", "loss.mask_foreign_classes=false")
@@ -291,9 +293,8 @@ def run_study(base: Config, out: Path, seeds: list[int], single: str, only: list
     """Run the selected cells x seeds on the data of `data_seed` (resumable: finished runs are read back from
     results.jsonl); report_only writes the table and plot without training. The table holds every finished run
     of this data seed (every cell, every seed), so a later call with more seeds for some cells adds to it."""
+    # lazy: Ray and MLflow load only when cells train (report_only and the results readers go without them)
     from tmtvis.engine.trainer import RunOptions, train
-    from tmtvis.prepare import prepare
-    from tmtvis.ray_session import ray_session
 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)

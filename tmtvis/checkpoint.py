@@ -19,6 +19,7 @@ from tmtvis import storage
 from tmtvis.config import Config, load_config, save_config
 from tmtvis.errors import TmtvisError
 from tmtvis.io_utils import atomic_path, atomic_write_text
+from tmtvis.models import tmtvis_model
 from tmtvis.taxonomy import DatasetLabels, UnifiedTaxonomy
 
 STATE_FILE = "state.pt"
@@ -150,10 +151,8 @@ def model_weights(state: dict, path: Path) -> dict:
 def model_from_weights(cfg: Config, weights: dict, path: Path, assign: bool = False) -> torch.nn.Module:
     """The model of `cfg` holding `weights`, built on the current default device (`assign`: holding the weights'
     own tensors instead of copies); a one-line error if they do not fit."""
-    from tmtvis.models.tmtvis_model import build_model
-
     # The trained weights replace the backbone's, so its init file need not exist where inference runs.
-    model = build_model(dataclasses.replace(cfg.model, backbone_weights=None), weights["bank"])
+    model = tmtvis_model.build_model(dataclasses.replace(cfg.model, backbone_weights=None), weights["bank"])
     try:
         model.load_state_dict(weights, strict=True, assign=assign)
     except RuntimeError as e:  # its first line only names the class; the first problem follows

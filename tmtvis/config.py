@@ -15,7 +15,7 @@ import yaml
 
 from tmtvis.data.clips import ClipConfig
 from tmtvis.errors import ConfigError
-from tmtvis.io_utils import read_yaml_mapping
+from tmtvis.io_utils import atomic_write_text, read_yaml_mapping
 from tmtvis.losses.config import LossConfig
 from tmtvis.models.config import ModelConfig
 from tmtvis.taxonomy_bank import BankConfig
@@ -458,6 +458,4 @@ def config_text(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    from tmtvis.io_utils import atomic_write_text
-
     atomic_write_text(path, config_text(cfg))

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tmtvis.checkpoint import read_state
 from tmtvis.errors import ConfigError
 from tmtvis.models.convert import convert_state
 from tmtvis.resources import load_json
-from tmtvis.taxonomy import canonical_name
+from tmtvis.taxonomy import UnifiedTaxonomy, canonical_name
 
 # detectron2 checkpoints carry no class names: the zoo's vocabularies, told apart by their size (K + no-object).
 ZOO_VOCABULARIES = {80: "coco", 40: "ytvis_2019", 25: "ovis"}
@@ -156,9 +157,6 @@ def _read_transformers(path: Path) -> Source:
 
 
 def _read_tmtvis(path: Path) -> Source:
-    from tmtvis.checkpoint import read_state
-    from tmtvis.taxonomy import UnifiedTaxonomy
-
     state = read_state(path / "state.pt")["model"]
     src = Source(path, "tmtvis", dict(state))
     if (path / "taxonomy.json").is_file():
@@ -271,8 +269,6 @@ def inspect_weights(path: str | Path, model: torch.nn.Module, unified_names: lis
 
 def default_unified_names() -> list[str]:
     """The unified taxonomy of YouTube-VIS 2019, 2021, OVIS and UVO-dense (the r50 preset's vocabulary, 106)."""
-    from tmtvis.taxonomy import UnifiedTaxonomy
-
     cats = load_json("vis_categories.json")
     fmts = {"ytvis_2019": "ytvis", "ytvis_2021": "ytvis", "ovis": "ovis", "uvo_dense": "uvo"}
     return UnifiedTaxonomy.build([(k, fmts[k], cats[k]) for k in fmts]).names

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from tmtvis import env, interrupts
+from tmtvis.engine.train_cleaners import let_cleaners_start
 from tmtvis.errors import TmtvisError
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,6 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, dashboa
     address = address or os.environ.get("RAY_ADDRESS")
     with contextlib.ExitStack() as restore:
         if address:
-            from tmtvis.engine.train_cleaners import let_cleaners_start
-
             ray.init(address=address, log_to_driver=worker_logs)
             # The cluster outlives this process: on Ctrl-C, Ray Train's cleaners must be able to clean up after it.
             restore.enter_context(interrupts.before_exit(let_cleaners_start))

@@ -13,6 +13,7 @@ from pathlib import Path
 from pyarrow import fs as pafs
 
 from tmtvis.errors import TmtvisError
+from tmtvis.io_utils import atomic_write_text
 
 Location = str | Path
 
@@ -114,8 +115,6 @@ def _parent_dir(fs: pafs.FileSystem, path: str) -> None:
 def write_text(location: Location, text: str) -> None:
     """Write a small file whole (locally atomic; an object store's PUT is atomic by itself)."""
     if not is_uri(location):
-        from tmtvis.io_utils import atomic_write_text
-
         atomic_write_text(location, text)
         return
     fs, path = filesystem(location)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from tmtvis.data.ytvis_format import read_json
 from tmtvis.errors import DataError
 from tmtvis.io_utils import atomic_write_text
 from tmtvis.resources import load_json
@@ -103,8 +104,6 @@ class UnifiedTaxonomy:
 
     @classmethod
     def load(cls, path: str | Path) -> "UnifiedTaxonomy":
-        from tmtvis.data.ytvis_format import read_json
-
         data = read_json(path)
         try:
             cats = data["categories"]

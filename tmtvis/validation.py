@@ -20,6 +20,8 @@ from tmtvis.inference.validate import annotated, class_agnostic, clip_labels, ev
 from tmtvis.inference.video_predictor import default_overlap
 from tmtvis.models.tcm import clip_generator, forced_set
 from tmtvis.taxonomy import UnifiedTaxonomy
+from tmtvis.tracking.plots import per_category_ap_figure
+from tmtvis.viz import grid, overlay_frames
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -118,9 +120,6 @@ class Validator:
 
 
 def log_validation(tracker, details: dict, taxonomy: UnifiedTaxonomy, cfg: Config, iteration: int) -> None:
-    from tmtvis.tracking.plots import per_category_ap_figure
-    from tmtvis.viz import grid, overlay_frames
-
     fig = per_category_ap_figure({ds: d["per_category"] for ds, d in details.items()})
     tracker.figure(fig, f"plots/per_category_ap_iter{iteration:06d}.png")
     import matplotlib.pyplot as plt

@@ -25,6 +25,8 @@ from tmtvis import storage
 from tmtvis.cluster import check_cluster, may_grow, report_pending, trial_concurrency
 from tmtvis.config import Config, from_dict, to_dict
 from tmtvis.errors import TmtvisError, root_cause
+from tmtvis.prepare import prepare
+from tmtvis.ray_session import ray_session
 from tuning.space import Space, check_keys, check_metric, clip_set_size, parse_space, space_to_dict, trial_config
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,7 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
     `sweep_dir` may be an object-storage URI (s3://...; tracking then needs a server). `trial_resource`: a
     custom resource each trial's driver asks a little of, to pin the drivers to the nodes that advertise it.
     """
-    from tmtvis.ray_session import ray_session
-    from tmtvis.prepare import prepare
+    # lazy: MLflow loads when a sweep runs (TrialRow, format_table and the reports here go without it)
     from tmtvis.tracking.mlflow_tracking import local_root, resolve_tracking_uri, start_run, tracking_configured
 
     if num_samples < 1:
@@ -110,7 +111,7 @@ def sweep(cfg: Config, space: Space, num_samples: int, sweep_dir: str | Path | N
 
 def resume(sweep_dir: str | Path, address: str | None = None, worker_logs: bool = False) -> SweepResult:
     """Continue an interrupted sweep: unfinished trials go on from their last training checkpoint."""
-    from tmtvis.ray_session import ray_session
+    # lazy: MLflow, as in sweep()
     from tmtvis.tracking.mlflow_tracking import tracking_configured
 
     sweep_dir = storage.resolve(sweep_dir)
@@ -142,6 +143,7 @@ def _trial(params: dict, base: dict, prepared: str, sweep_dir: str, tracking_uri
     """
     from ray import tune
 
+    # lazy: Ray Tune and MLflow load in the trial, as `tune` above
     from tmtvis.engine.trainer import RunOptions, train
     from tuning.reports import TrialReports
 
@@ -166,7 +168,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tmtvis.ray_session import ray_session
+    # lazy: imports Ray Tune, as above
     from tuning.console import TrialEvents, tune_verbosity
 
     base = state["base"]
@@ -213,6 +215,7 @@ def _run(sweep_dir: Path | str, state: dict, address: str | None, max_concurrent
                 if STRICT_METRIC_ERROR not in str(e):
                     raise
                 # Tune's controller raises it for the whole sweep, with a traceback: say it in one line.
+                # lazy: MLflow, as in sweep()
                 from tmtvis.tracking.mlflow_tracking import RunLogger
 
                 with contextlib.suppress(Exception):  # the one line matters more than the parent run's status
@@ -305,6 +308,7 @@ def _csv(rows: list[TrialRow]) -> str:
 
 def _finish(sweep_dir: Path | str, state: dict, space: Space, rows: list[TrialRow]) -> SweepResult:
     """Close the child runs ASHA killed, write the table and the best config, log them to the parent run."""
+    # lazy: MLflow, as in sweep()
     from tmtvis.tracking.mlflow_tracking import RunLogger, log_sweep_plot
 
     uri = state["tracking_uri"]

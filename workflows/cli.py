@@ -8,12 +8,14 @@ import sys
 
 from tmtvis.env import apply_defaults
 from tmtvis.errors import TmtvisError
+from tmtvis.interrupts import run_interruptible
 
 # Commands that run Ray (whose own signal handlers would otherwise decide how Ctrl-C ends them).
 RAY_COMMANDS = ("train", "tune", "infer", "demo", "study")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # lazy: the commands' modules load after main() has applied the environment defaults (tmtvis/env.py)
     from workflows import data, demo, evaluate, infer, prepare, study, submit, train, tune, weights
 
     parser = argparse.ArgumentParser(prog="tmtvis", description="Taxonomy-aware multi-dataset VIS training on Ray.")
@@ -36,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("tmtvis").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logging.captureWarnings(True)
-    from tmtvis.interrupts import run_interruptible
 
     try:
         if args.command in RAY_COMMANDS:  # SIGINT/SIGTERM stop these in any phase, exit 130/143 (interrupts.py)

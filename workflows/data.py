@@ -5,7 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
+from tmtvis.data.coco_format import parse_coco
+from tmtvis.data.frames import check_video_frames
+from tmtvis.data.synthetic import PRESETS, generate, generate_coco
+from tmtvis.data.ytvis_format import parse_dataset, parse_results, read_json
 from tmtvis.errors import TmtvisError
+from workflows.study import _classes
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -19,16 +24,12 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _trio(text: str) -> dict[str, int]:
-    from workflows.study import _classes
-
     return _classes(text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="dataset tools: synthetic generation, validation")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-
-    from tmtvis.data.synthetic import PRESETS
 
     synth = dsub.add_parser("synth", help="generate a synthetic dataset in the YouTube-VIS format (coco: COCO format)")
     synth.add_argument("--preset", choices=sorted(PRESETS) + ["coco"], required=True,
@@ -58,8 +59,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from tmtvis.data.synthetic import generate, generate_coco
-
     if args.videos < 1 or args.frames < 1:
         raise TmtvisError("--videos and --frames must be >= 1")
     if not 0.0 <= args.val_fraction < 1.0:
@@ -80,15 +79,10 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from tmtvis.data.frames import check_video_frames
-    from tmtvis.data.ytvis_format import parse_dataset, read_json
-
     data = read_json(args.annotations)
     if isinstance(data, list) or args.gt is not None:
         return _check_results(args, data)
     if isinstance(data, dict) and "images" in data and "videos" not in data:  # COCO instances: stills
-        from tmtvis.data.coco_format import parse_coco
-
         ds = parse_coco(data, args.annotations)
     else:
         ds = parse_dataset(data, args.annotations)
@@ -112,8 +106,6 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _check_results(args: argparse.Namespace, data: object) -> int:
     """`data check RESULTS --gt GT`: a results file checked against the ground truth it refers to."""
-    from tmtvis.data.ytvis_format import parse_dataset, parse_results, read_json
-
     if args.gt is None:
         raise TmtvisError(f"{args.annotations}: a JSON list is a results file; check it against its ground truth: "
                           f"tmtvis data check {args.annotations} --gt GT.json")

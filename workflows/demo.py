@@ -6,6 +6,10 @@ import time
 from pathlib import Path
 
 from tmtvis import metric_names as names
+from tmtvis.data.synthetic import generate
+from tmtvis.env import keep_freed_memory
+from workflows.data import _size
+from workflows.train import print_summary
 
 PRESETS = ("ytvis", "ovis", "uvo")
 # The demo run in docs/results.md (total seconds) and the calibration of the 2-core machine it ran on (GFLOP/s on one
@@ -26,12 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: torch and Ray load when the command runs, not when the CLI builds its parser (`tmtvis --help`)
     from tmtvis.config import load_config
-    from tmtvis.data.synthetic import generate
     from tmtvis.engine.trainer import RunOptions, train
     from tmtvis.prepare import prepare
-    from workflows.data import _size
-    from workflows.train import print_summary
 
     t0 = time.time()
     print_machine_speed()
@@ -64,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
 def print_machine_speed() -> None:
     """A 2-second calibration, so that the user of a slower (or busier) machine knows what to expect."""
+    # lazy: imports torch, only when the demo runs
     from tmtvis.calibration import conv_gflops
-    from tmtvis.env import keep_freed_memory
 
     keep_freed_memory()  # as the training workers run
     speed = conv_gflops(threads=1)

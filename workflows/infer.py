@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: torch and Ray load when the command runs, not when the CLI builds its parser (`tmtvis --help`)
     from tmtvis.config import load_infer_config
     from tmtvis.pipeline.batch_inference import run_inference
 

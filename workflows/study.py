@@ -5,6 +5,9 @@ import argparse
 import time
 from pathlib import Path
 
+from tmtvis.data.synthetic import generate, generate_coco
+from tmtvis.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: a config inside it is named by its relative path
 PRESETS = ("ytvis", "ovis", "uvo")
 
@@ -55,10 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    # The library (torch) loads when a command runs, not when the CLI builds its parser: `tmtvis --help` stays fast.
+    # lazy: the library (torch) loads when a command runs, not when the CLI builds its parser (`tmtvis --help`)
     from tmtvis.config import DatasetConfig, load_config
-    from tmtvis.data.synthetic import generate, generate_coco
-    from tmtvis.errors import ConfigError
     from experiments.method_study import (affected_categories, read_cards, run_study, select_cells, stage1_table,
                                           study_cells, write_results_doc, write_stage1_doc)
 

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 from tmtvis import metric_names as names
+from tmtvis.errors import TmtvisError
+from tmtvis.eval import METRICS, format_datasets_table
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -29,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load(args: argparse.Namespace):
+    # lazy: torch and Ray load when the command runs, not when the CLI builds its parser (`tmtvis --help`)
     from tmtvis.config import load_config
 
     overrides = list(args.overrides)
@@ -40,8 +43,8 @@ def load(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: torch and Ray load when the command runs, not when the CLI builds its parser (`tmtvis --help`)
     from tmtvis.engine.trainer import RunOptions, train
-    from tmtvis.errors import TmtvisError
     from tmtvis.prepare import prepare
 
     cfg = load(args)
@@ -57,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(cfg, result) -> None:
-    from tmtvis.eval import METRICS, format_datasets_table
-
     table = {}
     for ds in cfg.data.splits("valid"):
         if names.dataset_key(ds.name) in result.metrics:

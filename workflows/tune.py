@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tmtvis.errors import TmtvisError
+
 
 def default_space() -> Path:
     from importlib import resources
@@ -34,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: torch and Ray load when the command runs, not when the CLI builds its parser (`tmtvis --help`)
     from tmtvis.config import load_config
-    from tmtvis.errors import TmtvisError
     from tuning.space import load_space
     from tuning.sweep import format_table, resume, sweep
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from tmtvis.taxonomy import UnifiedTaxonomy
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `weights` subcommand."""
@@ -23,10 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    # lazy: torch and Ray load when the command runs, not when the CLI builds its parser (`tmtvis --help`)
     from tmtvis.config import load_config
     from tmtvis.models import build_model
     from tmtvis.pretrained import default_unified_names, inspect_weights
-    from tmtvis.taxonomy import UnifiedTaxonomy
 
     cfg = load_config(args.config, args.overrides)
     names = UnifiedTaxonomy.load(args.taxonomy).names if args.taxonomy else default_unified_names()

@@ -30,6 +30,7 @@ from tmtvis.models.tcm import forced_set
 from tmtvis.models.tmtvis_model import build_model
 from tmtvis.optim import build_optimizer, build_scheduler
 from tmtvis.pipeline.stream_state import SampleTally, tell_ledger
+from tmtvis.pretrained import apply_init_weights
 from tmtvis.taxonomy import UnifiedTaxonomy
 from tmtvis.taxonomy_bank import load_bank
 from tmtvis.validation import Validator, log_validation, training_label_stats, unwrap
@@ -171,8 +172,6 @@ def build_state(cfg: Config, prepared: Path, num_classes: int, stats: LabelStats
     bank = torch.from_numpy(load_bank(prepared / "bank.parquet").embeddings)
     model = build_model(cfg.model, bank)
     if cfg.model.init_weights:  # a resumed run's checkpoint replaces these weights afterwards
-        from tmtvis.pretrained import apply_init_weights
-
         names = names if names is not None else UnifiedTaxonomy.load(prepared / "taxonomy.json").names
         log.info("%s", apply_init_weights(model, cfg.model.init_weights, names, cfg.model.init_weights_classes).text())
     model = model.to(device)
@@ -310,6 +309,7 @@ def train_loop_per_worker(config: dict) -> None:
     state.model.train()
     tracker = None
     if rank == 0 and job.run_id:
+        # lazy: MLflow (seconds to import) only in the rank that logs
         from tmtvis.tracking.mlflow_tracking import RunLogger
 
         tracker = RunLogger(job.tracking_uri, job.run_id, background=True)  # never stalls a step

@@ -13,9 +13,18 @@ from tmtvis import storage
 from tmtvis.checkpoint import DataProgress, latest_checkpoint
 from tmtvis.cluster import check_cluster, decode_pool, may_grow, report_pending, worker_resources
 from tmtvis.config import Config, config_text, to_dict
-from tmtvis.errors import TmtvisError
+from tmtvis.data.manifest import manifest_path
+from tmtvis.engine.progress import TrainProgress
+from tmtvis.engine.train_loop import WorkerJob, train_loop_per_worker
+from tmtvis.errors import TmtvisError, root_cause
+from tmtvis.pipeline.clip_stream import SkippedVideos, clip_dataset, load_sources
+from tmtvis.pipeline.sampling import expected_category_shares, make_plan
+from tmtvis.pipeline.stream_state import StreamLedger, stream_ids
 from tmtvis.ray_session import ray_session
-from tmtvis.tracking.mlflow_tracking import local_root, tracking_configured
+from tmtvis.taxonomy import UnifiedTaxonomy
+from tmtvis.tracking.lineage import log_lineage
+from tmtvis.tracking.mlflow_tracking import (RunLogger, check_reachable, finish_training_run, flatten, local_root,
+                                             log_best_checkpoint, resolve_tracking_uri, start_run, tracking_configured)
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +43,6 @@ class TrainResult:
 
 def _check_inputs(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool, track: bool) -> None:
     """Refuse, in one line, a run that cannot start: no prepare output, a taken run dir, no tracking server."""
-    from tmtvis.data.manifest import manifest_path
-
     for needed in ("taxonomy.json", "bank.parquet"):
         if not (prepared / needed).is_file():
             raise TmtvisError(f"{prepared}: missing {needed}; run `tmtvis prepare` first")
@@ -54,10 +61,6 @@ def _check_inputs(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool
 def _open_run(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool, sources: list, taxonomy,
               options: "RunOptions"):
     """The run's MLflow logger: the run of a resumed run dir, else a new run with params, config and lineage."""
-    from tmtvis.pipeline.sampling import expected_category_shares
-    from tmtvis.tracking.lineage import log_lineage
-    from tmtvis.tracking.mlflow_tracking import RunLogger, check_reachable, flatten, resolve_tracking_uri, start_run
-
     # a local run dir holds the default SQLite store; a remote one was refused without a server
     tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri, run_dir)
     run_file = storage.join(run_dir, "mlflow_run.json")
@@ -79,8 +82,6 @@ def _open_run(cfg: Config, prepared: Path, run_dir: Path | str, resume: bool, so
 
 def _progress(cfg: Config):
     """The driver's progress display of this run (tmtvis.engine.progress)."""
-    from tmtvis.engine.progress import TrainProgress
-
     return TrainProgress(cfg.schedule.iterations, cfg.train.progress_every, cfg.scaling.workers)
 
 
@@ -88,8 +89,6 @@ def _torch_trainer(cfg: Config, job, dataset, fs, fs_path: str, callbacks: list 
     """The TorchTrainer of one run: its workers, backend, storage, failure and checkpoint policy."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from tmtvis.engine.train_loop import train_loop_per_worker
 
     gpu = cfg.scaling.gpus_per_worker > 0
     return TorchTrainer(
@@ -131,10 +130,6 @@ class _Stream:
 
 def _stream(cfg: Config, sources: list, taxonomy, data_progress: DataProgress) -> _Stream:
     """The clip stream of a run resumed at `data_progress` (a fresh one: empty): the samples not yet trained on."""
-    from tmtvis.pipeline.clip_stream import SkippedVideos, clip_dataset
-    from tmtvis.pipeline.sampling import make_plan
-    from tmtvis.pipeline.stream_state import StreamLedger, stream_ids
-
     train_splits = cfg.data.splits("train")
     plan = make_plan(sources, cfg.seed, cfg.data.repeat_threshold)
     # twice as many new samples as the run needs (lazy: the excess is never decoded), for bad videos and restarts
@@ -152,8 +147,6 @@ def _stream(cfg: Config, sources: list, taxonomy, data_progress: DataProgress) -
 def _fit(trainer, tracker, watch_pending: bool, shown) -> tuple[object, float]:
     """Run the TorchTrainer: its result and seconds. A failure ends the MLflow run FAILED and reaches the user as
     one line (a bad input file: its own)."""
-    from tmtvis.errors import root_cause
-
     t0 = time.time()
     try:
         with report_pending() if watch_pending else contextlib.nullcontext(), shown or contextlib.nullcontext():
@@ -176,10 +169,6 @@ def train(cfg: Config, prepared: str | Path, run_dir: str | Path, address: str |
     (RunOptions; the defaults are `tmtvis train`'s).
     """
     import ray
-
-    from tmtvis.engine.train_loop import WorkerJob
-    from tmtvis.pipeline.clip_stream import load_sources
-    from tmtvis.taxonomy import UnifiedTaxonomy
 
     options = options or RunOptions()
     prepared, run_dir = Path(prepared).resolve(), storage.resolve(run_dir)
@@ -227,8 +216,6 @@ def _finish(cfg: Config, run_dir: Path | str, checkpoint: Path | str | None, fin
                 tracker.text("\n".join(bad) + "\n", "data/skipped_videos.txt")
     model = None
     if tracker is not None:
-        from tmtvis.tracking.mlflow_tracking import finish_training_run
-
         model = finish_training_run(tracker, storage.local_copy(checkpoint) if checkpoint else None,
                                     int(metrics.get("iteration", 0)), [ds.name for ds in cfg.data.splits("valid")],
                                     register_model, cfg.tracking.log_model)
@@ -236,8 +223,6 @@ def _finish(cfg: Config, run_dir: Path | str, checkpoint: Path | str | None, fin
     if cfg.tracking.log_best_model and storage.is_dir(storage.join(run_dir, "best")):
         best = storage.local_copy(storage.join(run_dir, "best"))
         if tracker is not None:
-            from tmtvis.tracking.mlflow_tracking import log_best_checkpoint
-
             best_model = log_best_checkpoint(tracker.tracking_uri, tracker.run_id, best)
     tracking_uri, run_id = (tracker.tracking_uri, tracker.run_id) if tracker is not None else (None, None)
     return TrainResult(run_dir, checkpoint, metrics, tracking_uri, run_id, model, best, best_model)

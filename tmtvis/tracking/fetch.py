@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tmtvis.checkpoint import STATE_FILE
 from tmtvis.errors import TmtvisError
+from tmtvis.tracking.model import tracking_at
 
 MLFLOW_URI = re.compile(r"^(models|runs|mlflow-artifacts):/")
 
@@ -25,8 +26,8 @@ def download_checkpoint(uri: str, tracking_uri: str | None = None) -> Path:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
+    # lazy: imports mlflow, as above (batch inference imports this module for paths too)
     from tmtvis.tracking.mlflow_tracking import check_reachable
-    from tmtvis.tracking.model import tracking_at
 
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:

@@ -5,7 +5,7 @@ import warnings
 from pathlib import Path
 
 from tmtvis.data.manifest import manifest_path
-from tmtvis.taxonomy_bank import file_sha256
+from tmtvis.taxonomy_bank import file_sha256, load_bank
 
 
 def manifest_dataset(path: Path, name: str):
@@ -23,8 +23,6 @@ def log_lineage(client, run_id: str, prepared: Path, splits: dict[str, list]) ->
     """Log each split's manifest as a run input ({context: [DatasetSplit]}) and the taxonomy/bank hashes as tags."""
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    from tmtvis.taxonomy_bank import load_bank
 
     inputs = []
     for context, items in splits.items():

@@ -29,6 +29,8 @@ from tmtvis import storage
 from tmtvis.checkpoint import BEST_FILE
 from tmtvis.config import Config
 from tmtvis.errors import TmtvisError
+from tmtvis.tracking.model import log_trained_model
+from tmtvis.tracking.plots import ap_over_iterations_figure, loss_curve_figure
 
 log = logging.getLogger(__name__)
 LOST_TAG = "tmtvis.tracking.lost"
@@ -265,9 +267,6 @@ def finish_training_run(tracker: RunLogger, checkpoint: Path | None, step: int, 
     one warning, and None instead of the model."""
     import matplotlib.pyplot as plt
 
-    from tmtvis.tracking.model import log_trained_model
-    from tmtvis.tracking.plots import ap_over_iterations_figure, loss_curve_figure
-
     try:
         client = tracker.client
         logged = client.get_run(tracker.run_id).data.metrics
@@ -298,8 +297,6 @@ def finish_training_run(tracker: RunLogger, checkpoint: Path | None, step: int, 
 
 def log_best_checkpoint(tracking_uri: str, run_id: str, best: Path):
     """RUN_DIR/best as a second LoggedModel of the run, named "best", linked to the metrics of its validation."""
-    from tmtvis.tracking.model import log_trained_model
-
     step = int(json.loads((best / BEST_FILE).read_text())["iteration"])
     try:
         return log_trained_model(tracking_uri, run_id, best, step, name="best")
@@ -314,8 +311,6 @@ def log_best_checkpoint(tracking_uri: str, run_id: str, best: Path):
 def log_sweep_plot(parent: RunLogger, child_runs: dict[str, str], metric: str = names.MEAN_AP) -> None:
     """The parent run's plot of `metric` over iterations, one line per trial ({trial: child run id})."""
     import matplotlib.pyplot as plt
-
-    from tmtvis.tracking.plots import ap_over_iterations_figure
 
     curves = {trial: metric_histories(parent.client, run_id, [metric])[metric] for trial, run_id in child_runs.items()}
     fig = ap_over_iterations_figure(curves, title=f"{metric} per trial")

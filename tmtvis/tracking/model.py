@@ -67,7 +67,7 @@ def log_trained_model(tracking_uri: str, run_id: str, checkpoint: str | Path, st
     `step` are linked to it; `register_as` adds a registered model version."""
     import mlflow
 
-    from tmtvis.tracking.pyfunc_model import CHECKPOINT  # imports mlflow: only when a model is logged
+    from tmtvis.tracking.pyfunc_model import CHECKPOINT  # lazy: imports mlflow, only when a model is logged
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars on our console
     ckpt = load_checkpoint(checkpoint, with_model=False)

@@ -14,17 +14,20 @@ import mlflow
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
+from tmtvis.errors import TmtvisError
+
 CHECKPOINT = "checkpoint"  # the artifact key (and folder) holding state.pt, config.yaml, taxonomy.json
 
 
 class TmtvisVideoModel(PythonModel):
     def load_context(self, context) -> None:
+        # lazy: torch loads when MLflow loads the model, not when log_model runs this file (models from code)
         from tmtvis.checkpoint import load_checkpoint
 
         self.ckpt = load_checkpoint(context.artifacts[CHECKPOINT])
 
     def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> list[dict]:
-        from tmtvis.errors import TmtvisError
+        # lazy: torch, as in load_context
         from tmtvis.inference.preprocess import resize_frames
         from tmtvis.inference.video_predictor import VideoPredictor, default_overlap
 
