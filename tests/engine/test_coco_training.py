@@ -27,7 +27,8 @@ RUN = ("schedule.iterations=4", "checkpoint.every=4", "train.log_every=2", "sche
 def coco_pretrain_on_cpu(synth_root, root, *overrides: str):
     """The coco_pretrain preset with the tiny test sizes (model, loss, CLIP tower, clip shape) on the synthetic set."""
     tiny = tiny_config(synth_root)
-    sizes = [f"{section}.{k}={json.dumps(v)}" for section in ("model", "loss", "taxonomy", "train")
+    sections = ("model", "loss", "taxonomy", "optim", "schedule", "train", "checkpoint", "scaling")
+    sizes = [f"{section}.{k}={json.dumps(v)}" for section in sections
              for k, v in to_dict(getattr(tiny, section)).items()]
     clip = {**to_dict(tiny.data.clip), "still_zoom": [1.0, 1.5]}
     return load_config("coco_pretrain", [*sizes, f"data.clip={json.dumps(clip)}", f"data.root={root}",
