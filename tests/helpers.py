@@ -15,6 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 ROOT = Path(__file__).resolve().parents[1]
+REGISTERED_NAME = "tmtvis-tiny"  # the model name the shared tracked run (conftest.tracked_run) registers
 TINY_CLIP = {"embed_dim": 16,
              "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "head_width": 8, "patch_size": 16},
              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from helpers import MlflowServer, registered_iterations, tiny_config
+from helpers import registered_iterations, tiny_config
 from tmtvis import metric_names as names
 from tmtvis.checkpoint import latest_checkpoint, load_state
 from tmtvis.engine.trainer import RunOptions, train
@@ -33,13 +33,6 @@ def artifacts(uri: str, run_id: str, path: str = "") -> set[str]:
     return out
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    server = MlflowServer(tmp_path / "mlflow").start()
-    yield server.uri
-    server.stop()
-
-
 def trained_once(state: dict, samples: int, in_flight: int) -> SampleSet:
     """The checkpoint's consumed set: every sample trained on at most once (its count is the samples trained), and
     the only ones missing below the highest are at most `in_flight` (prefetched when it was taken)."""
@@ -49,10 +42,9 @@ def trained_once(state: dict, samples: int, in_flight: int) -> SampleSet:
     return consumed
 
 
-def test_ddp_trains_logs_to_mlflow_server(synth_root, ray_local, mlflow_server, tmp_path):
-    cfg = tiny_config(synth_root, "schedule.iterations=24", "checkpoint.every=12",
-                      f"tracking.tracking_uri={mlflow_server}", "optim.lr=0.0005")
-    res = train(cfg, synth_root / "prepared", tmp_path / "run")
+def test_ddp_trains_logs_to_mlflow_server(tracked_run):
+    """2 DDP workers logging to a real `mlflow server` (the session's tracked run: conftest.tracked_run)."""
+    res, mlflow_server = tracked_run.result, tracked_run.server.uri
     assert res.metrics["iteration"] == 24
     assert res.metrics["ranks_in_sync"] == 1.0  # DDP kept the two replicas identical
     losses = history(mlflow_server, res.run_id, "train.loss")

@@ -13,10 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils import git_utils
 
-from helpers import ROOT, tiny_config
+from helpers import REGISTERED_NAME, ROOT
 from tmtvis import metric_names as names
 from tmtvis.checkpoint import latest_checkpoint, load_checkpoint
-from tmtvis.config import save_config
 from tmtvis.data.frames import read_frame
 from tmtvis.data.manifest import read_manifest
 from tmtvis.data.ytvis_format import resolve_frame
@@ -27,7 +26,7 @@ from tmtvis.tracking.model import tracking_at
 from workflows.cli import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-NAME, DATASET = "tmtvis-tiny", "ytvis_synth"
+NAME, DATASET = REGISTERED_NAME, "ytvis_synth"
 
 
 def video_frames(synth_root: Path) -> tuple[dict, np.ndarray]:
@@ -35,13 +34,9 @@ def video_frames(synth_root: Path) -> tuple[dict, np.ndarray]:
     return row, np.stack([read_frame(resolve_frame(row["image_root"], n)) for n in row["file_names"]])
 
 
-def test_train_register_load_and_infer_from_the_registry(synth_root, ray_local, mlflow_server, tmp_path, capsys):
-    cfg = tiny_config(synth_root, f"output_dir={synth_root}", "schedule.iterations=4", "checkpoint.every=4")
-    save_config(cfg, tmp_path / "base.yaml")
-    run_dir = tmp_path / "run"
-    assert main(["train", "--config", str(tmp_path / "base.yaml"), "--run-dir", str(run_dir), "--tracking-uri",
-                 mlflow_server.uri, "--register-model", NAME]) == 0
-    out = capsys.readouterr().out
+def test_train_register_load_and_infer_from_the_registry(synth_root, tracked_run, tmp_path):
+    """The session's `tmtvis train --register-model` run (conftest.tracked_run) against a real server."""
+    mlflow_server, cfg, run_dir, out = tracked_run.server, tracked_run.cfg, tracked_run.run_dir, tracked_run.stdout
     assert f"models:/{NAME}/1" in out
     run_id = json.loads((run_dir / "mlflow_run.json").read_text())["run_id"]
     client = MlflowClient(mlflow_server.uri)
@@ -69,9 +64,10 @@ def test_train_register_load_and_infer_from_the_registry(synth_root, ray_local, 
             "training" if d.split == "train" else "validation")
 
     # the LoggedModel: linked to the run, its validation metrics linked to it, registered as version 1
-    (output,) = run.outputs.model_outputs
+    outputs = {client.get_logged_model(o.model_id).name: o for o in run.outputs.model_outputs}  # and "best"
+    output = outputs["model"]
     model = client.get_logged_model(output.model_id)
-    assert model.source_run_id == run_id and output.step == 4
+    assert model.source_run_id == run_id and output.step == 24
     linked = {m.key: m.value for m in model.metrics}
     for d in cfg.data.splits("valid"):
         assert linked[names.dataset_key(d.name)] == run.data.metrics[names.dataset_key(d.name)]
@@ -113,15 +109,10 @@ def test_train_register_load_and_infer_from_the_registry(synth_root, ray_local, 
     assert json.loads((tmp_path / "infer-version/run.json").read_text())["checkpoint"] == f"models:/{NAME}/1"
 
 
-def test_best_ap_checkpoint_is_a_second_logged_model(synth_root, ray_local, tmp_path):
+def test_best_ap_checkpoint_is_a_second_logged_model(tracked_run):
     """tracking.log_best_model: the checkpoint of the best validation becomes a LoggedModel "best" next to the
     final one, linked to that validation's metrics; its checkpoint loads like any other."""
-    from tmtvis.engine.trainer import train
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = tiny_config(synth_root, "schedule.iterations=6", "checkpoint.every=6", "train.val_every=2",
-                      "tracking.log_best_model=true", f"tracking.tracking_uri={uri}")
-    result = train(cfg, synth_root / "prepared", tmp_path / "run")
+    result, uri = tracked_run.result, tracked_run.server.uri
     client = MlflowClient(uri)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
@@ -129,10 +120,10 @@ def test_best_ap_checkpoint_is_a_second_logged_model(synth_root, ray_local, tmp_
               for o in run.outputs.model_outputs}
     assert set(models) == {"model", "best"} and result.best_model.model_id == models["best"][1].model_id
     history = {m.step: m.value for m in client.get_metric_history(result.run_id, names.MEAN_AP)}
-    assert sorted(history) == [2, 4, 6]
+    assert sorted(history) == [12, 24]
     best_step = min(s for s, v in history.items() if v == max(history.values()))  # saved on a strict improvement
     output, best = models["best"]
-    assert output.step == best_step and models["model"][0].step == 6
+    assert output.step == best_step and models["model"][0].step == 24
     assert {m.key: m.value for m in best.metrics}[names.MEAN_AP] == history[best_step]
     loaded = load_checkpoint(result.best_checkpoint)
     assert loaded.iteration == best_step and loaded.model is not None
