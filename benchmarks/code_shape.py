@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tmtvis", "workflows", "tuning", "experiments")
-REASON_MARKERS = ("# lazy:", "# cycle:")  # as tests/test_imports.py reads them
+REASON_MARKERS = ("# lazy:", "# cycle:")
 
 
 def functions(root: Path = ROOT) -> list[tuple[str, ast.FunctionDef, list[str]]]:
@@ -46,6 +46,10 @@ def _own_import(node: ast.AST) -> bool:
     return isinstance(node, ast.Import) and any(a.name.split(".")[0] in PACKAGES for a in node.names)
 
 
+# An import of a project module inside a function body states its reason: one of these on the import's own line(s),
+# on an import line above it in the same block of imports, or on the line just above that block, e.g.
+#     # lazy: torch and Ray load when the command runs, not when the CLI builds its parser (`tmtvis --help`)
+# (`# cycle:` is for an import that would close a cycle at module level; tests/test_imports.py allows none today.)
 def _has_reason(node: ast.AST, fn: ast.AST, lines: list[str]) -> bool:
     """A REASON_MARKERS comment on the import's lines, an import line above it in its block, or the line above."""
     imports = {i for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))
@@ -54,6 +58,22 @@ def _has_reason(node: ast.AST, fn: ast.AST, lines: list[str]) -> bool:
     while first - 1 in imports:
         first -= 1
     return any(m in lines[i - 1] for i in range(max(first - 1, 1), node.end_lineno + 1) for m in REASON_MARKERS)
+
+
+def imports_without_reason(path: Path, root: Path = ROOT) -> list[str]:
+    """`path:line: import` of each in-function import of a project module that no REASON_MARKERS comment explains
+    (tests/test_imports.py requires none)."""
+    lines = path.read_text().splitlines()
+    out, seen = [], set()
+    for fn in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if _own_import(node) and node.lineno not in seen:
+                seen.add(node.lineno)
+                if not _has_reason(node, fn, lines):
+                    out.append(f"{path.relative_to(root)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return out
 
 
 def main() -> None:

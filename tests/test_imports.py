@@ -2,6 +2,7 @@
 cycle cannot hide in a function body. Imports of the project's own modules sit at the top of a module unless a
 comment says why not; the pure library never imports Ray."""
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -84,44 +85,17 @@ def test_the_cycle_finder_finds_one():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-# An import of a project module inside a function body states its reason: one of these on the import's own line(s),
-# on an import line above it in the same block of imports, or on the line just above that block, e.g.
-#     # lazy: torch and Ray load when the command runs, not when the CLI builds its parser (`tmtvis --help`)
-# (`# cycle:` is for an import that would close a cycle at module level; test_no_import_cycles allows none today.)
-REASON_MARKERS = ("# lazy:", "# cycle:")
-
-
-def _own_import(node: ast.AST) -> bool:
-    if isinstance(node, ast.ImportFrom):
-        return node.level > 0 or (node.module or "").split(".")[0] in PACKAGES
-    return isinstance(node, ast.Import) and any(a.name.split(".")[0] in PACKAGES for a in node.names)
-
-
-def in_function_imports_without_reason(path: Path, root: Path = ROOT) -> list[str]:
-    """`path:line: import` of each in-function import of a project module that no REASON_MARKERS comment explains."""
-    lines = path.read_text().splitlines()
-    tree = ast.parse("\n".join(lines))
-    import_lines = {i for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
-                    for i in range(n.lineno, n.end_lineno + 1)}  # 1-based
-    out, seen = [], set()
-    for fn in ast.walk(tree):
-        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        for node in ast.walk(fn):
-            if not _own_import(node) or node.lineno in seen:
-                continue
-            seen.add(node.lineno)
-            first = node.lineno
-            while first - 1 in import_lines:  # up to the first line of this block of imports
-                first -= 1
-            if not any(m in lines[i - 1] for i in range(max(first - 1, 1), node.end_lineno + 1) for m in REASON_MARKERS):
-                out.append(f"{path.relative_to(root)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
-    return out
+def _code_shape():
+    """benchmarks/code_shape.py: it owns the reason rule (REASON_MARKERS) and counts what it finds."""
+    spec = importlib.util.spec_from_file_location("code_shape", ROOT / "benchmarks" / "code_shape.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_in_function_imports_of_project_modules_say_why():
     missing = [m for pkg in PACKAGES for path in sorted((ROOT / pkg).rglob("*.py"))
-               for m in in_function_imports_without_reason(path)]
+               for m in _code_shape().imports_without_reason(path)]
     assert missing == [], "move these to the module's top, or say why not (# lazy: ...):\n" + "\n".join(missing)
 
 
@@ -131,7 +105,7 @@ def test_the_reason_check_reads_blocks(tmp_path):
             "    from tmtvis import env\n    from tmtvis import (\n        errors)\n\n\n"
             "def c():\n    from tmtvis import env  # cycle: example\n    x = 1\n    from tmtvis import errors\n")
     path.write_text(text)
-    assert [m.split(":")[1] for m in in_function_imports_without_reason(path, tmp_path)] == ["2", "16"]
+    assert [m.split(":")[1] for m in _code_shape().imports_without_reason(path, tmp_path)] == ["2", "16"]
 
 
 def test_the_library_never_imports_ray():
