@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "verbose", False):
         given["worker_logs"] = True
     s = run_inference(load_infer_config(args.config, given))
-    print(f"{s.videos} videos: {s.predicted} predicted now, {s.videos - s.predicted - len(s.failed)} already done")
+    print(f"{s.videos} videos: {s.predicted} predicted now, {s.already_done} already done")
     if s.predicted:
         print(f"{s.frames} frames in {s.seconds:.1f} s ({s.frames_per_second:.2f} frames/s)")
     print(f"results: {s.results_json} ({s.predictions} predictions), {s.results_zip}")

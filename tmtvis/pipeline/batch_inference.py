@@ -79,12 +79,17 @@ class InferenceSummary:
     results_json: Path | str
     results_zip: Path | str
     videos: int
-    predicted: int                      # videos predicted by this run (the rest were already done)
+    predicted: int                      # videos predicted by this run (the rest: already done, or failed)
     frames: int                         # frames predicted by this run
     seconds: float                      # wall time of the prediction stage
     predictions: int                    # entries in results.json
     visualisations: list[Path | str] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)  # with skip_bad_videos: the unreadable videos, as in failed.json
+
+    @property
+    def already_done(self) -> int:
+        """Videos predicted by an earlier run (this run tried every other one: predicted or failed)."""
+        return self.videos - self.predicted - len(self.failed)
 
     @property
     def frames_per_second(self) -> float:
